@@ -1,0 +1,139 @@
+//! The app of the classic Flask + Redis server-side session tutorial, with axum.
+//!
+//! ```sh
+//! cargo run --example login                  # in-process store
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example login
+//! ```
+//!
+//! Environment: `PORT` (default 3000), `REDIS_URL` (Redis; the in-process store when unset),
+//! `SESSION_IDLE_SECS` (default 1800), `SESSION_COOKIE_SECURE` (default true; set it to
+//! `false` for plain-http local use), `SESSION_KEY` (signing key, 32+ bytes; a random one
+//! per start when unset).
+
+use std::time::Duration;
+
+use axum::{
+    extract::Form,
+    http::StatusCode,
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+    Router,
+};
+use serde::Deserialize;
+use tower_redis_session::{Session, SessionError, SessionStore};
+
+/// The routes, with the session layer.
+pub fn app(store: &SessionStore) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", get(logout))
+        .layer(store.layer())
+}
+
+async fn index(session: Session) -> Result<Html<String>, SessionError> {
+    let Some(user) = session.get::<String>("username")? else {
+        return Ok(Html(
+            "<p>You are not logged in</p><p><a href=\"/login\">Log in</a></p>".into(),
+        ));
+    };
+    let visits = session.incr("visits", 1).await?;
+    Ok(Html(format!(
+        "<p>Logged in as {}</p><p>Visits: {visits}</p><p><a href=\"/logout\">Log out</a></p>",
+        escape(&user)
+    )))
+}
+
+async fn login_form() -> Html<&'static str> {
+    Html(
+        "<form method=\"post\" action=\"/login\">\
+         <label>Username <input type=\"text\" name=\"username\"></label>\
+         <button type=\"submit\">Log in</button></form>",
+    )
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+}
+
+async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, SessionError> {
+    let name = form.username.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Ok((StatusCode::BAD_REQUEST, "username: 1 to 64 characters").into_response());
+    }
+    session.insert("username", name)?;
+    // A new id after login, so an id planted before login is worthless.
+    session.regenerate().await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+async fn logout(session: Session) -> Result<Redirect, SessionError> {
+    session.destroy().await?;
+    Ok(Redirect::to("/"))
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '&' => "&amp;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Builds the store from the environment, as described at the top of this file.
+pub async fn store_from_env() -> Result<SessionStore, Box<dyn std::error::Error>> {
+    let idle = match std::env::var("SESSION_IDLE_SECS") {
+        Ok(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("SESSION_IDLE_SECS must be a number of seconds, not {v:?}"))?,
+        Err(_) => 1800,
+    };
+    let secure = match std::env::var("SESSION_COOKIE_SECURE") {
+        Ok(v) => v
+            .parse::<bool>()
+            .map_err(|_| format!("SESSION_COOKIE_SECURE must be true or false, not {v:?}"))?,
+        Err(_) => true,
+    };
+    let key = match std::env::var("SESSION_KEY") {
+        Ok(key) => key.into_bytes(),
+        Err(_) => {
+            let mut key = vec![0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+            eprintln!("SESSION_KEY not set: using a random signing key (sessions end on restart)");
+            key
+        }
+    };
+    let builder = SessionStore::builder()
+        .signing_keys([key])
+        .idle_timeout(Duration::from_secs(idle))
+        .absolute_timeout(Duration::from_secs(idle.max(12 * 3600)))
+        .secure(secure);
+    let builder = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            eprintln!("sessions: Redis at {url}");
+            builder.redis_url(url)
+        }
+        Err(_) => {
+            eprintln!("sessions: in-process memory store (set REDIS_URL to use Redis)");
+            builder.memory()
+        }
+    };
+    Ok(builder.build().await?)
+}
+
+#[allow(dead_code)] // the tests include this file for `app` only
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let store = store_from_env().await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(&store)).await?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Errors: what went wrong, and what to do about it.
+
+use http::StatusCode;
+
+/// An error from a session operation, as a handler sees it.
+///
+/// Every variant maps to an HTTP status through [`SessionError::status`]; with the `axum`
+/// feature the error is also an `IntoResponse`, so handlers can use `?` on it.
+///
+/// ```
+/// use tower_redis_session::SessionError;
+/// use http::StatusCode;
+///
+/// let err = SessionError::NotAnInteger { key: "visits".into() };
+/// assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session store could not be reached in time: Redis is down, paused or overloaded.
+    /// Retry later; the service recovers by itself when the store answers again.
+    #[error("session store unavailable: {0}")]
+    Unavailable(#[source] StoreError),
+
+    /// The store answered with something that is not a session of ours, such as a key of
+    /// another type at the session's address. The session cannot be used.
+    #[error("session store returned unexpected data: {0}")]
+    Corrupt(String),
+
+    /// A stored value did not decode into the requested type.
+    #[error("session value `{key}` does not decode into the requested type: {source}")]
+    Decode {
+        /// The session key.
+        key: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A value could not be serialized to JSON.
+    #[error("session value `{key}` cannot be serialized: {source}")]
+    Encode {
+        /// The session key.
+        key: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// `incr` on a key that holds something other than an integer, or an increment that would
+    /// overflow an `i64`.
+    #[error("session value `{key}` is not an integer, or the increment overflows")]
+    NotAnInteger {
+        /// The session key.
+        key: String,
+    },
+
+    /// Session keys must be non-empty; the empty field name is reserved for metadata.
+    #[error("session keys must not be empty")]
+    EmptyKey,
+
+    /// The session was destroyed or expired while this request ran (a concurrent logout, say).
+    /// The change was not saved, and the session was not re-created.
+    #[error("the session ended while this request ran; the change was not saved")]
+    Ended,
+
+    /// The handler read the session before it was loaded. The axum extractor loads it for
+    /// you; with plain tower, call [`Session::load`](crate::Session::load) first.
+    #[error("the session was read before it was loaded: call Session::load().await first")]
+    NotLoaded,
+
+    /// The operating system's random generator failed; no token could be made.
+    #[error("the OS random generator failed: {0}")]
+    Entropy(String),
+
+    /// The request did not pass through a [`SessionLayer`](crate::SessionLayer).
+    #[error("no session on this request: is the SessionLayer installed on this route?")]
+    MissingLayer,
+}
+
+impl SessionError {
+    /// The HTTP status that best describes this error to a client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ended => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Why the session store did not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No answer within the configured command timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// No connection could be had from the pool (Redis refused, or the pool wait timed out).
+    #[error("no connection: {0}")]
+    Connect(String),
+    /// Redis answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A configuration that [`SessionStoreBuilder::build`](crate::SessionStoreBuilder::build)
+/// refused.
+///
+/// ```
+/// use tower_redis_session::{ConfigError, SessionStore};
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # rt.block_on(async {
+/// let err = SessionStore::builder().memory().signing_keys([b"short".to_vec()]).build().await;
+/// assert!(matches!(err, Err(ConfigError::KeyTooShort { index: 0, len: 5 })));
+/// # });
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No signing key was given.
+    #[error("no signing key: pass at least one key of 32 bytes or more to signing_keys()")]
+    NoSigningKey,
+    /// A signing key is shorter than 32 bytes.
+    #[error("signing key {index} is {len} bytes; keys must be at least 32 random bytes")]
+    KeyTooShort {
+        /// Position in the key ring (0 signs).
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Neither `redis_url` nor `memory` was chosen.
+    #[error("no backend: call redis_url(..), redis_url_from_env(..) or memory()")]
+    NoBackend,
+    /// An environment variable that was asked for is not set.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(String),
+    /// The Redis URL did not parse.
+    #[error("bad Redis URL: {0}")]
+    BadUrl(#[source] redis::RedisError),
+    /// A timeout or size was zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The idle timeout is longer than the absolute timeout.
+    #[error("the idle timeout ({idle:?}) is longer than the absolute timeout ({absolute:?})")]
+    IdleExceedsAbsolute {
+        /// Idle timeout.
+        idle: std::time::Duration,
+        /// Absolute timeout.
+        absolute: std::time::Duration,
+    },
+    /// The cookie name is empty or has characters a cookie name cannot have.
+    #[error("invalid cookie name {0:?}")]
+    CookieName(String),
+    /// The cookie attributes break the rules of the cookie name's prefix.
+    #[error("a cookie named {name:?} must {rule}")]
+    CookiePrefix {
+        /// The cookie name.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// The connection pool could not be built.
+    #[error("connection pool: {0}")]
+    Pool(String),
+}

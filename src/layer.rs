@@ -1,0 +1,158 @@
+//! [`SessionLayer`] and the [`SessionService`] it wraps around a service.
+//!
+//! On the way in, the layer verifies the session cookie (no store command) and puts a lazy
+//! [`Session`] into the request extensions. On the way out it writes what the handler
+//! changed, in one round trip, and sets or expires the cookie. A response whose handler
+//! changed nothing goes out without waiting for the store.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::builder::SessionStore;
+use crate::error::SessionError;
+use crate::session::Session;
+
+/// Adds server-side sessions to a service. Made by [`SessionStore::layer`].
+///
+/// The wrapped service's response body must implement `Default`: when the session cannot
+/// be saved, the layer answers with an empty body and the status of the
+/// [`SessionError`] (503 if the store is unavailable, 409 if the session ended meanwhile).
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    store: SessionStore,
+}
+
+impl SessionLayer {
+    pub(crate) fn new(store: SessionStore) -> Self {
+        Self { store }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The service made by [`SessionLayer`].
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    store: SessionStore,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let store = &self.store.inner;
+        let verified = store.codec.verify(req.headers());
+        let session = Session::new(std::sync::Arc::clone(store), verified);
+        req.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            state: State::Inner {
+                future: self.inner.call(req),
+            },
+            session: Some(session),
+        }
+    }
+}
+
+type CommitFuture = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`SessionService`]. Boxes nothing unless the handler changed the
+    /// session.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+        session: Option<Session>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner { #[pin] future: F },
+        Commit { commit: CommitFuture, response: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    let Some(session) = this.session.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if !session.has_changes() {
+                        let mut response = response;
+                        session.finish(response.headers_mut());
+                        return Poll::Ready(Ok(response));
+                    }
+                    let commit = Box::pin(session.clone().commit());
+                    this.state.set(State::Commit {
+                        commit,
+                        response: Some(response),
+                    });
+                }
+                StateProj::Commit { commit, response } => {
+                    let result = ready!(commit.as_mut().poll(cx));
+                    let response = response.take().unwrap_or_default();
+                    let mut response = match result {
+                        Ok(()) => response,
+                        Err(e) => error_response(&e),
+                    };
+                    if let Some(session) = this.session.take() {
+                        session.finish(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+            }
+        }
+    }
+}
+
+/// The handler's response is dropped: it would claim a change that was not saved.
+fn error_response<B: Default>(error: &SessionError) -> Response<B> {
+    tracing::warn!(%error, "session changes not saved");
+    let mut response = Response::new(B::default());
+    *response.status_mut() = error.status();
+    if error.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    response
+}

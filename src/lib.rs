@@ -1,0 +1,73 @@
+//! Server-side sessions in Redis for tower, axum and hyper, behind one layer.
+//!
+//! - Each session is one Redis **hash**, one field per key: concurrent requests that change
+//!   different keys never overwrite each other, and a request writes only what it changed.
+//! - Reading a session and sliding its expiry is **one round trip** (a Lua script); a request
+//!   that writes adds at most one more. A request that carries the cookie but never reads the
+//!   session does not wait for Redis at all: its expiry is refreshed in the background.
+//! - Writes are **guarded**: a session that was destroyed (logout) or expired while a request
+//!   ran is never re-created by that request.
+//! - The cookie holds a 256-bit token from the OS and an HMAC-SHA256 tag; Redis only sees the
+//!   token's SHA-256 digest. Signing keys rotate: the first key signs, all verify.
+//! - Idle and absolute timeouts are enforced by the store; handlers never deal with expiry.
+//! - When Redis is down or hangs, requests that need the session get a fast
+//!   `503 Service Unavailable`, and the service recovers by itself.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_redis_session::{Session, SessionError, SessionStore};
+//!
+//! async fn handler(session: Session) -> Result<String, SessionError> {
+//!     let visits = session.incr("visits", 1).await?; // atomic HINCRBY
+//!     let user: Option<String> = session.get("user")?;
+//!     session.insert("theme", &"dark")?; // written after the handler
+//!     Ok(format!("{user:?} {visits}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (current_key, previous_key) = ([1u8; 32], [2u8; 32]);
+//! let store = SessionStore::builder()
+//!     .memory() // .redis_url("redis://127.0.0.1:6379") in production
+//!     .signing_keys([current_key, previous_key])
+//!     .idle_timeout(Duration::from_secs(30 * 60))
+//!     .absolute_timeout(Duration::from_secs(12 * 3600))
+//!     .build()
+//!     .await?;
+//! let app: Router = Router::new().route("/", get(handler)).layer(store.layer());
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Without axum
+//!
+//! The layer works on any `tower::Service<http::Request<B>>`. The [`Session`] is in the
+//! request extensions; call [`Session::load`] before reading it.
+//!
+//! # Features
+//!
+//! - `axum` (default): the [`Session`] extractor, and `IntoResponse` for [`SessionError`].
+
+#![deny(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod builder;
+mod cookie;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod layer;
+mod session;
+mod store;
+mod token;
+mod touch;
+
+pub use crate::builder::{SessionStore, SessionStoreBuilder, MIN_KEY_BYTES};
+pub use crate::error::{ConfigError, SessionError, StoreError};
+pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
+pub use crate::session::Session;
+pub use ::cookie::SameSite;

@@ -1,0 +1,466 @@
+//! [`Session`]: the handle a handler reads and writes.
+//!
+//! Reads come from the copy loaded at the start of the request (one round trip that also
+//! slides the expiry). `insert`, `remove` and `clear` only record the change; the layer writes
+//! what changed, and only that, after the handler returns. `incr`, `regenerate` and `destroy`
+//! go to the store at once, because their result matters to the handler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::builder::StoreInner;
+use crate::cookie::Verified;
+use crate::error::SessionError;
+use crate::store::{Mode, Outcome, Write};
+use crate::token::{StoreKey, Token};
+
+/// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
+/// and give up after this many draws.
+const MAX_TOKEN_DRAWS: usize = 3;
+
+/// The session of one request: a cheap, cloneable handle.
+///
+/// With the `axum` feature, take it as an extractor; it arrives loaded. With plain tower,
+/// take it from the request extensions and call [`load`](Self::load) first.
+///
+/// ```
+/// use tower_redis_session::{Session, SessionError};
+///
+/// async fn handler(session: Session) -> Result<String, SessionError> {
+///     let visits = session.incr("visits", 1).await?; // atomic, at once
+///     let user: Option<String> = session.get("user")?;
+///     session.insert("theme", &"dark")?; // written after the handler
+///     Ok(format!("{user:?} {visits}"))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<StoreInner>,
+    state: Mutex<State>,
+}
+
+/// What we know of the session in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    /// The request carried a valid cookie but nobody has asked the store yet.
+    Unknown,
+    /// There is no live session: none was sent, or it is gone.
+    Absent,
+    /// The session under `token` is live in the store.
+    Live,
+}
+
+struct State {
+    /// The current token: the verified one from the cookie, or one made during this request.
+    token: Option<Token>,
+    key: Option<StoreKey>,
+    stored: Stored,
+    /// The request carried a valid cookie (so a dead one should be removed).
+    had_cookie: bool,
+    /// The cookie was signed by an older key.
+    stale_key: bool,
+    /// The token was made during this request.
+    new_token: bool,
+    /// Remaining lifetime as of the last store operation.
+    ttl: Option<Duration>,
+    /// Current view: stored values with this request's changes applied (JSON text).
+    data: HashMap<String, String>,
+    /// Pending changes: `Some` to set, `None` to delete.
+    changes: HashMap<String, Option<String>>,
+    /// Pending: drop every stored field first.
+    cleared: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.state();
+        f.debug_struct("Session")
+            .field("stored", &s.stored)
+            .field("keys", &s.data.keys().collect::<Vec<_>>())
+            .field("changed", &s.changes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>) -> Self {
+        let (token, key, stored, stale_key) = match verified {
+            Some(v) => {
+                let key = v.token.store_key(&store.prefix);
+                (Some(v.token), Some(key), Stored::Unknown, v.stale_key)
+            }
+            None => (None, None, Stored::Absent, false),
+        };
+        let state = State {
+            had_cookie: token.is_some(),
+            token,
+            key,
+            stored,
+            stale_key,
+            new_token: false,
+            ttl: None,
+            data: HashMap::new(),
+            changes: HashMap::new(),
+            cleared: false,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is made after its checks; a poisoned lock is still whole.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let state = self.state();
+        if state.stored == Stored::Unknown {
+            return Err(SessionError::NotLoaded);
+        }
+        Ok(state)
+    }
+
+    /// Reads the session from the store and slides its expiry, in one round trip. Does
+    /// nothing if it is already loaded or if the request carried no valid session cookie.
+    pub async fn load(&self) -> Result<(), SessionError> {
+        let key = {
+            let state = self.state();
+            match (&state.stored, &state.key) {
+                (Stored::Unknown, Some(key)) => key.clone(),
+                _ => return Ok(()),
+            }
+        };
+        let loaded = self.inner.store.backend.load(&key).await?;
+        let mut state = self.state();
+        if state.stored != Stored::Unknown {
+            return Ok(());
+        }
+        match loaded {
+            Some(loaded) => {
+                state.stored = Stored::Live;
+                state.ttl = Some(loaded.ttl);
+                state.data = loaded.fields;
+            }
+            None => state.stored = Stored::Absent,
+        }
+        Ok(())
+    }
+
+    /// The value under `key`, decoded from JSON; `None` if there is none.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded()?;
+        state
+            .data
+            .get(key)
+            .map(|json| serde_json::from_str(json))
+            .transpose()
+            .map_err(|source| SessionError::Decode {
+                key: key.into(),
+                source,
+            })
+    }
+
+    /// Sets `key` to `value` (as JSON). Written after the handler returns, together with
+    /// the other changes of this request; other keys of the session are left untouched.
+    pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
+        check_key(key)?;
+        let json = serde_json::to_string(value).map_err(|source| SessionError::Encode {
+            key: key.into(),
+            source,
+        })?;
+        let mut state = self.loaded()?;
+        state.data.insert(key.to_owned(), json.clone());
+        state.changes.insert(key.to_owned(), Some(json));
+        Ok(())
+    }
+
+    /// Removes `key`. Written after the handler returns.
+    pub fn remove(&self, key: &str) -> Result<(), SessionError> {
+        check_key(key)?;
+        let mut state = self.loaded()?;
+        state.data.remove(key);
+        state.changes.insert(key.to_owned(), None);
+        Ok(())
+    }
+
+    /// Removes every key but keeps the session (and its id). Written after the handler.
+    pub fn clear(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded()?;
+        state.data.clear();
+        state.changes.clear();
+        state.cleared = true;
+        Ok(())
+    }
+
+    /// The keys the session holds now.
+    pub fn keys(&self) -> Result<Vec<String>, SessionError> {
+        Ok(self.loaded()?.data.keys().cloned().collect())
+    }
+
+    /// Whether the session holds no keys.
+    pub fn is_empty(&self) -> Result<bool, SessionError> {
+        Ok(self.loaded()?.data.is_empty())
+    }
+
+    /// Adds `delta` to the integer under `key` (missing counts as 0) and returns the new
+    /// value: one atomic `HINCRBY`, so concurrent requests never lose a count. Starts a
+    /// session if there is none. Fails with [`SessionError::Ended`] if the session was
+    /// destroyed meanwhile: it is never re-created.
+    pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
+        check_key(key)?;
+        self.load().await?;
+        let not_an_integer = || SessionError::NotAnInteger { key: key.into() };
+        // A value this request set for the key goes to the store first, in the same script.
+        let base = {
+            let state = self.loaded()?;
+            match state.changes.get(key) {
+                Some(Some(json)) => Some(json.parse::<i64>().map_err(|_| not_an_integer())?),
+                Some(None) => Some(0),
+                None if state.cleared => Some(0),
+                None => None,
+            }
+        };
+        if let Some(base) = base {
+            base.checked_add(delta).ok_or_else(not_an_integer)?;
+        }
+        let value = self
+            .write_with(|store, key_, mode| {
+                let field = key.to_owned();
+                async move { store.backend.incr(&key_, mode, &field, delta, base).await }
+            })
+            .await?;
+        let mut state = self.state();
+        state.data.insert(key.to_owned(), value.to_string());
+        if state.cleared {
+            // The pending clear runs after this; keep the counter through it.
+            state.changes.insert(key.to_owned(), Some(value.to_string()));
+        } else {
+            state.changes.remove(key);
+        }
+        Ok(value)
+    }
+
+    /// Gives the session a new id, keeping its data (call it after login, against session
+    /// fixation). The old id is dead from the moment this returns: the session is read and
+    /// deleted in one step, then stored under the new id with this request's changes, so a
+    /// write made with the old id either landed before and is kept, or fails.
+    pub async fn regenerate(&self) -> Result<(), SessionError> {
+        self.load().await?;
+        let old_key = {
+            let state = self.state();
+            match (state.stored, &state.key) {
+                (Stored::Live, Some(key)) => key.clone(),
+                // No stored session: a new id is drawn when something is written.
+                _ => return Ok(()),
+            }
+        };
+        let store = Arc::clone(&self.inner.store);
+        let Some(taken) = store.backend.take(&old_key).await? else {
+            self.forget();
+            return Err(SessionError::Ended);
+        };
+        let fields = {
+            let mut state = self.state();
+            let mut fields = if state.cleared {
+                HashMap::new()
+            } else {
+                taken.fields
+            };
+            for (k, v) in state.changes.drain() {
+                match v {
+                    Some(v) => fields.insert(k, v),
+                    None => fields.remove(&k),
+                };
+            }
+            state.cleared = false;
+            state.stored = Stored::Absent;
+            state.token = None;
+            state.key = None;
+            state.data = fields.clone();
+            fields
+        };
+        let created_ms = Some(taken.created_ms);
+        let result = self
+            .write_with(|store, key, _| {
+                let fields = fields.clone();
+                async move {
+                    let write = Write {
+                        mode: Mode::Create { created_ms },
+                        clear: false,
+                        set: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                        delete: Vec::new(),
+                    };
+                    store.backend.save(&key, &write).await
+                }
+            })
+            .await;
+        if result.is_err() {
+            // The old session is gone and the new one was not stored: start afresh.
+            self.forget();
+        }
+        result
+    }
+
+    /// Ends the session (logout): deletes it from the store now, and the response expires
+    /// the cookie. Writes made afterwards in this request start a new session.
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        let key = self.state().key.clone();
+        if let Some(key) = key {
+            self.inner.store.backend.destroy(&key).await?;
+        }
+        self.forget();
+        Ok(())
+    }
+
+    /// Drops every trace of the current session from this handle.
+    fn forget(&self) {
+        let mut state = self.state();
+        state.token = None;
+        state.key = None;
+        state.stored = Stored::Absent;
+        state.new_token = false;
+        state.data.clear();
+        state.changes.clear();
+        state.cleared = false;
+    }
+
+    /// Runs a guarded write: on the live session, or, if there is none, on a new one under a
+    /// fresh token. A live session that vanished meanwhile is never re-created.
+    async fn write_with<T, F, Fut>(&self, op: F) -> Result<T, SessionError>
+    where
+        F: Fn(Arc<StoreInner>, StoreKey, Mode) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome<T>, SessionError>>,
+    {
+        let store = Arc::clone(&self.inner.store);
+        for _ in 0..MAX_TOKEN_DRAWS {
+            let (key, mode, fresh) = {
+                let state = self.state();
+                match (state.stored, &state.key) {
+                    (Stored::Live, Some(key)) => (key.clone(), Mode::Update, None),
+                    _ => {
+                        let token = Token::generate()
+                            .map_err(|e| SessionError::Entropy(e.to_string()))?;
+                        let key = token.store_key(&store.prefix);
+                        (key, Mode::Create { created_ms: None }, Some(token))
+                    }
+                }
+            };
+            match op(Arc::clone(&store), key.clone(), mode).await? {
+                Outcome::Done { ttl, value } => {
+                    let mut state = self.state();
+                    if let Some(token) = fresh {
+                        state.token = Some(token);
+                        state.key = Some(key);
+                        state.new_token = true;
+                    }
+                    state.stored = Stored::Live;
+                    state.ttl = Some(ttl);
+                    return Ok(value);
+                }
+                Outcome::Gone => {
+                    self.forget();
+                    return Err(SessionError::Ended);
+                }
+                Outcome::Taken => continue,
+            }
+        }
+        Err(SessionError::Corrupt(
+            "every freshly drawn session key was taken".into(),
+        ))
+    }
+
+    /// Whether the request left changes that must be written before the response goes out.
+    pub(crate) fn has_changes(&self) -> bool {
+        let state = self.state();
+        state.cleared || !state.changes.is_empty()
+    }
+
+    /// Writes this request's changes: only what changed, in one round trip.
+    pub(crate) async fn commit(self) -> Result<(), SessionError> {
+        let (changes, clear) = {
+            let mut state = self.state();
+            if state.stored == Stored::Unknown {
+                return Err(SessionError::NotLoaded);
+            }
+            let clear = std::mem::take(&mut state.cleared);
+            (std::mem::take(&mut state.changes), clear)
+        };
+        if changes.is_empty() && !clear {
+            return Ok(());
+        }
+        self.write_with(|store, key, mode| {
+            let changes = &changes;
+            async move {
+                let write = Write {
+                    mode,
+                    clear: clear && matches!(mode, Mode::Update),
+                    set: changes
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
+                        .collect(),
+                    delete: if clear {
+                        Vec::new()
+                    } else {
+                        changes
+                            .iter()
+                            .filter(|(_, v)| v.is_none())
+                            .map(|(k, _)| k.as_str())
+                            .collect()
+                    },
+                };
+                store.backend.save(&key, &write).await
+            }
+        })
+        .await
+    }
+
+    /// Adds the `Set-Cookie` this response needs, if any, and queues the expiry refresh of
+    /// a session the request carried but never read.
+    pub(crate) fn finish(&self, headers: &mut HeaderMap) {
+        let store = &self.inner.store;
+        let codec = &store.codec;
+        let state = self.state();
+        let header = match (state.stored, &state.token, &state.key) {
+            (Stored::Unknown, Some(token), Some(key)) => {
+                store.toucher.touch(key.clone());
+                let idle = Duration::from_millis(store.lifetimes.idle_ms);
+                (state.stale_key || codec.attributes.persistent)
+                    .then(|| codec.set_cookie(token, idle))
+                    .flatten()
+            }
+            (Stored::Live, Some(token), _) => (state.new_token
+                || state.stale_key
+                || codec.attributes.persistent)
+                .then(|| codec.set_cookie(token, state.ttl.unwrap_or_default()))
+                .flatten(),
+            _ if state.had_cookie => codec.removal(),
+            _ => None,
+        };
+        if let Some(header) = header {
+            headers.append(http::header::SET_COOKIE, header);
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), SessionError> {
+    if key.is_empty() {
+        Err(SessionError::EmptyKey)
+    } else {
+        Ok(())
+    }
+}

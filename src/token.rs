@@ -1,0 +1,87 @@
+//! Session tokens and the store keys derived from them.
+//!
+//! The token is what the client holds. The store only ever sees `prefix + SHA-256(token)`, so a
+//! Redis dump, `MONITOR` or a replica never shows a usable cookie.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use sha2::{Digest, Sha256};
+
+/// Bytes of entropy in a token: 256 bits from the OS CSPRNG.
+pub(crate) const TOKEN_BYTES: usize = 32;
+/// Length of a token once base64url-encoded without padding.
+pub(crate) const TOKEN_CHARS: usize = 43;
+
+/// A session token as it travels in the cookie (base64url, 43 characters).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Token(String);
+
+impl Token {
+    /// A fresh token from the operating system's CSPRNG.
+    pub(crate) fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Accepts the text of a cookie's token part once its MAC has been verified.
+    pub(crate) fn from_verified(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key of this session's hash in the store.
+    pub(crate) fn store_key(&self, prefix: &str) -> StoreKey {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let mut key = String::with_capacity(prefix.len() + TOKEN_CHARS);
+        key.push_str(prefix);
+        URL_SAFE_NO_PAD.encode_string(digest, &mut key);
+        StoreKey(key)
+    }
+}
+
+// Never print a token, not even in debug output.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// The store key of a session: the configured prefix and the token's SHA-256 digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct StoreKey(String);
+
+impl StoreKey {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_distinct_and_url_safe() {
+        let a = Token::generate().unwrap();
+        let b = Token::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), TOKEN_CHARS);
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn store_key_hides_the_token() {
+        let t = Token::generate().unwrap();
+        let k = t.store_key("s:");
+        assert!(k.as_str().starts_with("s:"));
+        assert!(!k.as_str().contains(t.as_str()));
+        assert_eq!(k, t.store_key("s:"));
+        assert_eq!(format!("{t:?}"), "Token(..)");
+    }
+}
