@@ -1,0 +1,354 @@
+//! The layer over real HTTP and from plain tower: cookies, signing keys, the example app,
+//! Redis outages and bad configuration.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::{app, builder, send, Browser, RedisServer, KEY};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::{Layer, ServiceExt};
+use tower_redis_session::{ConfigError, Session, SessionError, SessionStore};
+
+#[path = "../examples/login.rs"]
+#[allow(dead_code)]
+mod example;
+
+/// One HTTP/1.1 request over a real socket. Returns status, Set-Cookie headers, Location
+/// and body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, Vec<String>, Option<String>, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    let body = form.unwrap_or("");
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let mut cookies = Vec::new();
+    let mut location = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(": ") {
+            match name.to_ascii_lowercase().as_str() {
+                "set-cookie" => cookies.push(value.to_string()),
+                "location" => location = Some(value.to_string()),
+                _ => {}
+            }
+        }
+    }
+    (status, cookies, location, body.to_string())
+}
+
+async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or("").to_string()
+}
+
+async fn example_flow(store: SessionStore) {
+    let addr = serve(example::app(&store)).await;
+    let (status, cookies, _, body) = http(addr, "GET", "/", None, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("You are not logged in"), "{body}");
+    assert!(cookies.is_empty(), "anonymous visits create no session");
+
+    let (status, _, _, body) = http(addr, "GET", "/login", None, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("name=\"username\""));
+
+    let (status, cookies, location, _) =
+        http(addr, "POST", "/login", None, Some("username=alice%3Cb%3E")).await;
+    assert_eq!(status, 303);
+    assert_eq!(location.as_deref(), Some("/"));
+    let cookie = pair(&cookies[0]);
+
+    for visit in 1..=3 {
+        let (status, _, _, body) = http(addr, "GET", "/", Some(&cookie), None).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("Logged in as alice&lt;b&gt;"), "{body}");
+        assert!(body.contains(&format!("Visits: {visit}")), "{body}");
+    }
+
+    // Logging in again (as someone else) regenerates the id: the old cookie dies.
+    let (_, cookies, _, _) =
+        http(addr, "POST", "/login", Some(&cookie), Some("username=bob")).await;
+    let second = pair(&cookies[0]);
+    assert_ne!(second, cookie);
+    let (_, _, _, body) = http(addr, "GET", "/", Some(&cookie), None).await;
+    assert!(body.contains("You are not logged in"), "old id is dead: {body}");
+    let (_, _, _, body) = http(addr, "GET", "/", Some(&second), None).await;
+    assert!(body.contains("Logged in as bob") && body.contains("Visits: 4"), "{body}");
+
+    let (status, cookies, location, _) = http(addr, "GET", "/logout", Some(&second), None).await;
+    assert_eq!(status, 303);
+    assert_eq!(location.as_deref(), Some("/"));
+    assert!(cookies[0].contains("Max-Age=0"));
+    let (_, _, _, body) = http(addr, "GET", "/", Some(&second), None).await;
+    assert!(body.contains("You are not logged in"), "{body}");
+
+    let (status, _, _, _) = http(addr, "POST", "/login", None, Some("username=")).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_app_over_http_with_redis() {
+    let redis = RedisServer::start();
+    let store = builder().redis_url(redis.url()).build().await.unwrap();
+    example_flow(store).await;
+    assert!(redis.keys().is_empty(), "logout left nothing behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_app_over_http_in_memory() {
+    example_flow(builder().memory().build().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn cookie_defaults_follow_owasp_and_host_prefix_works() {
+    let store = builder().memory().cookie_name("__Host-sid").build().await.unwrap();
+    let mut b = Browser::new(app(&store));
+    let r = b.get("/set/a/1").await;
+    let c = &r.set_cookie[0];
+    for attr in ["__Host-sid=", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(c.contains(attr), "{c} lacks {attr}");
+    }
+    assert!(!c.contains("Max-Age") && !c.contains("Domain"), "{c}");
+    // 256-bit token (43 base64url chars), a dot, a 256-bit tag.
+    let value = pair(c).split_once('=').unwrap().1.to_string();
+    assert_eq!(value.len(), 87);
+    assert_eq!(b.get("/get/a").await.body, "1");
+}
+
+#[tokio::test]
+async fn raw_tokens_never_reach_redis() {
+    let redis = RedisServer::start();
+    let store = builder().redis_url(redis.url()).build().await.unwrap();
+    let mut b = Browser::new(app(&store));
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let mut fresh = Browser::new(b.app.clone());
+        fresh.get(&format!("/set/k/{i}")).await;
+        fresh.get("/regenerate").await;
+        let value = fresh.cookie.clone().unwrap();
+        tokens.push(value.split_once('=').unwrap().1[..43].to_string());
+        b = fresh;
+    }
+    let mut dump = String::new();
+    for key in redis.keys() {
+        dump.push_str(&key);
+        let fields: Vec<String> = redis.cmd(&["HGETALL", &key]);
+        dump.push_str(&fields.join(" "));
+    }
+    assert!(!dump.is_empty());
+    for t in &tokens {
+        assert!(!dump.contains(t.as_str()), "token found in Redis");
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_rotate() {
+    let redis = RedisServer::start();
+    let (old, new) = ([1u8; 32], [2u8; 32]);
+    let store = |keys: Vec<[u8; 32]>| {
+        SessionStore::builder()
+            .redis_url(redis.url())
+            .signing_keys(keys)
+            .build()
+    };
+    let before = store(vec![old]).await.unwrap();
+    let during = store(vec![new, old]).await.unwrap();
+    let after = store(vec![new]).await.unwrap();
+
+    let mut b = Browser::new(app(&before));
+    b.get("/set/user/alice").await;
+    let old_cookie = b.cookie.clone().unwrap();
+
+    // Verified by the older key: accepted and re-issued, same session, new signature.
+    let r = send(&app(&during), "/get/user", Some(&old_cookie)).await;
+    assert_eq!(r.body, "alice");
+    let reissued = r.cookie_pair().expect("re-issued");
+    assert_ne!(reissued, old_cookie);
+    assert_eq!(reissued[..51], old_cookie[..51], "same token");
+    // Re-issued even when the route never reads the session.
+    let r = send(&app(&during), "/untouched", Some(&old_cookie)).await;
+    assert_eq!(r.cookie_pair().as_deref(), Some(reissued.as_str()));
+
+    // Once the old key is removed, the old cookie is worthless; the new one works.
+    let r = send(&app(&after), "/get/user", Some(&old_cookie)).await;
+    assert_eq!(r.body, "none");
+    let r = send(&app(&after), "/get/user", Some(&reissued)).await;
+    assert_eq!(r.body, "alice");
+    assert!(r.set_cookie.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_gives_fast_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let store = builder()
+        .redis_url(redis.url())
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let mut b = Browser::new(app(&store));
+    b.get("/set/user/alice").await;
+
+    redis.kill();
+    for path in ["/get/user", "/set/x/1", "/incr/n/1"] {
+        let start = Instant::now();
+        let r = b.peek(path).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{path} took {:?}", start.elapsed());
+    }
+    // A route without the session is unaffected.
+    assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
+
+    // Redis comes back empty: no error page, the session simply starts fresh.
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        let r = b.peek("/get/user").await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.body, "none");
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "service recovered by itself");
+    let r = b.get("/set/user/bob").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(b.get("/get/user").await.body, "bob");
+}
+
+#[tokio::test]
+async fn paused_redis_fails_within_the_command_timeout() {
+    let redis = RedisServer::start();
+    let store = builder()
+        .redis_url(redis.url())
+        .command_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let mut b = Browser::new(app(&store));
+    b.get("/set/user/alice").await;
+    redis.signal("-STOP");
+    let start = Instant::now();
+    let r = b.peek("/get/user").await;
+    let took = start.elapsed();
+    redis.signal("-CONT");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(b.peek("/get/user").await.body, "alice", "resumes after SIGCONT");
+}
+
+#[tokio::test]
+async fn wrong_type_at_session_key_is_a_clear_error() {
+    let redis = RedisServer::start();
+    let store = builder().redis_url(redis.url()).build().await.unwrap();
+    let mut b = Browser::new(app(&store));
+    b.get("/set/user/alice").await;
+    let key = redis.keys().remove(0);
+    let _: () = redis.cmd(&["DEL", &key]);
+    let _: () = redis.cmd(&["SET", &key, "not a hash"]);
+    let r = b.peek("/get/user").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body.contains("unexpected data"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn works_from_plain_tower_without_axum() {
+    let store = builder().memory().build().await.unwrap();
+    let svc = store.layer().layer(tower::service_fn(|req: http::Request<()>| async move {
+        let Some(session) = req.extensions().get::<Session>().cloned() else {
+            return Ok::<_, Infallible>(http::Response::new(Full::<axum::body::Bytes>::from(
+                "no session",
+            )));
+        };
+        let had_cookie = req.headers().contains_key(http::header::COOKIE);
+        let before_load = session.get::<i64>("n");
+        let body = async {
+            session.load().await?;
+            let n = session.get::<i64>("n")?.unwrap_or(0) + 1;
+            session.insert("n", &n)?;
+            Ok::<_, SessionError>(format!("{n} {}", had_cookie && before_load.is_err()))
+        }
+        .await
+        .unwrap_or_else(|e| e.to_string());
+        Ok(http::Response::new(Full::from(body)))
+    }));
+    let body = |res: http::Response<Full<axum::body::Bytes>>| async move {
+        use http_body_util::BodyExt;
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    let cookie = res.headers()[http::header::SET_COOKIE].to_str().unwrap();
+    let cookie = pair(cookie);
+    assert_eq!(body(res).await, "1 false");
+    let req = http::Request::builder()
+        .header(http::header::COOKIE, &cookie)
+        .body(())
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    // Reading before load() is a NotLoaded error, not a silent "empty session".
+    assert_eq!(body(res).await, "2 true");
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_a_clear_error() {
+    let cases: Vec<(tower_redis_session::SessionStoreBuilder, &str)> = vec![
+        (SessionStore::builder().memory(), "no signing key"),
+        (SessionStore::builder().memory().signing_keys([[0u8; 31]]), "at least 32"),
+        (SessionStore::builder().signing_keys([KEY]), "no backend"),
+        (builder().redis_url("http://nope"), "Redis URL"),
+        (builder().memory().idle_timeout(Duration::ZERO), "idle_timeout"),
+        (builder().memory().command_timeout(Duration::ZERO), "command_timeout"),
+        (
+            builder()
+                .memory()
+                .idle_timeout(Duration::from_secs(10))
+                .absolute_timeout(Duration::from_secs(5)),
+            "longer than the absolute",
+        ),
+        (builder().memory().cookie_name("bad name"), "invalid cookie name"),
+        (builder().memory().cookie_name("__Host-x").secure(false), "be Secure"),
+        (builder().memory().cookie_name("__Host-x").cookie_path("/app"), "Path=/"),
+        (builder().redis_url_from_env("TRS_SURELY_UNSET_VAR"), "not set"),
+    ];
+    for (b, expected) in cases {
+        let err: ConfigError = b.build().await.expect_err(expected);
+        assert!(err.to_string().contains(expected), "{err} vs {expected}");
+    }
+}

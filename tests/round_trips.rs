@@ -1,0 +1,149 @@
+//! Round trips per request, counted by Redis itself (`INFO commandstats`). These are the
+//! figures of the README's table.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{all_commands, app, builder, round_trips, send, Browser, RedisServer};
+use std::time::Duration;
+use tower_redis_session::SessionStore;
+
+async fn setup() -> (RedisServer, SessionStore, Browser) {
+    let redis = RedisServer::start();
+    let store = builder().redis_url(redis.url()).build().await.expect("store");
+    let b = Browser::new(app(&store));
+    (redis, store, b)
+}
+
+/// Round trips of one request, and the reply.
+async fn measure(redis: &RedisServer, b: &mut Browser, path: &str) -> (u64, common::Reply) {
+    let before = redis.commandstats();
+    let reply = b.get(path).await;
+    let after = redis.commandstats();
+    (round_trips(&before, &after), reply)
+}
+
+#[tokio::test]
+async fn read_is_one_round_trip() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let (n, r) = measure(&redis, &mut b, "/get/user").await;
+    assert_eq!(r.body, "alice");
+    assert_eq!(n, 1, "load + expiry refresh in one script");
+    // And it did slide the expiry: the TTL is back near the full idle timeout.
+    let key = &redis.keys()[0];
+    let ttl: i64 = redis.cmd(&["PTTL", key]);
+    assert!(ttl > 29 * 60 * 1000, "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn write_is_one_more_round_trip() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let (n, r) = measure(&redis, &mut b, "/set/theme/dark").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(n, 2, "load, then one guarded write of the changed field");
+    let before = redis.commandstats();
+    b.get("/set/theme/light").await;
+    let after = redis.commandstats();
+    let hset = after["hset"] - before.get("hset").unwrap_or(&0);
+    assert_eq!(hset, 1, "only the changed field is written");
+    assert!(!after.contains_key("hgetall") || after["hgetall"] - before["hgetall"] == 1);
+}
+
+#[tokio::test]
+async fn new_session_costs_one_round_trip() {
+    let (redis, _store, mut b) = setup().await;
+    let (n, r) = measure(&redis, &mut b, "/set/user/alice").await;
+    assert_eq!(r.set_cookie.len(), 1);
+    assert_eq!(n, 1, "no load without a cookie; one create");
+}
+
+#[tokio::test]
+async fn incr_is_one_more_round_trip() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let (n, r) = measure(&redis, &mut b, "/incr/visits/1").await;
+    assert_eq!(r.body, "1");
+    assert_eq!(n, 2, "load, then one HINCRBY script");
+}
+
+#[tokio::test]
+async fn no_cookie_and_no_write_sends_nothing() {
+    let (redis, _store, mut b) = setup().await;
+    let before = redis.commandstats();
+    let r = b.get("/get/user").await;
+    let after = redis.commandstats();
+    assert_eq!(all_commands(&before, &after), 0);
+    assert!(r.set_cookie.is_empty());
+}
+
+#[tokio::test]
+async fn forged_or_malformed_cookies_send_nothing() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let good = b.cookie.clone().unwrap();
+    let (name, value) = good.split_once('=').unwrap();
+    let mut flipped = value.to_string().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let forged = [
+        format!("{name}={}", String::from_utf8(flipped).unwrap()),
+        format!("{name}=garbage"),
+        format!("{name}="),
+        format!("{name}={}", &value[..43]),
+        format!("{name}={}.{}", "A".repeat(43), "A".repeat(43)),
+    ];
+    for cookie in &forged {
+        let before = redis.commandstats();
+        let r = send(&b.app, "/get/user", Some(cookie)).await;
+        let after = redis.commandstats();
+        assert_eq!(r.body, "none", "{cookie}");
+        assert_eq!(all_commands(&before, &after), 0, "{cookie}");
+        assert!(r.set_cookie.is_empty(), "{cookie}");
+    }
+}
+
+#[tokio::test]
+async fn untouched_session_refreshes_in_background() {
+    let (mut redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let before = redis.commandstats();
+    let r = b.get("/untouched").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The refresh arrives shortly after, as one pipelined script call.
+    let mut n = 0;
+    for _ in 0..100 {
+        n = round_trips(&before, &redis.commandstats());
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n, 1);
+    // The response never waits for it: with Redis frozen, untouched routes still answer,
+    // while a route that reads the session fails fast.
+    redis.signal("-STOP");
+    let r = b.get("/untouched").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = b.get("/get/user").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    redis.signal("-CONT");
+    redis.kill();
+}
+
+#[tokio::test]
+async fn logout_is_load_plus_one() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let (n, _) = measure(&redis, &mut b, "/destroy").await;
+    assert_eq!(n, 2, "load (by the extractor) + UNLINK");
+}
+
+#[tokio::test]
+async fn regenerate_is_load_plus_two() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let (n, _) = measure(&redis, &mut b, "/regenerate").await;
+    assert_eq!(n, 3, "load, take the old hash, create the new one");
+}
