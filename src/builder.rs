@@ -325,7 +325,10 @@ impl SessionStoreBuilder {
             .enumerate()
             .find(|(_, k)| k.len() < MIN_KEY_BYTES)
         {
-            return Err(ConfigError::KeyTooShort { index, len: k.len() });
+            return Err(ConfigError::KeyTooShort {
+                index,
+                len: k.len(),
+            });
         }
         for (name, d) in [
             ("idle_timeout", self.idle),

@@ -215,7 +215,9 @@ mod tests {
     fn the_tag_binds_the_cookie_name() {
         let t = Token::generate().unwrap();
         let v = codec("other", &[K1]).sign(&t);
-        assert!(codec("id", &[K1]).verify(&headers(&format!("id={v}"))).is_none());
+        assert!(codec("id", &[K1])
+            .verify(&headers(&format!("id={v}")))
+            .is_none());
     }
 
     #[test]
@@ -249,7 +251,10 @@ mod tests {
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
             assert!(s.contains(attr), "{s} lacks {attr}");
         }
-        assert!(!s.contains("Max-Age"), "browser-session cookie by default: {s}");
+        assert!(
+            !s.contains("Max-Age"),
+            "browser-session cookie by default: {s}"
+        );
         let r = c.removal().unwrap();
         assert!(r.to_str().unwrap().contains("Max-Age=0"));
     }

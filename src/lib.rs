@@ -71,3 +71,8 @@ pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
 pub use ::cookie::SameSite;
+
+/// The README's example is compiled as a doc test, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -248,7 +248,9 @@ impl Session {
         state.data.insert(key.to_owned(), value.to_string());
         if state.cleared {
             // The pending clear runs after this; keep the counter through it.
-            state.changes.insert(key.to_owned(), Some(value.to_string()));
+            state
+                .changes
+                .insert(key.to_owned(), Some(value.to_string()));
         } else {
             state.changes.remove(key);
         }
@@ -302,7 +304,10 @@ impl Session {
                     let write = Write {
                         mode: Mode::Create { created_ms },
                         clear: false,
-                        set: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                        set: fields
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect(),
                         delete: Vec::new(),
                     };
                     store.backend.save(&key, &write).await
@@ -353,8 +358,8 @@ impl Session {
                 match (state.stored, &state.key) {
                     (Stored::Live, Some(key)) => (key.clone(), Mode::Update, None),
                     _ => {
-                        let token = Token::generate()
-                            .map_err(|e| SessionError::Entropy(e.to_string()))?;
+                        let token =
+                            Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
                         let key = token.store_key(&store.prefix);
                         (key, Mode::Create { created_ms: None }, Some(token))
                     }
@@ -443,11 +448,11 @@ impl Session {
                     .then(|| codec.set_cookie(token, idle))
                     .flatten()
             }
-            (Stored::Live, Some(token), _) => (state.new_token
-                || state.stale_key
-                || codec.attributes.persistent)
-                .then(|| codec.set_cookie(token, state.ttl.unwrap_or_default()))
-                .flatten(),
+            (Stored::Live, Some(token), _) => {
+                (state.new_token || state.stale_key || codec.attributes.persistent)
+                    .then(|| codec.set_cookie(token, state.ttl.unwrap_or_default()))
+                    .flatten()
+            }
             _ if state.had_cookie => codec.removal(),
             _ => None,
         };

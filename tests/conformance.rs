@@ -20,7 +20,10 @@ struct Fixture {
     redis: Option<RedisServer>,
 }
 
-async fn fixture(kind: Kind, configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder) -> Fixture {
+async fn fixture(
+    kind: Kind,
+    configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder,
+) -> Fixture {
     let (b, redis) = match kind {
         Kind::Memory => (builder().memory(), None),
         Kind::Redis => {
@@ -154,7 +157,10 @@ async fn incr_after_insert_in_same_request_counts_from_it(kind: Kind) {
     let mut b = f.browser();
     b.get("/set-int/n/5").await;
     assert_eq!(b.get("/incr/n/1").await.body, "6");
-    assert_eq!(b.get("/get/n").await.status, StatusCode::INTERNAL_SERVER_ERROR); // an i64, not a String
+    assert_eq!(
+        b.get("/get/n").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    ); // an i64, not a String
     assert_eq!(b.get("/incr/n/-6").await.body, "0");
 }
 
@@ -186,7 +192,10 @@ async fn destroy_expires_cookie_and_kills_session(kind: Kind) {
     assert!(r.set_cookie[0].contains("Max-Age=0"), "{:?}", r.set_cookie);
     assert!(b.cookie.is_none());
     // The old cookie, replayed, finds nothing.
-    let replay = Browser { cookie: old, ..f.browser() };
+    let replay = Browser {
+        cookie: old,
+        ..f.browser()
+    };
     assert_eq!(replay.peek("/get/user").await.body, "none");
     assert_eq!(f.stored().unwrap_or(0), 0);
 }
@@ -293,17 +302,35 @@ async fn absolute_timeout_ends_even_an_active_session(kind: Kind) {
             seen_alive += 1;
         }
     }
-    assert!(seen_alive >= 4, "alive while active and young: {seen_alive}");
-    assert_eq!(b.peek("/get/a").await.body, "none", "ended after 1.2 s despite activity");
+    assert!(
+        seen_alive >= 4,
+        "alive while active and young: {seen_alive}"
+    );
+    assert_eq!(
+        b.peek("/get/a").await.body,
+        "none",
+        "ended after 1.2 s despite activity"
+    );
     // Regenerating does not restart the clock: covered by the same rule on the stored
     // creation time.
 }
 
 async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
-    let f = fixture(kind, |b| b.persistent(true).idle_timeout(Duration::from_secs(600))).await;
+    let f = fixture(kind, |b| {
+        b.persistent(true).idle_timeout(Duration::from_secs(600))
+    })
+    .await;
     let mut b = f.browser();
     let r = b.get("/set/a/1").await;
-    assert!(r.set_cookie[0].contains("Max-Age=600") || r.set_cookie[0].contains("Max-Age=599"), "{:?}", r.set_cookie);
+    assert!(
+        r.set_cookie[0].contains("Max-Age=600") || r.set_cookie[0].contains("Max-Age=599"),
+        "{:?}",
+        r.set_cookie
+    );
     let r = b.get("/get/a").await;
-    assert!(r.set_cookie[0].contains("Max-Age=5") || r.set_cookie[0].contains("Max-Age=600"), "refreshed on reads: {:?}", r.set_cookie);
+    assert!(
+        r.set_cookie[0].contains("Max-Age=5") || r.set_cookie[0].contains("Max-Age=600"),
+        "refreshed on reads: {:?}",
+        r.set_cookie
+    );
 }

@@ -65,7 +65,9 @@ async fn http(
 }
 
 async fn serve(router: axum::Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
     addr
@@ -105,9 +107,15 @@ async fn example_flow(store: SessionStore) {
     let second = pair(&cookies[0]);
     assert_ne!(second, cookie);
     let (_, _, _, body) = http(addr, "GET", "/", Some(&cookie), None).await;
-    assert!(body.contains("You are not logged in"), "old id is dead: {body}");
+    assert!(
+        body.contains("You are not logged in"),
+        "old id is dead: {body}"
+    );
     let (_, _, _, body) = http(addr, "GET", "/", Some(&second), None).await;
-    assert!(body.contains("Logged in as bob") && body.contains("Visits: 4"), "{body}");
+    assert!(
+        body.contains("Logged in as bob") && body.contains("Visits: 4"),
+        "{body}"
+    );
 
     let (status, cookies, location, _) = http(addr, "GET", "/logout", Some(&second), None).await;
     assert_eq!(status, 303);
@@ -135,11 +143,22 @@ async fn example_app_over_http_in_memory() {
 
 #[tokio::test]
 async fn cookie_defaults_follow_owasp_and_host_prefix_works() {
-    let store = builder().memory().cookie_name("__Host-sid").build().await.unwrap();
+    let store = builder()
+        .memory()
+        .cookie_name("__Host-sid")
+        .build()
+        .await
+        .unwrap();
     let mut b = Browser::new(app(&store));
     let r = b.get("/set/a/1").await;
     let c = &r.set_cookie[0];
-    for attr in ["__Host-sid=", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+    for attr in [
+        "__Host-sid=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
         assert!(c.contains(attr), "{c} lacks {attr}");
     }
     assert!(!c.contains("Max-Age") && !c.contains("Domain"), "{c}");
@@ -229,7 +248,11 @@ async fn redis_outage_gives_fast_503_and_recovers() {
         let start = Instant::now();
         let r = b.peek(path).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
-        assert!(start.elapsed() < Duration::from_secs(2), "{path} took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{path} took {:?}",
+            start.elapsed()
+        );
     }
     // A route without the session is unaffected.
     assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
@@ -270,7 +293,11 @@ async fn paused_redis_fails_within_the_command_timeout() {
     redis.signal("-CONT");
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert_eq!(b.peek("/get/user").await.body, "alice", "resumes after SIGCONT");
+    assert_eq!(
+        b.peek("/get/user").await.body,
+        "alice",
+        "resumes after SIGCONT"
+    );
 }
 
 #[tokio::test]
@@ -290,24 +317,26 @@ async fn wrong_type_at_session_key_is_a_clear_error() {
 #[tokio::test]
 async fn works_from_plain_tower_without_axum() {
     let store = builder().memory().build().await.unwrap();
-    let svc = store.layer().layer(tower::service_fn(|req: http::Request<()>| async move {
-        let Some(session) = req.extensions().get::<Session>().cloned() else {
-            return Ok::<_, Infallible>(http::Response::new(Full::<axum::body::Bytes>::from(
-                "no session",
-            )));
-        };
-        let had_cookie = req.headers().contains_key(http::header::COOKIE);
-        let before_load = session.get::<i64>("n");
-        let body = async {
-            session.load().await?;
-            let n = session.get::<i64>("n")?.unwrap_or(0) + 1;
-            session.insert("n", &n)?;
-            Ok::<_, SessionError>(format!("{n} {}", had_cookie && before_load.is_err()))
-        }
-        .await
-        .unwrap_or_else(|e| e.to_string());
-        Ok(http::Response::new(Full::from(body)))
-    }));
+    let svc = store
+        .layer()
+        .layer(tower::service_fn(|req: http::Request<()>| async move {
+            let Some(session) = req.extensions().get::<Session>().cloned() else {
+                return Ok::<_, Infallible>(http::Response::new(Full::<axum::body::Bytes>::from(
+                    "no session",
+                )));
+            };
+            let had_cookie = req.headers().contains_key(http::header::COOKIE);
+            let before_load = session.get::<i64>("n");
+            let body = async {
+                session.load().await?;
+                let n = session.get::<i64>("n")?.unwrap_or(0) + 1;
+                session.insert("n", &n)?;
+                Ok::<_, SessionError>(format!("{n} {}", had_cookie && before_load.is_err()))
+            }
+            .await
+            .unwrap_or_else(|e| e.to_string());
+            Ok(http::Response::new(Full::from(body)))
+        }));
     let body = |res: http::Response<Full<axum::body::Bytes>>| async move {
         use http_body_util::BodyExt;
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -330,11 +359,20 @@ async fn works_from_plain_tower_without_axum() {
 async fn bad_configuration_is_refused_with_a_clear_error() {
     let cases: Vec<(tower_redis_session::SessionStoreBuilder, &str)> = vec![
         (SessionStore::builder().memory(), "no signing key"),
-        (SessionStore::builder().memory().signing_keys([[0u8; 31]]), "at least 32"),
+        (
+            SessionStore::builder().memory().signing_keys([[0u8; 31]]),
+            "at least 32",
+        ),
         (SessionStore::builder().signing_keys([KEY]), "no backend"),
         (builder().redis_url("http://nope"), "Redis URL"),
-        (builder().memory().idle_timeout(Duration::ZERO), "idle_timeout"),
-        (builder().memory().command_timeout(Duration::ZERO), "command_timeout"),
+        (
+            builder().memory().idle_timeout(Duration::ZERO),
+            "idle_timeout",
+        ),
+        (
+            builder().memory().command_timeout(Duration::ZERO),
+            "command_timeout",
+        ),
         (
             builder()
                 .memory()
@@ -342,10 +380,25 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
                 .absolute_timeout(Duration::from_secs(5)),
             "longer than the absolute",
         ),
-        (builder().memory().cookie_name("bad name"), "invalid cookie name"),
-        (builder().memory().cookie_name("__Host-x").secure(false), "be Secure"),
-        (builder().memory().cookie_name("__Host-x").cookie_path("/app"), "Path=/"),
-        (builder().redis_url_from_env("TRS_SURELY_UNSET_VAR"), "not set"),
+        (
+            builder().memory().cookie_name("bad name"),
+            "invalid cookie name",
+        ),
+        (
+            builder().memory().cookie_name("__Host-x").secure(false),
+            "be Secure",
+        ),
+        (
+            builder()
+                .memory()
+                .cookie_name("__Host-x")
+                .cookie_path("/app"),
+            "Path=/",
+        ),
+        (
+            builder().redis_url_from_env("TRS_SURELY_UNSET_VAR"),
+            "not set",
+        ),
     ];
     for (b, expected) in cases {
         let err: ConfigError = b.build().await.expect_err(expected);

@@ -10,7 +10,11 @@ use tower_redis_session::SessionStore;
 
 async fn setup() -> (RedisServer, SessionStore, Browser) {
     let redis = RedisServer::start();
-    let store = builder().redis_url(redis.url()).build().await.expect("store");
+    let store = builder()
+        .redis_url(redis.url())
+        .build()
+        .await
+        .expect("store");
     let b = Browser::new(app(&store));
     (redis, store, b)
 }

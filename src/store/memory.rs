@@ -122,7 +122,9 @@ impl MemoryBackend {
                     entry.fields.clear();
                 }
                 for (field, value) in &write.set {
-                    entry.fields.insert((*field).to_owned(), (*value).to_owned());
+                    entry
+                        .fields
+                        .insert((*field).to_owned(), (*value).to_owned());
                 }
                 for field in &write.delete {
                     entry.fields.remove(*field);

@@ -159,7 +159,9 @@ impl RedisBackend {
             })
             .await
             .map_err(|e| match e {
-                SessionError::Corrupt(msg) if msg.contains("integer") || msg.contains("overflow") => {
+                SessionError::Corrupt(msg)
+                    if msg.contains("integer") || msg.contains("overflow") =>
+                {
                     SessionError::NotAnInteger { key: field.into() }
                 }
                 e => e,
@@ -199,7 +201,9 @@ impl RedisBackend {
         let touch = &self.scripts.touch;
         self.run(|mut conn| async move {
             match pipeline("EVALSHA", &touch.sha).exec_async(&mut conn).await {
-                Err(e) if is_noscript(&e) => pipeline("EVAL", touch.source).exec_async(&mut conn).await,
+                Err(e) if is_noscript(&e) => {
+                    pipeline("EVAL", touch.source).exec_async(&mut conn).await
+                }
                 other => other,
             }
         })
@@ -293,7 +297,9 @@ fn is_noscript(e: &RedisError) -> bool {
 fn classify(e: RedisError) -> SessionError {
     let transient = matches!(
         e.code(),
-        None | Some("OOM" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY")
+        None | Some(
+            "OOM" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY"
+        )
     );
     if transient {
         SessionError::Unavailable(StoreError::Redis(e))

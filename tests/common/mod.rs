@@ -194,12 +194,18 @@ async fn read(session: Session, Path(k): Path<String>) -> Result<String, Session
         .unwrap_or_else(|| "none".to_string()))
 }
 
-async fn write(session: Session, Path((k, v)): Path<(String, String)>) -> Result<&'static str, SessionError> {
+async fn write(
+    session: Session,
+    Path((k, v)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
     session.insert(&k, &v)?;
     Ok("ok")
 }
 
-async fn write_int(session: Session, Path((k, v)): Path<(String, i64)>) -> Result<&'static str, SessionError> {
+async fn write_int(
+    session: Session,
+    Path((k, v)): Path<(String, i64)>,
+) -> Result<&'static str, SessionError> {
     session.insert(&k, &v)?;
     Ok("ok")
 }
