@@ -247,7 +247,8 @@ impl RedisBackend {
     }
 
     /// Checks out a connection and runs `work` on it, all within the command timeout. A
-    /// connection that failed at the transport level is dropped rather than returned.
+    /// connection that did not answer (transport error, or the timeout cut it short) is
+    /// dropped rather than returned to the pool: it may be dead without knowing it.
     async fn run<T, Fut>(
         &self,
         work: impl FnOnce(MultiplexedConnection) -> Fut,
@@ -256,18 +257,25 @@ impl RedisBackend {
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let attempt = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| SessionError::Unavailable(StoreError::Connect(e.to_string())))?;
+            let mut checkout =
+                Checkout {
+                    object: Some(self.pool.get().await.map_err(|e| {
+                        SessionError::Unavailable(StoreError::Connect(e.to_string()))
+                    })?),
+                    answered: false,
+                };
             // A multiplexed connection is a cheap handle; the pooled object stays checked out.
-            let result = work(conn.conn.clone()).await;
-            if let Err(e) = &result {
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
-                    drop(Object::take(conn));
-                }
-            }
+            let conn = checkout.object.as_ref().map(|o| o.conn.clone());
+            let Some(conn) = conn else {
+                return Err(SessionError::Unavailable(StoreError::Connect(
+                    "no connection".into(),
+                )));
+            };
+            let result = work(conn).await;
+            checkout.answered = match &result {
+                Ok(_) => true,
+                Err(e) => !(e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()),
+            };
             result.map_err(classify)
         };
         tokio::time::timeout(self.command_timeout, attempt)
@@ -275,6 +283,20 @@ impl RedisBackend {
             .unwrap_or(Err(SessionError::Unavailable(StoreError::Timeout(
                 self.command_timeout,
             ))))
+    }
+}
+
+/// A checked-out connection that goes back to the pool only if Redis answered on it.
+struct Checkout {
+    object: Option<Object<Manager>>,
+    answered: bool,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let (false, Some(object)) = (self.answered, self.object.take()) {
+            drop(Object::take(object));
+        }
     }
 }
 
