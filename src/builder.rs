@@ -79,6 +79,16 @@ impl SessionStore {
         SessionLayer::new(self.clone())
     }
 
+    /// Benchmark support, not API: the floor. One load-script round trip on the raw store key
+    /// `key` through this store's pool, with none of the session logic around it. Returns
+    /// the number of fields read.
+    #[doc(hidden)]
+    pub async fn __floor_load(&self, key: &str) -> Result<usize, crate::SessionError> {
+        let key = crate::token::StoreKey::from_raw(key.to_owned());
+        let loaded = self.inner.backend.load(&key).await?;
+        Ok(loaded.map_or(0, |l| l.fields.len()))
+    }
+
     /// Whether this store keeps sessions in Redis (rather than in process memory).
     pub fn is_redis(&self) -> bool {
         matches!(self.inner.backend, Backend::Redis(_))

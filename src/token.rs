@@ -54,6 +54,11 @@ impl std::fmt::Debug for Token {
 pub(crate) struct StoreKey(String);
 
 impl StoreKey {
+    /// A key as it stands in the store (benchmark support).
+    pub(crate) fn from_raw(key: String) -> Self {
+        Self(key)
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }

@@ -151,3 +151,14 @@ async fn regenerate_is_load_plus_two() {
     let (n, _) = measure(&redis, &mut b, "/regenerate").await;
     assert_eq!(n, 3, "load, take the old hash, create the new one");
 }
+
+#[tokio::test]
+async fn read_sends_nothing_after_the_response_either() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let before = redis.commandstats();
+    b.get("/get/user").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = redis.commandstats();
+    assert_eq!(round_trips(&before, &after), 1, "{before:?} {after:?}");
+}

@@ -1,0 +1,58 @@
+//! The apps under test: the same routes with our layer, with tower-sessions, and bare.
+
+use axum::{extract::Path, routing::get, Router};
+use tower_sessions::{Expiry, Session as TsSession, SessionManagerLayer};
+use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
+
+use crate::support::fields;
+
+/// A tower-sessions layer on Redis at `url`: `always_save` is its only way to slide expiry
+/// on reads.
+pub async fn tower_sessions_layer(
+    url: &str,
+    always_save: bool,
+) -> SessionManagerLayer<RedisStore<Pool>> {
+    let config = Config::from_url(url).expect("fred config");
+    let pool = Pool::new(config, None, None, None, 6).expect("fred pool");
+    pool.init().await.expect("fred connect");
+    SessionManagerLayer::new(RedisStore::new(pool))
+        .with_secure(false)
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(30)))
+        .with_always_save(always_save)
+}
+
+/// The scenarios' routes through tower-sessions.
+pub fn tower_sessions_app(layer: SessionManagerLayer<RedisStore<Pool>>) -> Router {
+    Router::new()
+        .route("/read", get(ts_read))
+        .route("/write", get(ts_write))
+        .route("/regenerate", get(ts_regenerate))
+        .route("/counter", get(ts_counter))
+        .route("/untouched", get(|| async { "ok" }))
+        .route("/seed/{size}", get(ts_seed))
+        .layer(layer)
+}
+
+async fn ts_read(s: TsSession) -> String {
+    s.get::<String>("user").await.ok().flatten().unwrap_or_default()
+}
+async fn ts_write(s: TsSession) -> &'static str {
+    s.insert("theme", "light").await.expect("insert");
+    "ok"
+}
+async fn ts_regenerate(s: TsSession) -> &'static str {
+    s.cycle_id().await.expect("cycle_id");
+    "ok"
+}
+/// tower-sessions has no atomic counter: read, add, write back.
+async fn ts_counter(s: TsSession) -> String {
+    let n = s.get::<i64>("n").await.ok().flatten().unwrap_or(0) + 1;
+    s.insert("n", n).await.expect("insert");
+    n.to_string()
+}
+async fn ts_seed(s: TsSession, Path(size): Path<String>) -> &'static str {
+    for (k, v) in fields(&size) {
+        s.insert(&k, v).await.expect("insert");
+    }
+    "ok"
+}

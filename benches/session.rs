@@ -1,0 +1,176 @@
+//! Latency per request through the real tower stack (no sockets), against a redis-server this
+//! bench starts on a free loopback port. Scenarios:
+//!
+//! - `no-layer`: the same router without the session layer (baseline);
+//! - `floor`: the same router without the layer, whose handler sends the load script by hand
+//!   through the store's own pool (one round trip); `floor-direct`: that call alone;
+//! - `read`, `write`, `create`, `regenerate`, `counter`: session operations;
+//! - `untouched`: a route that carries the cookie but never touches the session;
+//!
+//! each with a small session (3 short fields) and a large one (50 fields, about 4 KB) where
+//! the size matters. `BENCH_QUICK=1` shortens every measurement. Results land in
+//! `target/criterion/ours/<scenario>-<size>/`; `scripts/bench.sh` turns them into BENCHMARKS.md.
+
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::{routing::get, Router};
+use criterion::{criterion_group, criterion_main, Criterion};
+use redis_server::RedisServer;
+use support::{criterion, fields, send, SIZES};
+use tower_redis_session::{Session, SessionError, SessionStore};
+
+fn app(store: &SessionStore) -> Router {
+    Router::new()
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .route("/regenerate", get(regenerate))
+        .route("/counter", get(counter))
+        .route("/untouched", get(|| async { "ok" }))
+        .route("/seed/{size}", get(seed))
+        .layer(store.layer())
+}
+
+fn floor_router(store: &SessionStore, key: &str) -> Router {
+    let (store, key) = (store.clone(), key.to_owned());
+    Router::new().route(
+        "/read",
+        get(move || async move { store.__floor_load(&key).await.map(|n| n.to_string()) }),
+    )
+}
+
+fn bare() -> Router {
+    Router::new().route("/read", get(|| async { "ok" }))
+}
+
+async fn read(s: Session) -> Result<String, SessionError> {
+    Ok(s.get::<String>("user")?.unwrap_or_default())
+}
+async fn write(s: Session) -> Result<&'static str, SessionError> {
+    s.insert("theme", "light")?;
+    Ok("ok")
+}
+async fn regenerate(s: Session) -> Result<&'static str, SessionError> {
+    s.regenerate().await?;
+    Ok("ok")
+}
+async fn counter(s: Session) -> Result<String, SessionError> {
+    Ok(s.incr("n", 1).await?.to_string())
+}
+async fn seed(
+    s: Session,
+    axum::extract::Path(size): axum::extract::Path<String>,
+) -> Result<&'static str, SessionError> {
+    for (k, v) in fields(&size) {
+        s.insert(&k, &v)?;
+    }
+    Ok("ok")
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let redis = RedisServer::start();
+    let store = rt.block_on(async {
+        SessionStore::builder()
+            .redis_url(redis.url())
+            .signing_keys([[7u8; 32]])
+            .build()
+            .await
+            .expect("store")
+    });
+    let app = app(&store);
+    let mut group = c.benchmark_group("ours");
+
+    let bare = bare();
+    group.bench_function("no-layer", |b| {
+        b.to_async(&rt).iter(|| async { send(&bare, "/read", None).await })
+    });
+    // CPU cost of the layer alone: the in-process backend does no I/O.
+    let memory = rt.block_on(async {
+        SessionStore::builder()
+            .memory()
+            .signing_keys([[7u8; 32]])
+            .build()
+            .await
+            .expect("memory store")
+    });
+    let memory_app = crate::app(&memory);
+    let memory_cookie = rt
+        .block_on(send(&memory_app, "/seed/small", None))
+        .expect("seeded cookie");
+    for scenario in ["read", "untouched"] {
+        let path = format!("/{scenario}");
+        group.bench_function(format!("memory-{scenario}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { send(&memory_app, &path, Some(&memory_cookie)).await })
+        });
+    }
+    group.bench_function("create", |b| {
+        b.to_async(&rt)
+            .iter(|| async { send(&app, "/write", None).await })
+    });
+
+    for size in SIZES {
+        let cookie = rt
+            .block_on(send(&app, &format!("/seed/{size}"), None))
+            .expect("seeded cookie");
+        let key = redis.keys().into_iter().find(|k| {
+            let n: usize = redis.cmd(&["HLEN", k]);
+            n == fields(size).len() + 1
+        });
+        let key = key.expect("seeded key");
+        // The floor: a request whose handler does the session's Redis work by hand (the load
+        // script through the same pool), on the same router without the session layer.
+        let floor = floor_router(&store, &key);
+        group.bench_function(format!("floor-{size}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { send(&floor, "/read", None).await })
+        });
+        // The same round trip with no router around it, for reference.
+        group.bench_function(format!("floor-direct-{size}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { store.__floor_load(&key).await.expect("floor") })
+        });
+        for scenario in ["read", "write", "untouched", "counter"] {
+            let path = format!("/{scenario}");
+            group.bench_function(format!("{scenario}-{size}"), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { send(&app, &path, Some(&cookie)).await })
+            });
+        }
+        // Regeneration changes the cookie: carry it from one request to the next.
+        let current = Arc::new(Mutex::new(cookie.clone()));
+        group.bench_function(format!("regenerate-{size}"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (app, current) = (app.clone(), Arc::clone(&current));
+                async move {
+                    let mut cookie = current.lock().expect("cookie").clone();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        cookie = send(&app, "/regenerate", Some(&cookie))
+                            .await
+                            .expect("new cookie");
+                    }
+                    let took = start.elapsed();
+                    *current.lock().expect("cookie") = cookie;
+                    took
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = session;
+    config = criterion();
+    targets = benches
+}
+criterion_main!(session);

@@ -1,0 +1,56 @@
+//! What the benchmarks share: Criterion settings, session contents, and one request through
+//! a router. Included by `benches/session.rs` and by the `bench/` workspace member.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use axum::{body::Body, http::Request, Router};
+use criterion::Criterion;
+use tower::ServiceExt;
+
+/// Session sizes: 3 short fields, or 50 fields of about 4 KB in all.
+pub const SIZES: [&str; 2] = ["small", "large"];
+
+/// Criterion settings; `BENCH_QUICK=1` shortens every measurement.
+pub fn criterion() -> Criterion {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let (warm, measure, samples) = if quick { (300, 1000, 20) } else { (1000, 4000, 60) };
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(warm))
+        .measurement_time(Duration::from_millis(measure))
+        .sample_size(samples)
+        .without_plots()
+}
+
+/// Fields of a session of the given size.
+pub fn fields(size: &str) -> Vec<(String, String)> {
+    match size {
+        "small" => vec![
+            ("user".into(), "alice".into()),
+            ("theme".into(), "dark".into()),
+            ("lang".into(), "en".into()),
+        ],
+        _ => (0..50)
+            .map(|i| (format!("field{i:02}"), format!("{i:02}-{}", "x".repeat(76))))
+            .collect(),
+    }
+}
+
+/// Sends one GET through the router; returns the `name=value` of a Set-Cookie, if any.
+pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Option<String> {
+    let mut req = Request::get(path);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+}
