@@ -90,7 +90,8 @@ fn benches(c: &mut Criterion) {
 
     let bare = bare();
     group.bench_function("no-layer", |b| {
-        b.to_async(&rt).iter(|| async { send(&bare, "/read", None).await })
+        b.to_async(&rt)
+            .iter(|| async { send(&bare, "/read", None).await })
     });
     // CPU cost of the layer alone: the in-process backend does no I/O.
     let memory = rt.block_on(async {

@@ -85,7 +85,8 @@ impl SessionStore {
     #[doc(hidden)]
     pub async fn __floor_load(&self, key: &str) -> Result<usize, crate::SessionError> {
         let key = crate::token::StoreKey::from_raw(key.to_owned());
-        let loaded = self.inner.backend.load(&key).await?;
+        let ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
+        let loaded = self.inner.backend.load(&key, ttl).await?;
         Ok(loaded.map_or(0, |l| l.fields.len()))
     }
 
@@ -289,11 +290,11 @@ impl SessionStoreBuilder {
         };
         let backend = match &self.backend {
             BackendChoice::None => return Err(ConfigError::NoBackend),
-            BackendChoice::Memory => Backend::Memory(MemoryBackend::new(lifetimes)),
-            BackendChoice::Redis(url) => self.redis(url.clone(), lifetimes)?,
+            BackendChoice::Memory => Backend::Memory(MemoryBackend::default()),
+            BackendChoice::Redis(url) => self.redis(url.clone())?,
             BackendChoice::RedisEnv(var) => {
                 let url = std::env::var(var).map_err(|_| ConfigError::MissingEnv(var.clone()))?;
-                self.redis(url, lifetimes)?
+                self.redis(url)?
             }
         };
         if let Backend::Redis(redis) = &backend {
@@ -314,7 +315,7 @@ impl SessionStoreBuilder {
         Ok(SessionStore { inner })
     }
 
-    fn redis(&self, url: String, lifetimes: Lifetimes) -> Result<Backend, ConfigError> {
+    fn redis(&self, url: String) -> Result<Backend, ConfigError> {
         let options = RedisOptions {
             url,
             pool_size: self.pool_size,
@@ -322,7 +323,7 @@ impl SessionStoreBuilder {
             wait_timeout: self.command_timeout,
             command_timeout: self.command_timeout,
         };
-        Ok(Backend::Redis(RedisBackend::new(&options, lifetimes)?))
+        Ok(Backend::Redis(RedisBackend::new(&options)?))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

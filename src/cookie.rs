@@ -1,9 +1,12 @@
 //! The session cookie: signing, verification and the `Set-Cookie` header.
 //!
-//! A cookie value is `TOKEN.TAG`: the 43-character base64url token and a base64url
-//! HMAC-SHA256 tag over `name=TOKEN`, so a cookie cannot be moved to another cookie name. The
-//! first key of the ring signs; every key verifies, in constant time. Anything that does not
-//! verify is "no session" and costs no store command.
+//! A cookie value is `TOKEN.CREATED.TAG`: the 43-character base64url token, the session's
+//! creation time in milliseconds, and a base64url HMAC-SHA256 tag over `name=TOKEN.CREATED`,
+//! so a cookie cannot be moved to another cookie name nor have its age changed. Carrying the
+//! creation time lets the layer compute the session's expiry (idle timeout cut short by the
+//! absolute timeout) without asking the store first. The first key of the ring signs; every
+//! key verifies, in constant time. Anything that does not verify is "no session" and costs no
+//! store command.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use cookie::{Cookie, SameSite};
@@ -18,8 +21,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of the base64url tag (32 bytes).
 const TAG_CHARS: usize = 43;
-/// Length of a whole cookie value: token, dot, tag.
-const VALUE_CHARS: usize = TOKEN_CHARS + 1 + TAG_CHARS;
+/// Most digits of the creation time (milliseconds since 1970 need 13 until the year 2286).
+const MAX_CREATED_DIGITS: usize = 15;
 /// At most this many cookies carrying our name are checked per request; more are ignored, so
 /// a hostile header costs a bounded number of MACs.
 const MAX_CANDIDATES: usize = 4;
@@ -49,6 +52,8 @@ pub(crate) struct CookieAttributes {
 #[derive(Debug)]
 pub(crate) struct Verified {
     pub(crate) token: Token,
+    /// When the session was created, in milliseconds since the Unix epoch.
+    pub(crate) created_ms: i64,
     /// Signed by an older key: re-issue it signed by the current one.
     pub(crate) stale_key: bool,
 }
@@ -93,48 +98,59 @@ impl CookieCodec {
     }
 
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {
-        if value.len() != VALUE_CHARS || value[TOKEN_CHARS] != b'.' {
-            return None;
-        }
-        let (token, tag) = (&value[..TOKEN_CHARS], &value[TOKEN_CHARS + 1..]);
-        if !token
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        let (token, rest) = (value.get(..TOKEN_CHARS)?, value.get(TOKEN_CHARS..)?);
+        let rest = rest.strip_prefix(b".")?;
+        let dot = rest.iter().position(|&b| b == b'.')?;
+        let (created, tag) = (&rest[..dot], &rest[dot + 1..]);
+        if tag.len() != TAG_CHARS
+            || created.is_empty()
+            || created.len() > MAX_CREATED_DIGITS
+            || !created.iter().all(u8::is_ascii_digit)
+            || !token
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         {
             return None;
         }
         let mut tag_bytes = [0u8; 33];
         let n = URL_SAFE_NO_PAD.decode_slice(tag, &mut tag_bytes).ok()?;
         let tag_bytes = tag_bytes.get(..n)?;
+        let signed = &value[..TOKEN_CHARS + 1 + created.len()];
         let index = self.macs.iter().position(|mac| {
             let mut mac = mac.clone();
-            mac.update(token);
+            mac.update(signed);
             mac.verify_slice(tag_bytes).is_ok()
         })?;
-        // The alphabet check above makes this valid UTF-8.
+        // The checks above make both parts ASCII.
         let token = std::str::from_utf8(token).ok()?;
+        let created_ms = std::str::from_utf8(created).ok()?.parse().ok()?;
         Some(Verified {
             token: Token::from_verified(token),
+            created_ms,
             stale_key: index > 0,
         })
     }
 
-    /// `TOKEN.TAG`, signed with the current key.
-    pub(crate) fn sign(&self, token: &Token) -> String {
-        let mut value = String::with_capacity(VALUE_CHARS);
-        value.push_str(token.as_str());
-        value.push('.');
+    /// `TOKEN.CREATED.TAG`, signed with the current key.
+    pub(crate) fn sign(&self, token: &Token, created_ms: i64) -> String {
+        let mut value = format!("{}.{created_ms}", token.as_str());
         if let Some(mac) = self.macs.first() {
             let mut mac = mac.clone();
-            mac.update(token.as_str().as_bytes());
+            mac.update(value.as_bytes());
+            value.push('.');
             URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
         }
         value
     }
 
     /// `Set-Cookie` for a live session. `max_age` is used for persistent cookies only.
-    pub(crate) fn set_cookie(&self, token: &Token, max_age: Duration) -> Option<HeaderValue> {
-        let mut cookie = self.base(self.sign(token));
+    pub(crate) fn set_cookie(
+        &self,
+        token: &Token,
+        created_ms: i64,
+        max_age: Duration,
+    ) -> Option<HeaderValue> {
+        let mut cookie = self.base(self.sign(token, created_ms));
         if self.attributes.persistent {
             cookie.set_max_age(cookie::time::Duration::seconds(
                 i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
@@ -198,14 +214,19 @@ mod tests {
     fn round_trip_and_tamper() {
         let c = codec("id", &[K1]);
         let t = Token::generate().unwrap();
-        let v = c.sign(&t);
+        let v = c.sign(&t, 1_700_000_000_123);
         let got = c.verify(&headers(&format!("a=b; id={v}; c=d"))).unwrap();
         assert_eq!(got.token, t);
+        assert_eq!(got.created_ms, 1_700_000_000_123);
         assert!(!got.stale_key);
-        // One changed character of the token, or of the tag: rejected.
-        for i in [0, 50] {
+        // One changed character of the token, the creation time or the tag: rejected.
+        for i in [0, 50, 70] {
             let mut bad = v.clone().into_bytes();
-            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            bad[i] = match bad[i] {
+                b'0'..=b'8' => bad[i] + 1,
+                b'A' => b'B',
+                _ => b'A',
+            };
             let bad = String::from_utf8(bad).unwrap();
             assert!(c.verify(&headers(&format!("id={bad}"))).is_none());
         }
@@ -214,7 +235,7 @@ mod tests {
     #[test]
     fn the_tag_binds_the_cookie_name() {
         let t = Token::generate().unwrap();
-        let v = codec("other", &[K1]).sign(&t);
+        let v = codec("other", &[K1]).sign(&t, 1);
         assert!(codec("id", &[K1])
             .verify(&headers(&format!("id={v}")))
             .is_none());
@@ -223,7 +244,7 @@ mod tests {
     #[test]
     fn older_keys_verify_and_ask_for_reissue() {
         let t = Token::generate().unwrap();
-        let v = codec("id", &[K1]).sign(&t);
+        let v = codec("id", &[K1]).sign(&t, 1);
         let rotated = codec("id", &[K2, K1]);
         let got = rotated.verify(&headers(&format!("id={v}"))).unwrap();
         assert!(got.stale_key);
@@ -236,7 +257,7 @@ mod tests {
     fn later_valid_cookie_with_same_name_is_found() {
         let c = codec("id", &[K1]);
         let t = Token::generate().unwrap();
-        let v = c.sign(&t);
+        let v = c.sign(&t, 1);
         let got = c.verify(&headers(&format!("id=junk; id={v}"))).unwrap();
         assert_eq!(got.token, t);
     }
@@ -245,7 +266,7 @@ mod tests {
     fn set_cookie_has_safe_defaults() {
         let c = codec("__Host-id", &[K1]);
         let t = Token::generate().unwrap();
-        let h = c.set_cookie(&t, Duration::from_secs(60)).unwrap();
+        let h = c.set_cookie(&t, 1, Duration::from_secs(60)).unwrap();
         let s = h.to_str().unwrap();
         assert!(s.starts_with("__Host-id="));
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {

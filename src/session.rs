@@ -15,7 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::builder::StoreInner;
 use crate::cookie::Verified;
 use crate::error::SessionError;
-use crate::store::{Mode, Outcome, Write};
+use crate::store::{now_ms, Counter, Mode, Outcome, Write};
 use crate::token::{StoreKey, Token};
 
 /// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
@@ -62,6 +62,8 @@ struct State {
     /// The current token: the verified one from the cookie, or one made during this request.
     token: Option<Token>,
     key: Option<StoreKey>,
+    /// Creation time of the session under `token` (signed into the cookie).
+    created_ms: Option<i64>,
     stored: Stored,
     /// The request carried a valid cookie (so a dead one should be removed).
     had_cookie: bool,
@@ -92,17 +94,24 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>) -> Self {
-        let (token, key, stored, stale_key) = match verified {
+        let (token, key, created_ms, stored, stale_key) = match verified {
             Some(v) => {
                 let key = v.token.store_key(&store.prefix);
-                (Some(v.token), Some(key), Stored::Unknown, v.stale_key)
+                (
+                    Some(v.token),
+                    Some(key),
+                    Some(v.created_ms),
+                    Stored::Unknown,
+                    v.stale_key,
+                )
             }
-            None => (None, None, Stored::Absent, false),
+            None => (None, None, None, Stored::Absent, false),
         };
         let state = State {
             had_cookie: token.is_some(),
             token,
             key,
+            created_ms,
             stored,
             stale_key,
             new_token: false,
@@ -136,24 +145,30 @@ impl Session {
     }
 
     /// Reads the session from the store and slides its expiry, in one round trip. Does
-    /// nothing if it is already loaded or if the request carried no valid session cookie.
+    /// nothing if it is already loaded or if the request carried no valid session cookie,
+    /// and needs no round trip for a session past its absolute timeout.
     pub async fn load(&self) -> Result<(), SessionError> {
-        let key = {
+        let (key, created_ms) = {
             let state = self.state();
-            match (&state.stored, &state.key) {
-                (Stored::Unknown, Some(key)) => key.clone(),
+            match (&state.stored, &state.key, state.created_ms) {
+                (Stored::Unknown, Some(key), Some(created)) => (key.clone(), created),
                 _ => return Ok(()),
             }
         };
-        let loaded = self.inner.store.backend.load(&key).await?;
+        let store = &self.inner.store;
+        let loaded = match store.lifetimes.ttl(created_ms, now_ms()) {
+            Some(ttl) => store.backend.load(&key, ttl).await?.map(|l| (l, ttl)),
+            // Past the absolute timeout: the store let it expire at that moment.
+            None => None,
+        };
         let mut state = self.state();
         if state.stored != Stored::Unknown {
             return Ok(());
         }
         match loaded {
-            Some(loaded) => {
+            Some((loaded, ttl)) => {
                 state.stored = Stored::Live;
-                state.ttl = Some(loaded.ttl);
+                state.ttl = Some(ttl);
                 state.data = loaded.fields;
             }
             None => state.stored = Stored::Absent,
@@ -239,9 +254,15 @@ impl Session {
             base.checked_add(delta).ok_or_else(not_an_integer)?;
         }
         let value = self
-            .write_with(|store, key_, mode| {
-                let field = key.to_owned();
-                async move { store.backend.incr(&key_, mode, &field, delta, base).await }
+            .write_with(None, |store, store_key, mode, ttl| async move {
+                let counter = Counter {
+                    mode,
+                    ttl,
+                    field: key,
+                    delta,
+                    base,
+                };
+                store.backend.incr(&store_key, &counter).await
             })
             .await?;
         let mut state = self.state();
@@ -296,13 +317,14 @@ impl Session {
             state.data = fields.clone();
             fields
         };
-        let created_ms = Some(taken.created_ms);
+        // The session keeps its age: regenerating never extends the absolute timeout.
         let result = self
-            .write_with(|store, key, _| {
-                let fields = fields.clone();
+            .write_with(Some(taken.created_ms), |store, key, mode, ttl| {
+                let fields = &fields;
                 async move {
                     let write = Write {
-                        mode: Mode::Create { created_ms },
+                        mode,
+                        ttl,
                         clear: false,
                         set: fields
                             .iter()
@@ -337,6 +359,7 @@ impl Session {
         let mut state = self.state();
         state.token = None;
         state.key = None;
+        state.created_ms = None;
         state.stored = Stored::Absent;
         state.new_token = false;
         state.data.clear();
@@ -345,32 +368,52 @@ impl Session {
     }
 
     /// Runs a guarded write: on the live session, or, if there is none, on a new one under a
-    /// fresh token. A live session that vanished meanwhile is never re-created.
-    async fn write_with<T, F, Fut>(&self, op: F) -> Result<T, SessionError>
+    /// fresh token, created now or at `created_ms`. A live session that vanished or reached
+    /// its absolute timeout meanwhile is never re-created. `op` gets the store key, the mode
+    /// and the expiry to set.
+    async fn write_with<T, F, Fut>(&self, created_ms: Option<i64>, op: F) -> Result<T, SessionError>
     where
-        F: Fn(Arc<StoreInner>, StoreKey, Mode) -> Fut,
+        F: Fn(Arc<StoreInner>, StoreKey, Mode, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, SessionError>>,
     {
         let store = Arc::clone(&self.inner.store);
         for _ in 0..MAX_TOKEN_DRAWS {
-            let (key, mode, fresh) = {
+            let now = now_ms();
+            let (key, mode, created_ms, fresh) = {
                 let state = self.state();
-                match (state.stored, &state.key) {
-                    (Stored::Live, Some(key)) => (key.clone(), Mode::Update, None),
+                match (state.stored, &state.key, state.created_ms) {
+                    (Stored::Live, Some(key), Some(created)) => {
+                        (key.clone(), Mode::Update, created, None)
+                    }
                     _ => {
                         let token =
                             Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
                         let key = token.store_key(&store.prefix);
-                        (key, Mode::Create { created_ms: None }, Some(token))
+                        let created = created_ms.unwrap_or(now);
+                        (
+                            key,
+                            Mode::Create {
+                                created_ms: created,
+                            },
+                            created,
+                            Some(token),
+                        )
                     }
                 }
             };
-            match op(Arc::clone(&store), key.clone(), mode).await? {
-                Outcome::Done { ttl, value } => {
+            let outcome = match store.lifetimes.ttl(created_ms, now) {
+                Some(ttl) => op(Arc::clone(&store), key.clone(), mode, ttl)
+                    .await?
+                    .map(|value| (value, ttl)),
+                None => Outcome::Gone,
+            };
+            match outcome {
+                Outcome::Done((value, ttl)) => {
                     let mut state = self.state();
                     if let Some(token) = fresh {
                         state.token = Some(token);
                         state.key = Some(key);
+                        state.created_ms = Some(created_ms);
                         state.new_token = true;
                     }
                     state.stored = Stored::Live;
@@ -408,11 +451,12 @@ impl Session {
         if changes.is_empty() && !clear {
             return Ok(());
         }
-        self.write_with(|store, key, mode| {
+        self.write_with(None, |store, key, mode, ttl| {
             let changes = &changes;
             async move {
                 let write = Write {
                     mode,
+                    ttl,
                     clear: clear && matches!(mode, Mode::Update),
                     set: changes
                         .iter()
@@ -440,19 +484,22 @@ impl Session {
         let store = &self.inner.store;
         let codec = &store.codec;
         let state = self.state();
-        let header = match (state.stored, &state.token, &state.key) {
-            (Stored::Unknown, Some(token), Some(key)) => {
-                store.toucher.touch(key.clone());
-                let idle = Duration::from_millis(store.lifetimes.idle_ms);
-                (state.stale_key || codec.attributes.persistent)
-                    .then(|| codec.set_cookie(token, idle))
+        let reissue = state.new_token || state.stale_key || codec.attributes.persistent;
+        let header = match (state.stored, &state.token, &state.key, state.created_ms) {
+            (Stored::Unknown, Some(token), Some(key), Some(created)) => {
+                let now = now_ms();
+                let deadline = store.lifetimes.deadline_ms(created, now);
+                if deadline > now {
+                    store.toucher.touch(key.clone(), deadline);
+                }
+                let max_age = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
+                reissue
+                    .then(|| codec.set_cookie(token, created, max_age))
                     .flatten()
             }
-            (Stored::Live, Some(token), _) => {
-                (state.new_token || state.stale_key || codec.attributes.persistent)
-                    .then(|| codec.set_cookie(token, state.ttl.unwrap_or_default()))
-                    .flatten()
-            }
+            (Stored::Live, Some(token), _, Some(created)) => reissue
+                .then(|| codec.set_cookie(token, created, state.ttl.unwrap_or_default()))
+                .flatten(),
             _ if state.had_cookie => codec.removal(),
             _ => None,
         };

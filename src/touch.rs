@@ -1,13 +1,13 @@
 //! Sliding expiry for requests that carry a session cookie but never read the session.
 //!
 //! Such a request must not wait for Redis, yet its session must not expire while the user is
-//! active. The layer hands the store key to a background task through a bounded queue; the
-//! task batches what is waiting, drops duplicates, and refreshes them all in one pipelined
-//! round trip. When the queue is full the touch is skipped: the session still has the rest of
+//! active. The layer hands the store key and the new expiry (computed from the creation time
+//! signed into the cookie) to a background task through a bounded queue; the task batches
+//! what is waiting, drops duplicates, and sends one pipeline of `PEXPIRE`s. When the queue is full the touch is skipped: the session still has the rest of
 //! its idle timeout, and the next request touches it again. Load on Redis is therefore at most
 //! one pipeline per batch, however many requests arrive.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ const BATCH: usize = 256;
 
 /// The sending side, owned by the store.
 pub(crate) struct Toucher {
-    tx: mpsc::Sender<StoreKey>,
+    tx: mpsc::Sender<(StoreKey, i64)>,
 }
 
 impl Toucher {
@@ -30,9 +30,9 @@ impl Toucher {
         (Self { tx }, TouchWorker { rx })
     }
 
-    /// Queues a refresh; never waits.
-    pub(crate) fn touch(&self, key: StoreKey) {
-        if self.tx.try_send(key).is_err() {
+    /// Queues a refresh: `key` should expire at `deadline_ms`. Never waits.
+    pub(crate) fn touch(&self, key: StoreKey, deadline_ms: i64) {
+        if self.tx.try_send((key, deadline_ms)).is_err() {
             tracing::debug!("session touch queue full; skipping one refresh");
         }
     }
@@ -40,7 +40,7 @@ impl Toucher {
 
 /// The receiving side, run on the Tokio runtime that built the store.
 pub(crate) struct TouchWorker {
-    rx: mpsc::Receiver<StoreKey>,
+    rx: mpsc::Receiver<(StoreKey, i64)>,
 }
 
 impl TouchWorker {
@@ -50,10 +50,15 @@ impl TouchWorker {
 
     async fn run(mut self, store: Weak<StoreInner>) {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut seen = HashSet::with_capacity(BATCH);
+        let mut latest = HashMap::with_capacity(BATCH);
         while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            seen.clear();
-            batch.retain(|key| seen.insert(key.clone()));
+            // One refresh per key: the latest deadline wins.
+            latest.clear();
+            for (key, deadline) in batch.drain(..) {
+                let slot = latest.entry(key).or_insert(deadline);
+                *slot = (*slot).max(deadline);
+            }
+            batch.extend(latest.drain());
             let Some(store) = store.upgrade() else { break };
             if let Err(e) = store.backend.touch(&batch).await {
                 tracing::warn!(error = %e, keys = batch.len(), "session expiry refresh failed");

@@ -16,11 +16,15 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let redis = RedisServer::start();
-    for (group_name, always_save) in [("tower-sessions", false), ("tower-sessions-always-save", true)] {
+    for (group_name, always_save) in [
+        ("tower-sessions", false),
+        ("tower-sessions-always-save", true),
+    ] {
         let app = tower_sessions_app(rt.block_on(tower_sessions_layer(&redis.url(), always_save)));
         let mut group = c.benchmark_group(group_name);
         group.bench_function("create", |b| {
-            b.to_async(&rt).iter(|| async { send(&app, "/write", None).await })
+            b.to_async(&rt)
+                .iter(|| async { send(&app, "/write", None).await })
         });
         for size in SIZES {
             let cookie = rt

@@ -34,7 +34,11 @@ pub fn tower_sessions_app(layer: SessionManagerLayer<RedisStore<Pool>>) -> Route
 }
 
 async fn ts_read(s: TsSession) -> String {
-    s.get::<String>("user").await.ok().flatten().unwrap_or_default()
+    s.get::<String>("user")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 async fn ts_write(s: TsSession) -> &'static str {
     s.insert("theme", "light").await.expect("insert");

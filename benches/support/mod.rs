@@ -14,7 +14,11 @@ pub const SIZES: [&str; 2] = ["small", "large"];
 /// Criterion settings; `BENCH_QUICK=1` shortens every measurement.
 pub fn criterion() -> Criterion {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let (warm, measure, samples) = if quick { (300, 1000, 20) } else { (1000, 4000, 60) };
+    let (warm, measure, samples) = if quick {
+        (300, 1000, 20)
+    } else {
+        (1000, 4000, 60)
+    };
     Criterion::default()
         .warm_up_time(Duration::from_millis(warm))
         .measurement_time(Duration::from_millis(measure))

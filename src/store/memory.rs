@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use super::{ms, now_ms, Lifetimes, Loaded, Mode, Outcome, Write};
+use super::{now_ms, Counter, Loaded, Mode, Outcome, Write};
 use crate::error::SessionError;
 use crate::token::StoreKey;
 
@@ -24,89 +25,69 @@ struct Map {
     writes: u64,
 }
 
-pub(crate) struct MemoryBackend {
-    map: Mutex<Map>,
-    lifetimes: Lifetimes,
-}
-
-impl MemoryBackend {
-    pub(crate) fn new(lifetimes: Lifetimes) -> Self {
-        Self {
-            map: Mutex::default(),
-            lifetimes,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        // A panic elsewhere cannot leave an entry half-written: every change below is applied
-        // after all checks, so the map is usable even if poisoned.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The live entry at `key` with its expiry slid, like `live_ttl` + `PEXPIRE` in Lua.
-    fn live<'m>(&self, map: &'m mut Map, key: &StoreKey, now: i64) -> Option<(&'m mut Entry, i64)> {
-        let expired = match map.entries.get(key) {
-            None => return None,
-            Some(e) => e.expires_ms <= now || self.lifetimes.ttl_ms(e.created_ms, now) <= 0,
-        };
-        if expired {
-            map.entries.remove(key);
+impl Map {
+    /// The entry at `key` if it has not expired; an expired one is removed.
+    fn live(&mut self, key: &StoreKey, now: i64) -> Option<&mut Entry> {
+        if self.entries.get(key)?.expires_ms <= now {
+            self.entries.remove(key);
             return None;
         }
-        let entry = map.entries.get_mut(key)?;
-        let ttl = self.lifetimes.ttl_ms(entry.created_ms, now);
-        entry.expires_ms = now + ttl;
-        Some((entry, ttl))
+        self.entries.get_mut(key)
     }
 
     /// The entry a guarded write goes to: a live one for `Update`, a new one for `Create`.
-    fn target<'m>(
-        &self,
-        map: &'m mut Map,
-        key: &StoreKey,
-        mode: Mode,
-        now: i64,
-    ) -> Outcome<&'m mut Entry> {
-        map.writes += 1;
-        if map.writes % SWEEP_EVERY == 0 {
-            map.entries.retain(|_, e| e.expires_ms > now);
+    fn target(&mut self, key: &StoreKey, mode: Mode, now: i64) -> Outcome<&mut Entry> {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY == 0 {
+            self.entries.retain(|_, e| e.expires_ms > now);
         }
-        match mode {
-            Mode::Update => match self.live(map, key, now) {
-                Some((entry, ttl)) => Outcome::Done {
-                    ttl: ms(ttl),
-                    value: entry,
-                },
+        let exists = self.live(key, now).is_some();
+        match (mode, exists) {
+            (Mode::Update, false) => Outcome::Gone,
+            (Mode::Create { .. }, true) => Outcome::Taken,
+            (Mode::Update, true) => match self.entries.get_mut(key) {
+                Some(entry) => Outcome::Done(entry),
                 None => Outcome::Gone,
             },
-            Mode::Create { created_ms } => {
-                if self.live(map, key, now).is_some() {
-                    return Outcome::Taken;
-                }
-                let created_ms = created_ms.unwrap_or(now);
-                let ttl = self.lifetimes.ttl_ms(created_ms, now);
-                if ttl <= 0 {
-                    return Outcome::Gone;
-                }
-                let entry = map.entries.entry(key.clone()).or_insert(Entry {
+            (Mode::Create { created_ms }, false) => {
+                Outcome::Done(self.entries.entry(key.clone()).or_insert(Entry {
                     created_ms,
-                    expires_ms: now + ttl,
+                    expires_ms: now,
                     fields: HashMap::new(),
-                });
-                Outcome::Done {
-                    ttl: ms(ttl),
-                    value: entry,
-                }
+                }))
             }
         }
     }
+}
 
-    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
-        let mut map = self.lock();
-        Ok(self.live(&mut map, key, now_ms()).map(|(e, ttl)| Loaded {
-            ttl: ms(ttl),
-            created_ms: e.created_ms,
-            fields: e.fields.clone(),
+fn expiry(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[derive(Default)]
+pub(crate) struct MemoryBackend {
+    map: Mutex<Map>,
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        // Every change below is applied after its checks, so the map is whole even if a
+        // panic elsewhere poisoned the lock.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) async fn load(
+        &self,
+        key: &StoreKey,
+        ttl: Duration,
+    ) -> Result<Option<Loaded>, SessionError> {
+        let now = now_ms();
+        Ok(self.lock().live(key, now).map(|entry| {
+            entry.expires_ms = expiry(now, ttl);
+            Loaded {
+                created_ms: entry.created_ms,
+                fields: entry.fields.clone(),
+            }
         }))
     }
 
@@ -115,9 +96,10 @@ impl MemoryBackend {
         key: &StoreKey,
         write: &Write<'_>,
     ) -> Result<Outcome<()>, SessionError> {
+        let now = now_ms();
         let mut map = self.lock();
-        Ok(match self.target(&mut map, key, write.mode, now_ms()) {
-            Outcome::Done { ttl, value: entry } => {
+        Ok(match map.target(key, write.mode, now) {
+            Outcome::Done(entry) => {
                 if write.clear {
                     entry.fields.clear();
                 }
@@ -129,7 +111,8 @@ impl MemoryBackend {
                 for field in &write.delete {
                     entry.fields.remove(*field);
                 }
-                Outcome::Done { ttl, value: () }
+                entry.expires_ms = expiry(now, write.ttl);
+                Outcome::Done(())
             }
             Outcome::Gone => Outcome::Gone,
             Outcome::Taken => Outcome::Taken,
@@ -139,35 +122,28 @@ impl MemoryBackend {
     pub(crate) async fn incr(
         &self,
         key: &StoreKey,
-        mode: Mode,
-        field: &str,
-        delta: i64,
-        base: Option<i64>,
+        c: &Counter<'_>,
     ) -> Result<Outcome<i64>, SessionError> {
-        let not_an_integer = || SessionError::NotAnInteger { key: field.into() };
-        let mut map = self.lock();
+        let not_an_integer = || SessionError::NotAnInteger {
+            key: c.field.into(),
+        };
         let now = now_ms();
+        let mut map = self.lock();
         // Check before writing anything, as HINCRBY does.
-        if let (Mode::Update, None, Some(entry)) = (mode, base, map.entries.get(key)) {
-            if let Some(old) = entry.fields.get(field) {
-                let old: i64 = old.parse().map_err(|_| not_an_integer())?;
-                old.checked_add(delta).ok_or_else(not_an_integer)?;
-            }
-        }
-        let start = base.unwrap_or(0);
-        Ok(match self.target(&mut map, key, mode, now) {
-            Outcome::Done { ttl, value: entry } => {
-                let old = match base {
-                    Some(b) => b,
-                    None => entry
-                        .fields
-                        .get(field)
-                        .map_or(Ok(start), |v| v.parse())
-                        .map_err(|_| not_an_integer())?,
-                };
-                let new = old.checked_add(delta).ok_or_else(not_an_integer)?;
-                entry.fields.insert(field.to_owned(), new.to_string());
-                Outcome::Done { ttl, value: new }
+        let old = match (c.base, map.live(key, now)) {
+            (Some(base), _) => base,
+            (None, Some(entry)) => match entry.fields.get(c.field) {
+                Some(v) => v.parse().map_err(|_| not_an_integer())?,
+                None => 0,
+            },
+            (None, None) => 0,
+        };
+        let new = old.checked_add(c.delta).ok_or_else(not_an_integer)?;
+        Ok(match map.target(key, c.mode, now) {
+            Outcome::Done(entry) => {
+                entry.fields.insert(c.field.to_owned(), new.to_string());
+                entry.expires_ms = expiry(now, c.ttl);
+                Outcome::Done(new)
             }
             Outcome::Gone => Outcome::Gone,
             Outcome::Taken => Outcome::Taken,
@@ -176,12 +152,8 @@ impl MemoryBackend {
 
     pub(crate) async fn take(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
         let mut map = self.lock();
-        let ttl = match self.live(&mut map, key, now_ms()) {
-            Some((_, ttl)) => ttl,
-            None => return Ok(None),
-        };
+        map.live(key, now_ms());
         Ok(map.entries.remove(key).map(|e| Loaded {
-            ttl: ms(ttl),
             created_ms: e.created_ms,
             fields: e.fields,
         }))
@@ -192,11 +164,13 @@ impl MemoryBackend {
         Ok(())
     }
 
-    pub(crate) async fn touch(&self, keys: &[StoreKey]) -> Result<(), SessionError> {
-        let mut map = self.lock();
+    pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
         let now = now_ms();
-        for key in keys {
-            self.live(&mut map, key, now);
+        let mut map = self.lock();
+        for (key, deadline) in keys {
+            if let Some(entry) = map.live(key, now) {
+                entry.expires_ms = *deadline;
+            }
         }
         Ok(())
     }

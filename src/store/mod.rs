@@ -1,6 +1,7 @@
 //! Backends: Redis for production, an in-process map with the same semantics for development
-//! and tests. Both apply the same rules: sliding idle expiry cut short by the absolute
-//! timeout, guarded writes that never re-create a session that is gone, atomic counters.
+//! and tests. Both apply the same rules: every access sets the expiry the caller computed
+//! (idle timeout cut short by the absolute timeout, see [`Lifetimes`]), writes are guarded and
+//! never re-create a session that is gone, counters are atomic.
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use crate::error::SessionError;
 use crate::token::StoreKey;
 
-/// Idle and absolute timeouts, in milliseconds.
+/// Idle and absolute timeouts, in milliseconds. The store never keeps a session past its
+/// absolute deadline, because every expiry it is given is cut short by it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lifetimes {
     pub(crate) idle_ms: u64,
@@ -19,19 +21,32 @@ pub(crate) struct Lifetimes {
 }
 
 impl Lifetimes {
-    /// The idle timeout, cut short by the absolute timeout (may be zero or negative).
-    pub(crate) fn ttl_ms(&self, created_ms: i64, now_ms: i64) -> i64 {
+    /// The idle timeout, cut short by the absolute timeout; `None` once the session is over.
+    pub(crate) fn ttl(&self, created_ms: i64, now_ms: i64) -> Option<Duration> {
         let idle = i64::try_from(self.idle_ms).unwrap_or(i64::MAX);
         let absolute = i64::try_from(self.absolute_ms).unwrap_or(i64::MAX);
-        idle.min(created_ms.saturating_add(absolute).saturating_sub(now_ms))
+        let ttl = idle.min(created_ms.saturating_add(absolute).saturating_sub(now_ms));
+        u64::try_from(ttl)
+            .ok()
+            .filter(|&t| t > 0)
+            .map(Duration::from_millis)
+    }
+
+    /// The moment (ms since the epoch) a session created at `created_ms` expires if it is
+    /// touched now.
+    pub(crate) fn deadline_ms(&self, created_ms: i64, now_ms: i64) -> i64 {
+        let idle = i64::try_from(self.idle_ms).unwrap_or(i64::MAX);
+        let absolute = i64::try_from(self.absolute_ms).unwrap_or(i64::MAX);
+        now_ms
+            .saturating_add(idle)
+            .min(created_ms.saturating_add(absolute))
     }
 }
 
 /// A session as read from the store.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
-    /// Remaining lifetime after this access.
-    pub(crate) ttl: Duration,
+    /// The creation time stored with the session.
     pub(crate) created_ms: i64,
     /// User fields (metadata removed), values as JSON text.
     pub(crate) fields: HashMap<String, String>,
@@ -42,14 +57,16 @@ pub(crate) struct Loaded {
 pub(crate) enum Mode {
     /// The session must be live; if it is gone the write is refused.
     Update,
-    /// The key must be free. `created_ms` keeps an older creation time (id regeneration).
-    Create { created_ms: Option<i64> },
+    /// The key must be free; the session is stored with this creation time.
+    Create { created_ms: i64 },
 }
 
 /// The changes one request makes to a session.
 #[derive(Debug)]
 pub(crate) struct Write<'a> {
     pub(crate) mode: Mode,
+    /// The expiry to set.
+    pub(crate) ttl: Duration,
     /// Drop every user field before applying `set`.
     pub(crate) clear: bool,
     pub(crate) set: Vec<(&'a str, &'a str)>,
@@ -59,12 +76,32 @@ pub(crate) struct Write<'a> {
 /// What became of a guarded write.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome<T> {
-    /// Written; the session lives for `ttl` from now.
-    Done { ttl: Duration, value: T },
+    /// Written.
+    Done(T),
     /// The session was destroyed or expired meanwhile; nothing was written.
     Gone,
     /// A new session's key was already taken; nothing was written.
     Taken,
+}
+
+/// One `incr` call.
+#[derive(Debug)]
+pub(crate) struct Counter<'a> {
+    pub(crate) mode: Mode,
+    pub(crate) ttl: Duration,
+    pub(crate) field: &'a str,
+    pub(crate) delta: i64,
+    pub(crate) base: Option<i64>,
+}
+
+impl<T> Outcome<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Self::Done(value) => Outcome::Done(f(value)),
+            Self::Gone => Outcome::Gone,
+            Self::Taken => Outcome::Taken,
+        }
+    }
 }
 
 /// The backend a store runs on.
@@ -83,9 +120,13 @@ macro_rules! dispatch {
 }
 
 impl Backend {
-    /// Reads a session and slides its expiry.
-    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
-        dispatch!(self, b => b.load(key).await)
+    /// Reads a session and sets its expiry to `ttl` from now.
+    pub(crate) async fn load(
+        &self,
+        key: &StoreKey,
+        ttl: Duration,
+    ) -> Result<Option<Loaded>, SessionError> {
+        dispatch!(self, b => b.load(key, ttl).await)
     }
 
     /// Applies a request's changes, guarded, with the expiry refresh.
@@ -97,16 +138,14 @@ impl Backend {
         dispatch!(self, b => b.save(key, write).await)
     }
 
-    /// Atomic counter; `base` is a value the request set for the field and that goes first.
+    /// Atomic counter, guarded like `save`; `base` is a value the request set for the field
+    /// and that goes first.
     pub(crate) async fn incr(
         &self,
         key: &StoreKey,
-        mode: Mode,
-        field: &str,
-        delta: i64,
-        base: Option<i64>,
+        counter: &Counter<'_>,
     ) -> Result<Outcome<i64>, SessionError> {
-        dispatch!(self, b => b.incr(key, mode, field, delta, base).await)
+        dispatch!(self, b => b.incr(key, counter).await)
     }
 
     /// Reads and deletes a session in one step (first half of id regeneration).
@@ -119,8 +158,9 @@ impl Backend {
         dispatch!(self, b => b.destroy(key).await)
     }
 
-    /// Slides the expiry of sessions that requests carried but did not read.
-    pub(crate) async fn touch(&self, keys: &[StoreKey]) -> Result<(), SessionError> {
+    /// Slides the expiry of sessions that requests carried but did not read: each key
+    /// expires at its deadline (ms since the epoch). Never creates a session.
+    pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
         dispatch!(self, b => b.touch(keys).await)
     }
 }
@@ -130,9 +170,4 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A positive millisecond count as a `Duration` (zero for anything else).
-pub(crate) fn ms(ttl: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ttl).unwrap_or(0))
 }

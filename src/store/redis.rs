@@ -1,4 +1,7 @@
-//! The Redis backend: one hash per session, every operation one Lua script on one key.
+//! The Redis backend: one hash per session; every command and script touches one key.
+//!
+//! A read is a pipeline of `HGETALL` and `PEXPIRE`: one round trip, no script. Writes are Lua
+//! scripts, because they must check that the session still exists and write in one step.
 //!
 //! Connections come from a [`deadpool`] pool of multiplexed RESP3 connections. We do not use
 //! deadpool-redis's manager: it sends `PING` on every checkout, which would double the round
@@ -17,7 +20,7 @@ use redis::{
     Value,
 };
 
-use super::{ms, Lifetimes, Loaded, Mode, Outcome, Write};
+use super::{now_ms, Counter, Loaded, Mode, Outcome, Write};
 use crate::error::{ConfigError, SessionError, StoreError};
 use crate::token::StoreKey;
 
@@ -39,7 +42,7 @@ struct Lua {
 
 macro_rules! lua {
     ($file:literal) => {{
-        let source = concat!(include_str!("lua/prelude.lua"), include_str!($file));
+        let source = include_str!($file);
         Lua {
             sha: redis::Script::new(source).get_hash().to_owned(),
             source,
@@ -48,22 +51,19 @@ macro_rules! lua {
 }
 
 struct Scripts {
-    load: Lua,
     save: Lua,
     incr: Lua,
     take: Lua,
-    touch: Lua,
 }
 
 pub(crate) struct RedisBackend {
     pool: Pool<Manager>,
     command_timeout: Duration,
-    lifetimes: Lifetimes,
     scripts: Scripts,
 }
 
 impl RedisBackend {
-    pub(crate) fn new(options: &RedisOptions, lifetimes: Lifetimes) -> Result<Self, ConfigError> {
+    pub(crate) fn new(options: &RedisOptions) -> Result<Self, ConfigError> {
         let info = options
             .url
             .as_str()
@@ -92,13 +92,10 @@ impl RedisBackend {
         Ok(Self {
             pool,
             command_timeout: options.command_timeout,
-            lifetimes,
             scripts: Scripts {
-                load: lua!("lua/load.lua"),
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
                 take: lua!("lua/take.lua"),
-                touch: lua!("lua/touch.lua"),
             },
         })
     }
@@ -106,18 +103,32 @@ impl RedisBackend {
     /// Loads every script, so that the first requests need no `EVAL` fallback.
     pub(crate) async fn warm_up(&self) -> Result<(), SessionError> {
         let s = &self.scripts;
-        let scripts = [&s.load, &s.save, &s.incr, &s.take, &s.touch];
         let mut pipe = redis::pipe();
-        for script in scripts {
+        for script in [&s.save, &s.incr, &s.take] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
         }
         self.run(|mut conn| async move { pipe.exec_async(&mut conn).await })
             .await
     }
 
-    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
-        let reply = self.eval(&self.scripts.load, key, |_| {}).await?;
-        parse_loaded(reply)
+    /// `HGETALL` and `PEXPIRE` in one pipeline. `PEXPIRE` of a key that is gone does nothing,
+    /// so a concurrent logout is never undone.
+    pub(crate) async fn load(
+        &self,
+        key: &StoreKey,
+        ttl: Duration,
+    ) -> Result<Option<Loaded>, SessionError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(key.as_str())
+            .cmd("PEXPIRE")
+            .arg(key.as_str())
+            .arg(millis(ttl))
+            .ignore();
+        let (hash,): (Value,) = self
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        parse_hash(hash)
     }
 
     pub(crate) async fn save(
@@ -127,7 +138,7 @@ impl RedisBackend {
     ) -> Result<Outcome<()>, SessionError> {
         let reply = self
             .eval(&self.scripts.save, key, |cmd| {
-                push_mode(cmd, write.mode);
+                push_mode(cmd, write.ttl, write.mode);
                 cmd.arg(if write.clear { "1" } else { "0" })
                     .arg(write.set.len());
                 for (field, value) in &write.set {
@@ -144,16 +155,13 @@ impl RedisBackend {
     pub(crate) async fn incr(
         &self,
         key: &StoreKey,
-        mode: Mode,
-        field: &str,
-        delta: i64,
-        base: Option<i64>,
+        c: &Counter<'_>,
     ) -> Result<Outcome<i64>, SessionError> {
         let reply = self
             .eval(&self.scripts.incr, key, |cmd| {
-                push_mode(cmd, mode);
-                cmd.arg(field).arg(delta);
-                if let Some(base) = base {
+                push_mode(cmd, c.ttl, c.mode);
+                cmd.arg(c.field).arg(c.delta);
+                if let Some(base) = c.base {
                     cmd.arg(base);
                 }
             })
@@ -162,15 +170,17 @@ impl RedisBackend {
                 SessionError::Corrupt(msg)
                     if msg.contains("integer") || msg.contains("overflow") =>
                 {
-                    SessionError::NotAnInteger { key: field.into() }
+                    SessionError::NotAnInteger {
+                        key: c.field.into(),
+                    }
                 }
                 e => e,
             })?;
         match reply {
             Value::Array(items) => {
-                let ttl = items.first().map(int).transpose()?.unwrap_or(0);
+                let status = items.first().map(int).transpose()?.unwrap_or(0);
                 let value = items.get(1).map(int).transpose()?.unwrap_or(0);
-                Ok(outcome(ttl, value))
+                Ok(outcome(status, value))
             }
             other => Err(unexpected(&other)),
         }
@@ -178,7 +188,7 @@ impl RedisBackend {
 
     pub(crate) async fn take(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
         let reply = self.eval(&self.scripts.take, key, |_| {}).await?;
-        parse_loaded(reply)
+        parse_hash(reply)
     }
 
     pub(crate) async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
@@ -189,35 +199,24 @@ impl RedisBackend {
             .map(drop)
     }
 
-    /// One pipeline of `EVALSHA touch` calls, one key each.
-    pub(crate) async fn touch(&self, keys: &[StoreKey]) -> Result<(), SessionError> {
-        let pipeline = |verb: &str, body: &str| {
-            let mut pipe = redis::pipe();
-            for key in keys {
-                pipe.add_command(self.script_cmd(verb, body, key)).ignore();
+    /// One pipeline of `PEXPIRE`s, one key each; a key that is gone stays gone.
+    pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for (key, deadline) in keys {
+            // Past its deadline, the key expires by itself: its TTL never went beyond it.
+            if *deadline > now {
+                pipe.cmd("PEXPIRE")
+                    .arg(key.as_str())
+                    .arg(deadline - now)
+                    .ignore();
             }
-            pipe
-        };
-        let touch = &self.scripts.touch;
-        self.run(|mut conn| async move {
-            match pipeline("EVALSHA", &touch.sha).exec_async(&mut conn).await {
-                Err(e) if is_noscript(&e) => {
-                    pipeline("EVAL", touch.source).exec_async(&mut conn).await
-                }
-                other => other,
-            }
-        })
-        .await
-    }
-
-    fn script_cmd(&self, verb: &str, body: &str, key: &StoreKey) -> Cmd {
-        let mut cmd = redis::cmd(verb);
-        cmd.arg(body)
-            .arg(1)
-            .arg(key.as_str())
-            .arg(self.lifetimes.idle_ms)
-            .arg(self.lifetimes.absolute_ms);
-        cmd
+        }
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        self.run(|mut conn| async move { pipe.exec_async(&mut conn).await })
+            .await
     }
 
     /// Runs a script by its SHA1, sending the source only if Redis lost it (restart, flush).
@@ -228,7 +227,8 @@ impl RedisBackend {
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, SessionError> {
         let build = |verb: &str, body: &str| {
-            let mut cmd = self.script_cmd(verb, body, key);
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(1).arg(key.as_str());
             args(&mut cmd);
             cmd
         };
@@ -300,13 +300,15 @@ impl Drop for Checkout {
     }
 }
 
-fn push_mode(cmd: &mut Cmd, mode: Mode) {
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
+    cmd.arg(millis(ttl));
     match mode {
         Mode::Update => cmd.arg("u").arg(""),
-        Mode::Create { created_ms: None } => cmd.arg("n").arg(""),
-        Mode::Create {
-            created_ms: Some(created),
-        } => cmd.arg("n").arg(created),
+        Mode::Create { created_ms } => cmd.arg("n").arg(created_ms),
     };
 }
 
@@ -317,8 +319,13 @@ fn is_noscript(e: &RedisError) -> bool {
 /// Transport trouble and a server that cannot serve now mean "unavailable" (503); anything
 /// else means the data at the key is not a session of ours.
 fn classify(e: RedisError) -> SessionError {
+    // A pipeline reports its first failed command's error.
+    let code = e.code().map(str::to_owned).or_else(|| {
+        let errors = e.clone().into_server_errors()?;
+        errors.first().map(|(_, err)| err.code().to_owned())
+    });
     let transient = matches!(
-        e.code(),
+        code.as_deref(),
         None | Some(
             "OOM" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY"
         )
@@ -330,11 +337,11 @@ fn classify(e: RedisError) -> SessionError {
     }
 }
 
-fn outcome<T>(ttl: i64, value: T) -> Outcome<T> {
-    match ttl {
+fn outcome<T>(status: i64, value: T) -> Outcome<T> {
+    match status {
+        1 => Outcome::Done(value),
         -1 => Outcome::Taken,
-        t if t <= 0 => Outcome::Gone,
-        t => Outcome::Done { ttl: ms(t), value },
+        _ => Outcome::Gone,
     }
 }
 
@@ -357,34 +364,34 @@ fn text(v: Value) -> Result<String, SessionError> {
     }
 }
 
-/// `{ttl, {field, value, ...}}` or nil.
-fn parse_loaded(reply: Value) -> Result<Option<Loaded>, SessionError> {
-    let items = match reply {
+/// A hash as RESP3 sends it (a map), or as a script returns it (a flat array); `None` when
+/// empty. The field `''` is the creation time; a hash without it is not a session of ours.
+fn parse_hash(reply: Value) -> Result<Option<Loaded>, SessionError> {
+    let pairs: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(None),
-        Value::Array(items) => items,
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+        }
         other => return Err(unexpected(&other)),
     };
-    let mut items = items.into_iter();
-    let (Some(ttl), Some(Value::Array(flat))) = (items.next(), items.next()) else {
-        return Err(SessionError::Corrupt("malformed session reply".into()));
-    };
-    let mut loaded = Loaded {
-        ttl: ms(int(&ttl)?),
-        created_ms: 0,
-        fields: HashMap::with_capacity(flat.len() / 2),
-    };
-    let mut flat = flat.into_iter();
-    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = HashMap::with_capacity(pairs.len());
+    let mut created_ms = None;
+    for (field, value) in pairs {
         let (field, value) = (text(field)?, text(value)?);
         if field.is_empty() {
-            loaded.created_ms = value
-                .parse()
-                .map_err(|_| SessionError::Corrupt("bad creation time".into()))?;
+            created_ms = value.parse().ok();
         } else {
-            loaded.fields.insert(field, value);
+            fields.insert(field, value);
         }
     }
-    Ok(Some(loaded))
+    let created_ms = created_ms
+        .ok_or_else(|| SessionError::Corrupt("a session hash without its creation time".into()))?;
+    Ok(Some(Loaded { created_ms, fields }))
 }
 
 /// A pooled connection and the flag redis-rs raises when its socket drops.

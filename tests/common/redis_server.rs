@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A redis-server of our own: loopback only, no persistence, killed on drop.
@@ -12,6 +13,20 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     extra: Vec<String>,
+    /// One lasting connection for statistics, so that reading them adds exactly one command
+    /// and one socket read.
+    stats: Mutex<Option<redis::Connection>>,
+}
+
+/// Counters read from `INFO`.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Calls per command, from `commandstats` (our own `INFO` excluded). Commands that scripts
+    /// run inside Redis count here too.
+    pub calls: HashMap<String, u64>,
+    /// Socket reads Redis served (`total_reads_processed`): one per round trip of a client,
+    /// however many commands it pipelined.
+    pub reads: u64,
 }
 
 impl RedisServer {
@@ -26,6 +41,7 @@ impl RedisServer {
             child: None,
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            stats: Mutex::new(None),
         };
         server.spawn();
         server
@@ -84,18 +100,38 @@ impl RedisServer {
         cmd.query(&mut self.conn()).expect("redis command")
     }
 
-    /// Calls per command since start, from `INFO commandstats` (our own INFO excluded).
+    /// Command and read counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut slot = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = slot.get_or_insert_with(|| self.conn());
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .arg("commandstats")
+            .query(conn)
+            .expect("INFO");
+        let mut snap = Snapshot::default();
+        for line in info.lines() {
+            if let Some(reads) = line.strip_prefix("total_reads_processed:") {
+                snap.reads = reads.trim().parse().expect("reads");
+            }
+            let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|rest| rest.split_once(':'))
+            else {
+                continue;
+            };
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="));
+            if let (Some(calls), false) = (calls, name == "info") {
+                snap.calls
+                    .insert(name.to_string(), calls.parse().expect("calls"));
+            }
+        }
+        snap
+    }
+
+    /// Calls per command since start (see [`Snapshot::calls`]).
     pub fn commandstats(&self) -> HashMap<String, u64> {
-        let info: String = self.cmd(&["INFO", "commandstats"]);
-        info.lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("cmdstat_")?;
-                let (name, stats) = rest.split_once(':')?;
-                let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
-                Some((name.to_string(), calls.parse().ok()?))
-            })
-            .filter(|(name, _)| name != "info")
-            .collect()
+        self.snapshot().calls
     }
 
     /// Keys in the keyspace.
@@ -112,6 +148,7 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill();
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.spawn();
     }
 
@@ -140,17 +177,17 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Counts of the commands a client sent (each script call is one), between two snapshots.
-/// Commands that scripts run inside Redis are counted by Redis too; they are not round trips.
-pub fn round_trips(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> u64 {
-    ["evalsha", "eval", "unlink"]
-        .iter()
-        .map(|c| after.get(*c).unwrap_or(&0) - before.get(*c).unwrap_or(&0))
-        .sum()
+/// Round trips between two snapshots: socket reads, less the read of the later `INFO`.
+pub fn round_trips(before: &Snapshot, after: &Snapshot) -> u64 {
+    after.reads - before.reads - 1
 }
 
 /// Every command Redis ran between two snapshots, including those inside scripts.
-pub fn all_commands(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> u64 {
-    after.values().sum::<u64>() - before.values().sum::<u64>()
+pub fn all_commands(before: &Snapshot, after: &Snapshot) -> u64 {
+    after.calls.values().sum::<u64>() - before.calls.values().sum::<u64>()
 }
 
+/// Calls of one command between two snapshots.
+pub fn calls(before: &Snapshot, after: &Snapshot, command: &str) -> u64 {
+    after.calls.get(command).unwrap_or(&0) - before.calls.get(command).unwrap_or(&0)
+}
