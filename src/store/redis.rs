@@ -3,17 +3,19 @@
 //! A read is a pipeline of `HGETALL` and `PEXPIRE`: one round trip, no script. Writes are Lua
 //! scripts, because they must check that the session still exists and write in one step.
 //!
-//! Connections come from a [`deadpool`] pool of multiplexed RESP3 connections. We do not use
-//! deadpool-redis's manager: it sends `PING` on every checkout, which would double the round
-//! trips of a read. Instead each connection carries a flag that redis-rs raises (through the
-//! RESP3 push channel) when the socket drops, so a dead connection is recycled without I/O.
+//! Connections come from a [`deadpool`] pool of multiplexed RESP3 connections, shared by
+//! concurrent requests (see [`RedisBackend::run`]). We do not use deadpool-redis's manager: it
+//! sends `PING` on every checkout, which would double the round trips of a read. Instead each
+//! connection carries a flag, raised by redis-rs (through the RESP3 push channel) when the
+//! socket drops, or by us when a request on it got no answer; the pool replaces a flagged
+//! connection at its next checkout, without I/O.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Object, Pool, RecycleError, RecycleResult};
+use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushKind, RedisError,
@@ -58,6 +60,8 @@ struct Scripts {
 
 pub(crate) struct RedisBackend {
     pool: Pool<Manager>,
+    /// The connection requests share, cloned from the pool (see [`RedisBackend::run`]).
+    current: RwLock<Option<Conn>>,
     command_timeout: Duration,
     scripts: Scripts,
 }
@@ -79,7 +83,6 @@ impl RedisBackend {
         let manager = Manager {
             client,
             connect_timeout: options.connect_timeout,
-            response_timeout: options.command_timeout,
         };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -91,6 +94,7 @@ impl RedisBackend {
             .map_err(|e| ConfigError::Pool(e.to_string()))?;
         Ok(Self {
             pool,
+            current: RwLock::new(None),
             command_timeout: options.command_timeout,
             scripts: Scripts {
                 save: lua!("lua/save.lua"),
@@ -246,9 +250,14 @@ impl RedisBackend {
         .await
     }
 
-    /// Checks out a connection and runs `work` on it, all within the command timeout. A
+    /// Runs `work` on a connection, all within the command timeout.
+    ///
+    /// Connections are multiplexed: requests share one connection's handle, so their commands
+    /// are pipelined on one socket (fewer syscalls on both sides, as fred's auto-pipelining),
+    /// and the hot path takes no pool checkout and no timer beyond the command timeout. A
     /// connection that did not answer (transport error, or the timeout cut it short) is
-    /// dropped rather than returned to the pool: it may be dead without knowing it.
+    /// flagged; the next request then takes a fresh one from the pool, which creates it
+    /// within the connect timeout.
     async fn run<T, Fut>(
         &self,
         work: impl FnOnce(MultiplexedConnection) -> Fut,
@@ -257,25 +266,14 @@ impl RedisBackend {
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let attempt = async {
-            let mut checkout =
-                Checkout {
-                    object: Some(self.pool.get().await.map_err(|e| {
-                        SessionError::Unavailable(StoreError::Connect(e.to_string()))
-                    })?),
-                    answered: false,
-                };
-            // A multiplexed connection is a cheap handle; the pooled object stays checked out.
-            let conn = checkout.object.as_ref().map(|o| o.conn.clone());
-            let Some(conn) = conn else {
-                return Err(SessionError::Unavailable(StoreError::Connect(
-                    "no connection".into(),
-                )));
-            };
+            let Conn { conn, closed } = self.connection().await?;
+            let mut watch = Unanswered(Some(closed));
             let result = work(conn).await;
-            checkout.answered = match &result {
-                Ok(_) => true,
-                Err(e) => !(e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()),
-            };
+            let transport_failed = matches!(&result, Err(e)
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout());
+            if !transport_failed {
+                watch.0 = None;
+            }
             result.map_err(classify)
         };
         tokio::time::timeout(self.command_timeout, attempt)
@@ -286,16 +284,38 @@ impl RedisBackend {
     }
 }
 
-/// A checked-out connection that goes back to the pool only if Redis answered on it.
-struct Checkout {
-    object: Option<Object<Manager>>,
-    answered: bool,
+impl RedisBackend {
+    /// The shared connection, or a fresh one from the pool if it is flagged.
+    async fn connection(&self) -> Result<Conn, SessionError> {
+        let shared = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|c| !c.closed.load(Ordering::Relaxed))
+            .cloned();
+        if let Some(conn) = shared {
+            return Ok(conn);
+        }
+        let object = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| SessionError::Unavailable(StoreError::Connect(e.to_string())))?;
+        let conn = Conn::clone(&object);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
 }
 
-impl Drop for Checkout {
+/// Flags a connection as dead when dropped still holding its flag: the request on it got no
+/// answer, by error or because the timeout dropped it.
+struct Unanswered(Option<Arc<AtomicBool>>);
+
+impl Drop for Unanswered {
     fn drop(&mut self) {
-        if let (false, Some(object)) = (self.answered, self.object.take()) {
-            drop(Object::take(object));
+        if let Some(closed) = self.0.take() {
+            closed.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -394,7 +414,8 @@ fn parse_hash(reply: Value) -> Result<Option<Loaded>, SessionError> {
     Ok(Some(Loaded { created_ms, fields }))
 }
 
-/// A pooled connection and the flag redis-rs raises when its socket drops.
+/// A pooled connection and the flag raised when it is dead.
+#[derive(Clone)]
 pub(crate) struct Conn {
     conn: MultiplexedConnection,
     closed: Arc<AtomicBool>,
@@ -403,8 +424,10 @@ pub(crate) struct Conn {
 pub(crate) struct Manager {
     client: Client,
     connect_timeout: Duration,
-    response_timeout: Duration,
 }
+
+/// Requests that may queue for one connection before senders wait.
+const PIPELINE_BUFFER: usize = 1024;
 
 impl managed::Manager for Manager {
     type Type = Conn;
@@ -413,9 +436,11 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<Conn, RedisError> {
         let closed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&closed);
+        // No response timeout here: `run` bounds every command, without a second timer.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout))
+            .set_response_timeout(None)
+            .set_pipeline_buffer_size(PIPELINE_BUFFER)
             .set_push_sender(move |push: redis::PushInfo| {
                 if push.kind == PushKind::Disconnection {
                     flag.store(true, Ordering::Relaxed);

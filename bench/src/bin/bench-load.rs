@@ -1,0 +1,254 @@
+//! HTTP load and Redis memory per session, for `scripts/bench.sh`.
+//!
+//! Serves the same axum app (`GET /read` reads one value from the session) with no session
+//! layer, with ours, and with tower-sessions (default mode and `always_save`), each on a
+//! loopback port, and drives each with wrk at 1, 16, 64 and 256 connections. Every request
+//! carries one of 256 session cookies, round-robin. Then measures `MEMORY USAGE` of the same
+//! session content stored by each library. Writes `target/bench/load.json`.
+//!
+//! `cargo run --release -p trs-bench --bin bench-load -- [--quick]`
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use axum::{routing::get, Router};
+use serde::Serialize;
+use tower_redis_session::{Session, SessionError, SessionStore};
+use trs_bench::apps::{tower_sessions_app, tower_sessions_layer};
+use trs_bench::redis_server::RedisServer;
+use trs_bench::support::{fields, send, SIZES};
+
+const CONNECTIONS: [u32; 4] = [1, 16, 64, 256];
+const SESSIONS: usize = 256;
+
+#[derive(Serialize)]
+struct LoadRun {
+    app: String,
+    connections: u32,
+    requests_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+#[derive(Serialize)]
+struct MemoryRow {
+    library: String,
+    size: String,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    seconds_per_run: u64,
+    load: Vec<LoadRun>,
+    memory: Vec<MemoryRow>,
+}
+
+async fn ours_read(s: Session) -> Result<String, SessionError> {
+    Ok(s.get::<String>("user")?.unwrap_or_default())
+}
+
+fn ours_app(store: &SessionStore) -> Router {
+    Router::new()
+        .route("/read", get(ours_read))
+        .route("/seed/{size}", get(ours_seed))
+        .layer(store.layer())
+}
+
+async fn ours_seed(
+    s: Session,
+    axum::extract::Path(size): axum::extract::Path<String>,
+) -> Result<&'static str, SessionError> {
+    for (k, v) in fields(&size) {
+        s.insert(&k, &v)?;
+    }
+    Ok("ok")
+}
+
+async fn ours_store(redis: &RedisServer) -> SessionStore {
+    SessionStore::builder()
+        .redis_url(redis.url())
+        .signing_keys([[7u8; 32]])
+        .secure(false)
+        .build()
+        .await
+        .expect("store")
+}
+
+/// Serves `app` on a free loopback port.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Seeds `n` small sessions through `app`; their cookies.
+async fn seed(app: &Router, n: usize) -> Vec<String> {
+    let mut cookies = Vec::with_capacity(n);
+    for _ in 0..n {
+        cookies.push(send(app, "/seed/small", None).await.expect("cookie"));
+    }
+    cookies
+}
+
+/// A wrk script that sends the cookies round-robin.
+fn wrk_script(cookies: &[String]) -> String {
+    let mut lua = String::from("local cookies = {\n");
+    for c in cookies {
+        let _ = writeln!(lua, "  {c:?},");
+    }
+    lua.push_str(
+        "}\nlocal i = 0\nrequest = function()\n  i = i % #cookies + 1\n  \
+         return wrk.format(nil, nil, { Cookie = cookies[i] })\nend\n",
+    );
+    lua
+}
+
+/// `1.23ms` → 1230.0 µs.
+fn micros(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => return None,
+    })
+}
+
+fn wrk(addr: std::net::SocketAddr, script: &str, connections: u32, seconds: u64) -> (f64, f64, f64, u64) {
+    let threads = connections.min(2);
+    let out = Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency", "--timeout", "5s"])
+        .args(["-s", script])
+        .arg(format!("http://{addr}/read"))
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rps = 0.0;
+    let (mut p50, mut p99, mut errors) = (0.0, 0.0, 0);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => rps = n.parse().unwrap_or(0.0),
+            ["50%", t] => p50 = micros(t).unwrap_or(0.0),
+            ["99%", t] => p99 = micros(t).unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    assert!(rps > 0.0, "wrk printed no result:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    (rps, p50, p99, errors)
+}
+
+/// `MEMORY USAGE` of the only key in a fresh Redis (started with `config`) after seeding one
+/// session of `size`.
+async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
+    let redis = RedisServer::start_with(config);
+    let app = match library {
+        "tower-redis-session" => ours_app(&ours_store(&redis).await),
+        _ => tower_sessions_app(tower_sessions_layer(&redis.url(), false).await),
+    };
+    send(&app, &format!("/seed/{size}"), None).await.expect("cookie");
+    let keys = redis.keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    redis.cmd(&["MEMORY", "USAGE", &keys[0], "SAMPLES", "0"])
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let seconds = if quick { 3 } else { 10 };
+    let redis = RedisServer::start();
+    let dir = std::path::Path::new("target/bench");
+    std::fs::create_dir_all(dir).expect("target/bench");
+
+    let ours = ours_app(&ours_store(&redis).await);
+    let apps: Vec<(&str, Router)> = vec![
+        ("no layer", Router::new().route("/read", get(|| async { "alice" }))),
+        ("tower-redis-session", ours),
+        (
+            "tower-sessions",
+            tower_sessions_app(tower_sessions_layer(&redis.url(), false).await),
+        ),
+        (
+            "tower-sessions always_save",
+            tower_sessions_app(tower_sessions_layer(&redis.url(), true).await),
+        ),
+    ];
+    let mut load = Vec::new();
+    for (name, app) in apps {
+        let cookies = if name == "no layer" {
+            vec!["none=1".to_string()]
+        } else {
+            seed(&app, SESSIONS).await
+        };
+        let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
+        std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
+        let addr = serve(app).await;
+        for connections in CONNECTIONS {
+            let script = script.to_string_lossy().into_owned();
+            let (rps, p50, p99, errors) =
+                tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds))
+                    .await
+                    .expect("wrk task");
+            eprintln!("{name:28} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  errors {errors}");
+            load.push(LoadRun {
+                app: name.to_string(),
+                connections,
+                requests_per_sec: rps,
+                p50_us: p50,
+                p99_us: p99,
+                errors,
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    let mut memory = Vec::new();
+    // Redis keeps a hash compact (listpack) only while every value is at most
+    // hash-max-listpack-value bytes (64 by default); the last row shows the effect of raising it.
+    let raised = ["--hash-max-listpack-value", "256"];
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("tower-redis-session", "tower-redis-session", &[]),
+        ("tower-sessions", "tower-sessions", &[]),
+        (
+            "tower-redis-session",
+            "tower-redis-session (hash-max-listpack-value 256)",
+            &raised,
+        ),
+    ];
+    for (library, label, config) in cases {
+        for size in SIZES {
+            let bytes = memory_of(library, size, config).await;
+            let library = label;
+            eprintln!("{library:20} {size:5}: {bytes} bytes");
+            memory.push(MemoryRow {
+                library: library.into(),
+                size: size.into(),
+                bytes,
+            });
+        }
+    }
+
+    let report = Report {
+        seconds_per_run: seconds,
+        load,
+        memory,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("json");
+    std::fs::write(dir.join("load.json"), json).expect("load.json");
+}
