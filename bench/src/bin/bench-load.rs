@@ -53,6 +53,7 @@ async fn ours_read(s: Session) -> Result<String, SessionError> {
 fn ours_app(store: &SessionStore) -> Router {
     Router::new()
         .route("/read", get(ours_read))
+        .route("/untouched", get(|| async { "alice" }))
         .route("/seed/{size}", get(ours_seed))
         .layer(store.layer())
 }
@@ -122,13 +123,19 @@ fn micros(text: &str) -> Option<f64> {
     })
 }
 
-fn wrk(addr: std::net::SocketAddr, script: &str, connections: u32, seconds: u64) -> (f64, f64, f64, u64) {
+fn wrk(
+    addr: std::net::SocketAddr,
+    script: &str,
+    connections: u32,
+    seconds: u64,
+    path: &str,
+) -> (f64, f64, f64, u64) {
     let threads = connections.min(2);
     let out = Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency", "--timeout", "5s"])
         .args(["-s", script])
-        .arg(format!("http://{addr}/read"))
+        .arg(format!("http://{addr}{path}"))
         .output()
         .expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -152,6 +159,37 @@ fn wrk(addr: std::net::SocketAddr, script: &str, connections: u32, seconds: u64)
     }
     assert!(rps > 0.0, "wrk printed no result:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     (rps, p50, p99, errors)
+}
+
+/// Runs wrk against `addr` at each connection count; appends the results to `load`.
+async fn drive(
+    name: &str,
+    addr: std::net::SocketAddr,
+    script: &std::path::Path,
+    path: &'static str,
+    seconds: u64,
+    load: &mut Vec<LoadRun>,
+) {
+    for connections in CONNECTIONS {
+        let script = script.to_string_lossy().into_owned();
+        let (rps, p50, p99, errors) = tokio::task::spawn_blocking(move || {
+            wrk(addr, &script, connections, seconds, path)
+        })
+        .await
+        .expect("wrk task");
+        eprintln!(
+            "{name:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  errors {errors}"
+        );
+        load.push(LoadRun {
+            app: name.to_string(),
+            connections,
+            requests_per_sec: rps,
+            p50_us: p50,
+            p99_us: p99,
+            errors,
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// `MEMORY USAGE` of the only key in a fresh Redis (started with `config`) after seeding one
@@ -199,22 +237,11 @@ async fn main() {
         let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
         std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
         let addr = serve(app).await;
-        for connections in CONNECTIONS {
-            let script = script.to_string_lossy().into_owned();
-            let (rps, p50, p99, errors) =
-                tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds))
-                    .await
-                    .expect("wrk task");
-            eprintln!("{name:28} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  errors {errors}");
-            load.push(LoadRun {
-                app: name.to_string(),
-                connections,
-                requests_per_sec: rps,
-                p50_us: p50,
-                p99_us: p99,
-                errors,
-            });
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        drive(name, addr, &script, "/read", seconds, &mut load).await;
+        if name == "tower-redis-session" {
+            // Our layer on a route that never touches the session, with the same cookies.
+            let name = "tower-redis-session, untouched route";
+            drive(name, addr, &script, "/untouched", seconds, &mut load).await;
         }
     }
 
