@@ -51,7 +51,7 @@ async fn read(s: Session) -> Result<String, SessionError> {
     Ok(s.get::<String>("user")?.unwrap_or_default())
 }
 async fn write(s: Session) -> Result<&'static str, SessionError> {
-    s.insert("theme", "light")?;
+    s.insert("theme", &support::next_value())?;
     Ok("ok")
 }
 async fn regenerate(s: Session) -> Result<&'static str, SessionError> {

@@ -302,7 +302,7 @@ impl SessionStoreBuilder {
                 tracing::warn!(error = %e, "Redis not reachable yet; requests needing a session get 503 until it is");
             }
         }
-        let (toucher, worker) = Toucher::spawn(self.touch_queue);
+        let (toucher, worker) = Toucher::new(self.touch_queue);
         let codec = CookieCodec::new(self.cookie_name, &self.keys, self.attributes);
         let inner = Arc::new(StoreInner {
             backend,

@@ -61,6 +61,7 @@ enum Stored {
 struct State {
     /// The current token: the verified one from the cookie, or one made during this request.
     token: Option<Token>,
+    /// The token's store key, computed when first needed (a SHA-256).
     key: Option<StoreKey>,
     /// Creation time of the session under `token` (signed into the cookie).
     created_ms: Option<i64>,
@@ -81,6 +82,15 @@ struct State {
     cleared: bool,
 }
 
+impl State {
+    fn key(&mut self, prefix: &str) -> Option<StoreKey> {
+        if self.key.is_none() {
+            self.key = self.token.as_ref().map(|t| t.store_key(prefix));
+        }
+        self.key.clone()
+    }
+}
+
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.state();
@@ -94,23 +104,19 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>) -> Self {
-        let (token, key, created_ms, stored, stale_key) = match verified {
-            Some(v) => {
-                let key = v.token.store_key(&store.prefix);
-                (
-                    Some(v.token),
-                    Some(key),
-                    Some(v.created_ms),
-                    Stored::Unknown,
-                    v.stale_key,
-                )
-            }
-            None => (None, None, None, Stored::Absent, false),
+        let (token, created_ms, stored, stale_key) = match verified {
+            Some(v) => (
+                Some(v.token),
+                Some(v.created_ms),
+                Stored::Unknown,
+                v.stale_key,
+            ),
+            None => (None, None, Stored::Absent, false),
         };
         let state = State {
             had_cookie: token.is_some(),
             token,
-            key,
+            key: None,
             created_ms,
             stored,
             stale_key,
@@ -148,14 +154,17 @@ impl Session {
     /// nothing if it is already loaded or if the request carried no valid session cookie,
     /// and needs no round trip for a session past its absolute timeout.
     pub async fn load(&self) -> Result<(), SessionError> {
+        let store = &self.inner.store;
         let (key, created_ms) = {
-            let state = self.state();
-            match (&state.stored, &state.key, state.created_ms) {
-                (Stored::Unknown, Some(key), Some(created)) => (key.clone(), created),
+            let mut state = self.state();
+            if state.stored != Stored::Unknown {
+                return Ok(());
+            }
+            match (state.key(&store.prefix), state.created_ms) {
+                (Some(key), Some(created)) => (key, created),
                 _ => return Ok(()),
             }
         };
-        let store = &self.inner.store;
         let loaded = match store.lifetimes.ttl(created_ms, now_ms()) {
             Some(ttl) => store.backend.load(&key, ttl).await?.map(|l| (l, ttl)),
             // Past the absolute timeout: the store let it expire at that moment.
@@ -192,6 +201,7 @@ impl Session {
 
     /// Sets `key` to `value` (as JSON). Written after the handler returns, together with
     /// the other changes of this request; other keys of the session are left untouched.
+    /// Setting the value the key already holds writes nothing.
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
         check_key(key)?;
         let json = serde_json::to_string(value).map_err(|source| SessionError::Encode {
@@ -199,8 +209,11 @@ impl Session {
             source,
         })?;
         let mut state = self.loaded()?;
-        state.data.insert(key.to_owned(), json.clone());
-        state.changes.insert(key.to_owned(), Some(json));
+        // Setting what is already there changes nothing: no write.
+        if state.data.get(key) != Some(&json) {
+            state.data.insert(key.to_owned(), json.clone());
+            state.changes.insert(key.to_owned(), Some(json));
+        }
         Ok(())
     }
 
@@ -284,15 +297,15 @@ impl Session {
     /// write made with the old id either landed before and is kept, or fails.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         self.load().await?;
+        let store = Arc::clone(&self.inner.store);
         let old_key = {
-            let state = self.state();
-            match (state.stored, &state.key) {
-                (Stored::Live, Some(key)) => key.clone(),
+            let mut state = self.state();
+            match (state.stored, state.key(&store.prefix)) {
+                (Stored::Live, Some(key)) => key,
                 // No stored session: a new id is drawn when something is written.
                 _ => return Ok(()),
             }
         };
-        let store = Arc::clone(&self.inner.store);
         let Some(taken) = store.backend.take(&old_key).await? else {
             self.forget();
             return Err(SessionError::Ended);
@@ -346,7 +359,7 @@ impl Session {
     /// Ends the session (logout): deletes it from the store now, and the response expires
     /// the cookie. Writes made afterwards in this request start a new session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
-        let key = self.state().key.clone();
+        let key = self.state().key(&self.inner.store.prefix);
         if let Some(key) = key {
             self.inner.store.backend.destroy(&key).await?;
         }
@@ -380,10 +393,11 @@ impl Session {
         for _ in 0..MAX_TOKEN_DRAWS {
             let now = now_ms();
             let (key, mode, created_ms, fresh) = {
-                let state = self.state();
-                match (state.stored, &state.key, state.created_ms) {
+                let mut state = self.state();
+                let key = state.key(&store.prefix);
+                match (state.stored, key, state.created_ms) {
                     (Stored::Live, Some(key), Some(created)) => {
-                        (key.clone(), Mode::Update, created, None)
+                        (key, Mode::Update, created, None)
                     }
                     _ => {
                         let token =
@@ -485,19 +499,19 @@ impl Session {
         let codec = &store.codec;
         let state = self.state();
         let reissue = state.new_token || state.stale_key || codec.attributes.persistent;
-        let header = match (state.stored, &state.token, &state.key, state.created_ms) {
-            (Stored::Unknown, Some(token), Some(key), Some(created)) => {
+        let header = match (state.stored, &state.token, state.created_ms) {
+            (Stored::Unknown, Some(token), Some(created)) => {
                 let now = now_ms();
                 let deadline = store.lifetimes.deadline_ms(created, now);
                 if deadline > now {
-                    store.toucher.touch(key.clone(), deadline);
+                    store.toucher.touch(token.clone(), deadline);
                 }
                 let max_age = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
                 reissue
                     .then(|| codec.set_cookie(token, created, max_age))
                     .flatten()
             }
-            (Stored::Live, Some(token), _, Some(created)) => reissue
+            (Stored::Live, Some(token), Some(created)) => reissue
                 .then(|| codec.set_cookie(token, created, state.ttl.unwrap_or_default()))
                 .flatten(),
             _ if state.had_cookie => codec.removal(),

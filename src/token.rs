@@ -16,7 +16,7 @@ pub(crate) const TOKEN_CHARS: usize = 43;
 const KEY_DIGEST_BYTES: usize = 16;
 
 /// A session token as it travels in the cookie (base64url, 43 characters).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Token(String);
 
 impl Token {

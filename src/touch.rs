@@ -1,46 +1,57 @@
 //! Sliding expiry for requests that carry a session cookie but never read the session.
 //!
 //! Such a request must not wait for Redis, yet its session must not expire while the user is
-//! active. The layer hands the store key and the new expiry (computed from the creation time
-//! signed into the cookie) to a background task through a bounded queue; the task batches
-//! what is waiting, drops duplicates, and sends one pipeline of `PEXPIRE`s. When the queue is full the touch is skipped: the session still has the rest of
-//! its idle timeout, and the next request touches it again. Load on Redis is therefore at most
-//! one pipeline per batch, however many requests arrive.
+//! active. The layer hands the token and the new expiry (computed from the creation time
+//! signed into the cookie) to a background task through a bounded queue, and goes on. The
+//! task gathers what arrives for a moment, keeps one refresh per session, drops refreshes
+//! that would move an expiry by less than a tenth of the remaining lifetime (at most a
+//! second) since the last one it sent, and sends the rest as one pipeline of `PEXPIRE`s.
+//! When the queue is full a refresh is skipped, never waited for: the session still has the
+//! rest of its idle timeout, and the next request refreshes it. Redis therefore sees at most
+//! one pipeline per gathering window, whatever the request rate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::builder::StoreInner;
-use crate::token::StoreKey;
+use crate::store::now_ms;
+use crate::token::{StoreKey, Token};
 
-/// Most keys refreshed in one pipeline.
-const BATCH: usize = 256;
+/// Most refreshes sent in one pipeline.
+const BATCH: usize = 4096;
+/// How long the task gathers refreshes before sending them.
+const GATHER: Duration = Duration::from_millis(20);
+/// Expiries moved by less than this are not sent again.
+const MAX_STEP_MS: i64 = 1000;
+/// Sessions remembered as recently refreshed; the memory is cleared when it grows past this.
+const RECENT: usize = 100_000;
 
 /// The sending side, owned by the store.
 pub(crate) struct Toucher {
-    tx: mpsc::Sender<(StoreKey, i64)>,
+    tx: mpsc::Sender<(Token, i64)>,
 }
 
 impl Toucher {
-    /// Starts the background task. It ends when the store is dropped.
-    pub(crate) fn spawn(capacity: usize) -> (Self, TouchWorker) {
+    /// Makes the queue; the task starts with [`TouchWorker::start`].
+    pub(crate) fn new(capacity: usize) -> (Self, TouchWorker) {
         let (tx, rx) = mpsc::channel(capacity);
         (Self { tx }, TouchWorker { rx })
     }
 
-    /// Queues a refresh: `key` should expire at `deadline_ms`. Never waits.
-    pub(crate) fn touch(&self, key: StoreKey, deadline_ms: i64) {
-        if self.tx.try_send((key, deadline_ms)).is_err() {
-            tracing::debug!("session touch queue full; skipping one refresh");
+    /// Queues a refresh: the session of `token` should expire at `deadline_ms`. Never waits.
+    pub(crate) fn touch(&self, token: Token, deadline_ms: i64) {
+        if self.tx.try_send((token, deadline_ms)).is_err() {
+            tracing::debug!("session refresh queue full; skipping one refresh");
         }
     }
 }
 
 /// The receiving side, run on the Tokio runtime that built the store.
 pub(crate) struct TouchWorker {
-    rx: mpsc::Receiver<(StoreKey, i64)>,
+    rx: mpsc::Receiver<(Token, i64)>,
 }
 
 impl TouchWorker {
@@ -49,22 +60,44 @@ impl TouchWorker {
     }
 
     async fn run(mut self, store: Weak<StoreInner>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut latest = HashMap::with_capacity(BATCH);
-        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            // One refresh per key: the latest deadline wins.
-            latest.clear();
-            for (key, deadline) in batch.drain(..) {
-                let slot = latest.entry(key).or_insert(deadline);
+        let mut queued = Vec::with_capacity(BATCH);
+        let mut latest: HashMap<Token, i64> = HashMap::new();
+        let mut sent: HashMap<StoreKey, i64> = HashMap::new();
+        while self.rx.recv_many(&mut queued, BATCH).await > 0 {
+            tokio::time::sleep(GATHER).await;
+            while queued.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(item) => queued.push(item),
+                    Err(_) => break,
+                }
+            }
+            for (token, deadline) in queued.drain(..) {
+                let slot = latest.entry(token).or_insert(deadline);
                 *slot = (*slot).max(deadline);
             }
-            batch.extend(latest.drain());
             let Some(store) = store.upgrade() else { break };
-            if let Err(e) = store.backend.touch(&batch).await {
-                tracing::warn!(error = %e, keys = batch.len(), "session expiry refresh failed");
+            let now = now_ms();
+            if sent.len() > RECENT {
+                sent.clear();
+            }
+            let batch: Vec<(StoreKey, i64)> = latest
+                .drain()
+                .map(|(token, deadline)| (token.store_key(&store.prefix), deadline))
+                .filter(|(key, deadline)| {
+                    let step = ((deadline - now) / 10).min(MAX_STEP_MS);
+                    sent.get(key).is_none_or(|last| deadline - last >= step)
+                })
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            match store.backend.touch(&batch).await {
+                Ok(()) => sent.extend(batch),
+                Err(e) => {
+                    tracing::warn!(error = %e, sessions = batch.len(), "session expiry refresh failed")
+                }
             }
             drop::<Arc<StoreInner>>(store);
-            batch.clear();
         }
     }
 }

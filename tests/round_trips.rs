@@ -171,3 +171,18 @@ async fn read_sends_nothing_after_the_response_either() {
     assert_eq!(round_trips(&before, &after), 1, "{before:?} {after:?}");
     assert_eq!(all_commands(&before, &after), 2, "HGETALL and PEXPIRE");
 }
+
+#[tokio::test]
+async fn refreshes_of_untouched_sessions_are_coalesced() {
+    let (redis, _store, mut b) = setup().await;
+    b.get("/set/user/alice").await;
+    let before = redis.snapshot();
+    for _ in 0..300 {
+        assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = redis.snapshot();
+    let pexpires = calls(&before, &after, "pexpire");
+    assert!((1..=5).contains(&pexpires), "{pexpires} refreshes for 300 requests");
+    assert_eq!(all_commands(&before, &after), pexpires);
+}

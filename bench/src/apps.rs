@@ -41,7 +41,9 @@ async fn ts_read(s: TsSession) -> String {
         .unwrap_or_default()
 }
 async fn ts_write(s: TsSession) -> &'static str {
-    s.insert("theme", "light").await.expect("insert");
+    s.insert("theme", crate::support::next_value())
+        .await
+        .expect("insert");
     "ok"
 }
 async fn ts_regenerate(s: TsSession) -> &'static str {

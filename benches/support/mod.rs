@@ -2,6 +2,7 @@
 //! a router. Included by `benches/session.rs` and by the `bench/` workspace member.
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::{body::Body, http::Request, Router};
@@ -38,6 +39,13 @@ pub fn fields(size: &str) -> Vec<(String, String)> {
             .map(|i| (format!("field{i:02}"), format!("{i:02}-{}", "x".repeat(76))))
             .collect(),
     }
+}
+
+/// A value that differs on every call, so that every "write" scenario really writes (both
+/// libraries skip setting a value a key already holds).
+pub fn next_value() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("theme-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Sends one GET through the router; returns the `name=value` of a Set-Cookie, if any.

@@ -3,12 +3,10 @@
 -- ARGV[5]: increment. ARGV[6] (optional): a value the request set for the field, written first.
 -- Returns {1, new value}, {0} when the session is gone, {-1} when a new key is taken.
 if ARGV[2] == 'n' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-  redis.call('HSET', KEYS[1], '', ARGV[3])
-elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.call('HSETNX', KEYS[1], '', ARGV[3]) == 0 then return {-1} end
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+elseif redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
   return {0}
 end
 if ARGV[6] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[6]) end
-local value = redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return {1, value}
+return {1, redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])}
