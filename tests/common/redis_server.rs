@@ -152,6 +152,11 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")

@@ -30,6 +30,23 @@ struct LoadRun {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// CPU time per request of the server process and of redis-server, in µs.
+    server_cpu_us: f64,
+    redis_cpu_us: f64,
+}
+
+/// CPU time (user + system) of a process so far, in seconds, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
 
 #[derive(Serialize)]
@@ -167,18 +184,23 @@ async fn drive(
     addr: std::net::SocketAddr,
     script: &std::path::Path,
     path: &'static str,
-    seconds: u64,
+    (seconds, redis_pid): (u64, &str),
     load: &mut Vec<LoadRun>,
 ) {
     for connections in CONNECTIONS {
         let script = script.to_string_lossy().into_owned();
+        let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
         let (rps, p50, p99, errors) = tokio::task::spawn_blocking(move || {
             wrk(addr, &script, connections, seconds, path)
         })
         .await
         .expect("wrk task");
+        let requests = rps * seconds as f64;
+        let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
+        let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
         eprintln!(
-            "{name:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  errors {errors}"
+            "{name:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  \
+             errors {errors}  cpu/req: server {server_cpu_us:.1} µs, redis {redis_cpu_us:.1} µs"
         );
         load.push(LoadRun {
             app: name.to_string(),
@@ -187,6 +209,8 @@ async fn drive(
             p50_us: p50,
             p99_us: p99,
             errors,
+            server_cpu_us,
+            redis_cpu_us,
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -214,7 +238,10 @@ async fn main() {
     let dir = std::path::Path::new("target/bench");
     std::fs::create_dir_all(dir).expect("target/bench");
 
+    let redis_pid = redis.pid().expect("redis pid").to_string();
     let ours = ours_app(&ours_store(&redis).await);
+    // Every app gets the same kind of cookies, so that wrk and hyper do the same work.
+    let our_cookies = seed(&ours, SESSIONS).await;
     let apps: Vec<(&str, Router)> = vec![
         ("no layer", Router::new().route("/read", get(|| async { "alice" }))),
         ("tower-redis-session", ours),
@@ -229,19 +256,19 @@ async fn main() {
     ];
     let mut load = Vec::new();
     for (name, app) in apps {
-        let cookies = if name == "no layer" {
-            vec!["none=1".to_string()]
-        } else {
-            seed(&app, SESSIONS).await
+        let cookies = match name {
+            "no layer" | "tower-redis-session" => our_cookies.clone(),
+            _ => seed(&app, SESSIONS).await,
         };
         let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
         std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
         let addr = serve(app).await;
-        drive(name, addr, &script, "/read", seconds, &mut load).await;
+        let run = (seconds, redis_pid.as_str());
+        drive(name, addr, &script, "/read", run, &mut load).await;
         if name == "tower-redis-session" {
             // Our layer on a route that never touches the session, with the same cookies.
             let name = "tower-redis-session, untouched route";
-            drive(name, addr, &script, "/untouched", seconds, &mut load).await;
+            drive(name, addr, &script, "/untouched", run, &mut load).await;
         }
     }
 

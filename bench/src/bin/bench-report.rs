@@ -346,19 +346,24 @@ fn markdown(report: &Report) -> String {
         md,
         "\n## Throughput over HTTP\n\nwrk, {} s per run, every request carrying one of 256 session \
          cookies in turn; `GET /read` reads one value from the session. The server, Redis and wrk \
-         share the machine's cores.\n\n| App | Connections | Requests/s | p50 µs | p99 µs | Errors |\n|---|---|---|---|---|---|",
+         share the machine's cores. CPU per request is the CPU time of the server process and of \
+         redis-server during the run, divided by the requests served.\n\n\
+         | App | Connections | Requests/s | p50 µs | p99 µs | Errors | Server CPU µs/req | Redis CPU µs/req |\n\
+         |---|---|---|---|---|---|---|---|",
         load["seconds_per_run"]
     );
     for r in load["load"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
             r["app"].as_str().unwrap_or(""),
             r["connections"],
             r["requests_per_sec"].as_f64().unwrap_or(0.0),
             r["p50_us"].as_f64().unwrap_or(0.0),
             r["p99_us"].as_f64().unwrap_or(0.0),
-            r["errors"]
+            r["errors"],
+            r["server_cpu_us"].as_f64().unwrap_or(0.0),
+            r["redis_cpu_us"].as_f64().unwrap_or(0.0),
         );
     }
     let _ = writeln!(
