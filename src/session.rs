@@ -396,9 +396,7 @@ impl Session {
                 let mut state = self.state();
                 let key = state.key(&store.prefix);
                 match (state.stored, key, state.created_ms) {
-                    (Stored::Live, Some(key), Some(created)) => {
-                        (key, Mode::Update, created, None)
-                    }
+                    (Stored::Live, Some(key), Some(created)) => (key, Mode::Update, created, None),
                     _ => {
                         let token =
                             Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;

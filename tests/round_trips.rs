@@ -183,6 +183,9 @@ async fn refreshes_of_untouched_sessions_are_coalesced() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = redis.snapshot();
     let pexpires = calls(&before, &after, "pexpire");
-    assert!((1..=5).contains(&pexpires), "{pexpires} refreshes for 300 requests");
+    assert!(
+        (1..=5).contains(&pexpires),
+        "{pexpires} refreshes for 300 requests"
+    );
     assert_eq!(all_commands(&before, &after), pexpires);
 }

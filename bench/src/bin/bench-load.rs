@@ -174,7 +174,11 @@ fn wrk(
             _ => {}
         }
     }
-    assert!(rps > 0.0, "wrk printed no result:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        rps > 0.0,
+        "wrk printed no result:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (rps, p50, p99, errors)
 }
 
@@ -190,11 +194,10 @@ async fn drive(
     for connections in CONNECTIONS {
         let script = script.to_string_lossy().into_owned();
         let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
-        let (rps, p50, p99, errors) = tokio::task::spawn_blocking(move || {
-            wrk(addr, &script, connections, seconds, path)
-        })
-        .await
-        .expect("wrk task");
+        let (rps, p50, p99, errors) =
+            tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds, path))
+                .await
+                .expect("wrk task");
         let requests = rps * seconds as f64;
         let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
         let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
@@ -224,7 +227,9 @@ async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
         "tower-redis-session" => ours_app(&ours_store(&redis).await),
         _ => tower_sessions_app(tower_sessions_layer(&redis.url(), false).await),
     };
-    send(&app, &format!("/seed/{size}"), None).await.expect("cookie");
+    send(&app, &format!("/seed/{size}"), None)
+        .await
+        .expect("cookie");
     let keys = redis.keys();
     assert_eq!(keys.len(), 1, "{keys:?}");
     redis.cmd(&["MEMORY", "USAGE", &keys[0], "SAMPLES", "0"])
@@ -243,7 +248,10 @@ async fn main() {
     // Every app gets the same kind of cookies, so that wrk and hyper do the same work.
     let our_cookies = seed(&ours, SESSIONS).await;
     let apps: Vec<(&str, Router)> = vec![
-        ("no layer", Router::new().route("/read", get(|| async { "alice" }))),
+        (
+            "no layer",
+            Router::new().route("/read", get(|| async { "alice" })),
+        ),
         ("tower-redis-session", ours),
         (
             "tower-sessions",

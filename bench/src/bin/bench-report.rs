@@ -37,7 +37,9 @@ fn median_us(group: &str, id: &str) -> Option<f64> {
     let path = format!("target/criterion/{group}/{id}/new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let json: Value = serde_json::from_str(&text).ok()?;
-    json["median"]["point_estimate"].as_f64().map(|ns| ns / 1000.0)
+    json["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1000.0)
 }
 
 #[derive(Serialize)]
@@ -97,7 +99,10 @@ fn machine() -> BTreeMap<String, String> {
     m.insert("kernel".into(), sh("uname", &["-r"]));
     m.insert("redis".into(), sh("redis-server", &["--version"]));
     m.insert("rustc".into(), sh("rustc", &["--version"]));
-    m.insert("wrk".into(), sh("sh", &["-c", "wrk --version 2>&1 | head -1"]));
+    m.insert(
+        "wrk".into(),
+        sh("sh", &["-c", "wrk --version 2>&1 | head -1"]),
+    );
     m
 }
 
@@ -180,8 +185,20 @@ fn targets(load: &Value) -> Vec<Target> {
         let floor = median_us("ours", &format!("floor-{size}"));
         let read = median_us("ours", &format!("read-{size}"));
         let write = median_us("ours", &format!("write-{size}"));
-        check(&format!("read ≤ 1.10 × floor ({size} session)"), ratio(read, floor), 1.10, true, "×");
-        check(&format!("write ≤ 2.2 × floor ({size} session)"), ratio(write, floor), 2.2, true, "×");
+        check(
+            &format!("read ≤ 1.10 × floor ({size} session)"),
+            ratio(read, floor),
+            1.10,
+            true,
+            "×",
+        );
+        check(
+            &format!("write ≤ 2.2 × floor ({size} session)"),
+            ratio(write, floor),
+            2.2,
+            true,
+            "×",
+        );
     }
     let untouched = ratio(
         rps(load, "tower-redis-session, untouched route", 64),
@@ -226,7 +243,11 @@ fn targets(load: &Value) -> Vec<Target> {
 
 /// Horizontal bars: one group per scenario row, one bar per library.
 fn svg(rows: &[Latency]) -> String {
-    let libs = ["tower-redis-session", "tower-sessions", "tower-sessions always_save"];
+    let libs = [
+        "tower-redis-session",
+        "tower-sessions",
+        "tower-sessions always_save",
+    ];
     let colors = ["#2b6cb0", "#dd6b20", "#9c4221"];
     let rows: Vec<&Latency> = rows
         .iter()
@@ -271,7 +292,10 @@ fn svg(rows: &[Latency]) -> String {
             y + bar_h * 1.8,
             label.replace('&', "&amp;").replace('<', "&lt;")
         );
-        let bars = libs.iter().zip(colors).filter_map(|(lib, c)| Some((row.median_us.get(*lib)?, c)));
+        let bars = libs
+            .iter()
+            .zip(colors)
+            .filter_map(|(lib, c)| Some((row.median_us.get(*lib)?, c)));
         for (j, (v, color)) in bars.enumerate() {
             let w = (v / max * bar_w).max(1.0);
             let by = y + j as f64 * bar_h;
@@ -302,9 +326,18 @@ fn markdown(report: &Report) -> String {
     for (k, v) in &report.machine {
         let _ = writeln!(md, "| {k} | {v} |");
     }
-    let _ = writeln!(md, "\n## Targets\n\n| Target | Measured | Met |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| Target | Measured | Met |\n|---|---|---|"
+    );
     for t in &report.targets {
-        let _ = writeln!(md, "| {} | {} | {} |", t.target, t.measured, if t.met { "yes" } else { "**no**" });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        );
     }
     let _ = writeln!(
         md,
@@ -402,7 +435,10 @@ fn main() {
     let latency = latency();
     let mut cpu = BTreeMap::new();
     let base = median_us("ours", "no-layer");
-    for (id, label) in [("memory-read", "read a value"), ("memory-untouched", "cookie, session never touched")] {
+    for (id, label) in [
+        ("memory-read", "read a value"),
+        ("memory-untouched", "cookie, session never touched"),
+    ] {
         if let (Some(v), Some(b)) = (median_us("ours", id), base) {
             cpu.insert(label.to_string(), v - b);
         }
@@ -422,6 +458,11 @@ fn main() {
     let json = serde_json::to_string_pretty(&report).expect("json");
     std::fs::write("BENCHMARKS.json", json + "\n").expect("BENCHMARKS.json");
     for t in &report.targets {
-        eprintln!("{} {}: {}", if t.met { "met " } else { "MISS" }, t.target, t.measured);
+        eprintln!(
+            "{} {}: {}",
+            if t.met { "met " } else { "MISS" },
+            t.target,
+            t.measured
+        );
     }
 }
