@@ -50,6 +50,18 @@ pub(crate) struct StoreInner {
     pub(crate) prefix: String,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) toucher: Toucher,
+    pub(crate) limits: Limits,
+}
+
+/// Bounds on what one session may hold, checked before anything is written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Bytes of one value's JSON.
+    pub(crate) value_bytes: usize,
+    /// Bytes of all keys and values together.
+    pub(crate) session_bytes: usize,
+    /// Number of keys.
+    pub(crate) keys: usize,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -136,6 +148,7 @@ pub struct SessionStoreBuilder {
     connect_timeout: Duration,
     command_timeout: Duration,
     touch_queue: usize,
+    limits: Limits,
 }
 
 impl Default for SessionStoreBuilder {
@@ -159,6 +172,11 @@ impl Default for SessionStoreBuilder {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             touch_queue: 4096,
+            limits: Limits {
+                value_bytes: 64 * 1024,
+                session_bytes: 1024 * 1024,
+                keys: 1000,
+            },
         }
     }
 }
@@ -279,6 +297,25 @@ impl SessionStoreBuilder {
         self
     }
 
+    /// Largest JSON of one value, in bytes (default 64 KiB). A larger `insert` fails with
+    /// [`SessionError::TooLarge`](crate::SessionError::TooLarge) and changes nothing.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.limits.value_bytes = bytes;
+        self
+    }
+
+    /// Largest session, all keys and values together, in bytes (default 1 MiB).
+    pub fn max_session_bytes(mut self, bytes: usize) -> Self {
+        self.limits.session_bytes = bytes;
+        self
+    }
+
+    /// Most keys in one session (default 1000).
+    pub fn max_keys(mut self, keys: usize) -> Self {
+        self.limits.keys = keys;
+        self
+    }
+
     /// Checks the configuration and builds the store. Must run inside a Tokio runtime. With
     /// Redis, the scripts are loaded if Redis answers; if it does not, the store is built
     /// anyway and requests get 503 until it does.
@@ -310,6 +347,7 @@ impl SessionStoreBuilder {
             prefix: self.prefix,
             lifetimes,
             toucher,
+            limits: self.limits,
         });
         worker.start(Arc::downgrade(&inner));
         Ok(SessionStore { inner })
@@ -354,8 +392,15 @@ impl SessionStoreBuilder {
         if self.pool_size == 0 {
             return Err(ConfigError::Zero("pool_size"));
         }
-        if self.touch_queue == 0 {
-            return Err(ConfigError::Zero("touch_queue"));
+        for (name, n) in [
+            ("touch_queue", self.touch_queue),
+            ("max_value_bytes", self.limits.value_bytes),
+            ("max_session_bytes", self.limits.session_bytes),
+            ("max_keys", self.limits.keys),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         if self.idle > self.absolute {
             return Err(ConfigError::IdleExceedsAbsolute {

@@ -55,6 +55,19 @@ pub enum SessionError {
         key: String,
     },
 
+    /// The change would take the session over a configured limit (see
+    /// [`SessionStoreBuilder::max_value_bytes`](crate::SessionStoreBuilder::max_value_bytes)
+    /// and its siblings). Nothing was changed.
+    #[error("session {limit} limit exceeded ({got} > {max}); nothing was changed")]
+    TooLarge {
+        /// Which limit: "value size", "session size" or "key count".
+        limit: &'static str,
+        /// The configured limit.
+        max: usize,
+        /// What the change would have made it.
+        got: usize,
+    },
+
     /// Session keys must be non-empty; the empty field name is reserved for metadata.
     #[error("session keys must not be empty")]
     EmptyKey,

@@ -208,12 +208,22 @@ impl Session {
             key: key.into(),
             source,
         })?;
+        let limits = self.inner.store.limits;
+        too_large("value size", json.len(), limits.value_bytes)?;
         let mut state = self.loaded()?;
         // Setting what is already there changes nothing: no write.
-        if state.data.get(key) != Some(&json) {
-            state.data.insert(key.to_owned(), json.clone());
-            state.changes.insert(key.to_owned(), Some(json));
+        if state.data.get(key) == Some(&json) {
+            return Ok(());
         }
+        let old = state.data.get(key).map(|v| key.len() + v.len());
+        if old.is_none() {
+            too_large("key count", state.data.len() + 1, limits.keys)?;
+        }
+        let total: usize = state.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let total = total - old.unwrap_or(0) + key.len() + json.len();
+        too_large("session size", total, limits.session_bytes)?;
+        state.data.insert(key.to_owned(), json.clone());
+        state.changes.insert(key.to_owned(), Some(json));
         Ok(())
     }
 
@@ -256,6 +266,13 @@ impl Session {
         // A value this request set for the key goes to the store first, in the same script.
         let base = {
             let state = self.loaded()?;
+            if !state.data.contains_key(key) {
+                too_large(
+                    "key count",
+                    state.data.len() + 1,
+                    self.inner.store.limits.keys,
+                )?;
+            }
             match state.changes.get(key) {
                 Some(Some(json)) => Some(json.parse::<i64>().map_err(|_| not_an_integer())?),
                 Some(None) => Some(0),
@@ -518,6 +535,14 @@ impl Session {
         if let Some(header) = header {
             headers.append(http::header::SET_COOKIE, header);
         }
+    }
+}
+
+fn too_large(limit: &'static str, got: usize, max: usize) -> Result<(), SessionError> {
+    if got > max {
+        Err(SessionError::TooLarge { limit, max, got })
+    } else {
+        Ok(())
     }
 }
 

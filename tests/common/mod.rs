@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod record;
 mod redis_server;
 pub use redis_server::*;
 

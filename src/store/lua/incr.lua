@@ -1,3 +1,4 @@
+#!lua
 -- Atomic counter: HINCRBY with the same guard and expiry as save.lua.
 -- ARGV[1]: TTL in ms. ARGV[2], ARGV[3]: mode and creation time as in save.lua. ARGV[4]: field.
 -- ARGV[5]: increment. ARGV[6] (optional): a value the request set for the field, written first.

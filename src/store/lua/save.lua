@@ -1,3 +1,6 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script while it is out of memory,
+-- instead of failing at its first write and leaving the rest undone.
 -- Write what a request changed, atomically with the expiry, and never to a session that is
 -- gone. KEYS[1]: the session hash. ARGV[1]: TTL in ms. ARGV[2]: 'u' to update a live session,
 -- or 'n' to create a new one with creation time ARGV[3] (the field '' holds it; user keys are

@@ -1,3 +1,4 @@
+#!lua
 -- First half of id regeneration: read the session and delete it in one step, so that from
 -- here on no request with the old token can read or write it.
 -- Returns the hash as {field, value, ...} (with the '' creation field), or nil when gone.

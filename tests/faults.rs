@@ -1,0 +1,235 @@
+//! Faults against real redis-server processes: killed, paused, restarted empty, out of
+//! memory, and holding a key of the wrong type. Every request is answered within the
+//! configured timeout, nothing panics or hangs, nothing is half-written, and the service
+//! recovers by itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::record::{iterations, record};
+use common::{app, builder, Browser, RedisServer};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// What a request may take beyond the command timeout: scheduling on a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(700);
+
+async fn store_on(redis: &RedisServer) -> tower_redis_session::SessionStore {
+    builder()
+        .redis_url(redis.url())
+        .command_timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .build()
+        .await
+        .expect("store")
+}
+
+/// Clients that keep sending reads, writes and increments until `until`; each request's
+/// status and duration.
+async fn traffic(b: &Browser, clients: usize, until: Instant) -> Vec<(StatusCode, Duration)> {
+    let mut tasks = JoinSet::new();
+    for c in 0..clients {
+        let mut b = Browser::new(b.app.clone());
+        tasks.spawn(async move {
+            let mut seen = Vec::new();
+            let paths = ["/get/user", "/set/user/alice", "/incr/n/1", "/untouched"];
+            // Bounded: by time, and by count.
+            for i in 0..100_000 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let start = Instant::now();
+                let r = b.get(paths[(i + c) % paths.len()]).await;
+                seen.push((r.status, start.elapsed()));
+            }
+            seen
+        });
+    }
+    let mut all = Vec::new();
+    // No task may hang: each must be done shortly after the deadline.
+    let deadline = until + TIMEOUT + SLACK + Duration::from_secs(2);
+    while let Ok(Some(result)) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        tasks.join_next(),
+    )
+    .await
+    {
+        all.extend(result.expect("client task panicked"));
+    }
+    assert!(
+        tasks.is_empty(),
+        "{} client tasks still hanging",
+        tasks.len()
+    );
+    all
+}
+
+fn summary(seen: &[(StatusCode, Duration)]) -> (usize, usize, Duration) {
+    let ok = seen.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let unavailable = seen
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    let slowest = seen.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    for (status, _) in seen {
+        assert!(
+            matches!(
+                *status,
+                StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT
+            ),
+            "unexpected status {status}"
+        );
+    }
+    (ok, unavailable, slowest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_redis_gives_fast_503s_then_recovers_when_restarted_empty() {
+    let mut redis = RedisServer::start();
+    let b = Browser::new(app(&store_on(&redis).await));
+    let cycles = iterations(3);
+    let (mut requests, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
+    for _ in 0..cycles {
+        let flowing = traffic(&b, 8, Instant::now() + Duration::from_millis(1500));
+        let fault = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            redis.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            redis.restart();
+        };
+        let (seen, ()) = tokio::join!(flowing, fault);
+        let (ok, down, slow) = summary(&seen);
+        assert!(ok > 0 && down > 0, "ok {ok}, 503 {down}");
+        assert!(slow <= TIMEOUT + SLACK, "a request took {slow:?}");
+        requests += seen.len();
+        unavailable += down;
+        slowest = slowest.max(slow);
+        // Recovered by itself: every request of a fresh burst succeeds.
+        let after = traffic(&b, 4, Instant::now() + Duration::from_millis(300)).await;
+        let (ok, down, _) = summary(&after);
+        assert_eq!((down, ok), (0, after.len()), "not recovered");
+    }
+    record(
+        "fault_kill",
+        json!({"kills": cycles, "requests": requests, "answered_503": unavailable,
+               "slowest_ms": slowest.as_millis(), "timeout_ms": TIMEOUT.as_millis()}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_redis_fails_fast_and_resumes() {
+    let redis = RedisServer::start();
+    let b = Browser::new(app(&store_on(&redis).await));
+    let cycles = iterations(3);
+    let (mut requests, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
+    for _ in 0..cycles {
+        let flowing = traffic(&b, 8, Instant::now() + Duration::from_millis(1500));
+        let fault = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            redis.signal("-STOP");
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            redis.signal("-CONT");
+        };
+        let (seen, ()) = tokio::join!(flowing, fault);
+        let (ok, down, slow) = summary(&seen);
+        assert!(ok > 0 && down > 0, "ok {ok}, 503 {down}");
+        assert!(slow <= TIMEOUT + SLACK, "a request took {slow:?}");
+        requests += seen.len();
+        unavailable += down;
+        slowest = slowest.max(slow);
+        let after = traffic(&b, 4, Instant::now() + Duration::from_millis(300)).await;
+        let (_, down, _) = summary(&after);
+        assert_eq!(down, 0, "not resumed");
+    }
+    record(
+        "fault_pause",
+        json!({"pauses": cycles, "requests": requests, "answered_503": unavailable,
+               "slowest_ms": slowest.as_millis(), "timeout_ms": TIMEOUT.as_millis()}),
+    );
+}
+
+#[tokio::test]
+async fn out_of_memory_refuses_writes_and_half_writes_nothing() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let mut b = Browser::new(app(&store_on(&redis).await));
+    b.get("/set/a/1").await;
+    b.get("/set/b/2").await;
+    let key = redis.keys().remove(0);
+    let before: Vec<String> = redis.cmd(&["HGETALL", &key]);
+    // Fill Redis to its limit, with smaller and smaller values, until even a small write fails.
+    let mut conn = redis.conn();
+    let mut n = 0;
+    for size in [64 * 1024, 1024, 16] {
+        let filler = "x".repeat(size);
+        for _ in 0..10_000 {
+            n += 1;
+            let r: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("fill{n}"))
+                .arg(&filler)
+                .query(&mut conn);
+            if r.is_err() {
+                break;
+            }
+        }
+    }
+    let mut refused = 0;
+    for path in ["/set/c/3", "/clear", "/incr/n/1", "/regenerate"] {
+        let r = b.peek(path).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.body
+        );
+        refused += 1;
+    }
+    // A new session cannot be created either, and leaves nothing behind.
+    let r = Browser::new(b.app.clone()).get("/set/x/1").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    refused += 1;
+    let after: Vec<String> = redis.cmd(&["HGETALL", &key]);
+    assert_eq!(before, after, "nothing half-written");
+    let sessions = redis
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with("session:"))
+        .count();
+    assert_eq!(sessions, 1);
+    // Reads still work while Redis is full.
+    assert_eq!(b.peek("/get/a").await.body, "1");
+    record(
+        "fault_oom",
+        json!({"writes_refused": refused, "half_written": 0}),
+    );
+}
+
+#[tokio::test]
+async fn wrong_type_at_session_key_is_a_clear_error_for_every_operation() {
+    let redis = RedisServer::start();
+    let mut b = Browser::new(app(&store_on(&redis).await));
+    b.get("/set/user/alice").await;
+    let key = redis.keys().remove(0);
+    let _: () = redis.cmd(&["DEL", &key]);
+    let _: () = redis.cmd(&["SET", &key, "not a hash"]);
+    for path in [
+        "/get/user",
+        "/set/x/1",
+        "/incr/n/1",
+        "/regenerate",
+        "/untouched",
+    ] {
+        let r = b.peek(path).await;
+        if path == "/untouched" {
+            assert_eq!(r.status, StatusCode::OK);
+        } else {
+            assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            assert!(r.body.contains("unexpected data"), "{path}: {}", r.body);
+        }
+    }
+    let value: String = redis.cmd(&["GET", &key]);
+    assert_eq!(value, "not a hash", "left alone");
+}

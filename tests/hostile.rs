@@ -1,0 +1,218 @@
+//! Hostile input: random and mutated Cookie headers, huge headers, non-UTF-8 bytes, and
+//! session data over the configured limits. Nothing panics, only cookies we signed are
+//! accepted, a rejected cookie costs no Redis command, and an oversized change writes nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::{body::Body, http::Request, http::StatusCode, Router};
+use common::record::{iterations, record};
+use common::{all_commands, app, builder, Browser, RedisServer};
+use http_body_util::BodyExt;
+use proptest::prelude::*;
+use serde_json::json;
+use tower::ServiceExt;
+
+/// Sends `/get/user` with a raw Cookie header; the body and whether a cookie was set.
+async fn send_raw(app: &Router, cookie: &[u8]) -> (StatusCode, String, bool) {
+    let mut req = Request::get("/get/user");
+    if let Ok(value) = axum::http::HeaderValue::from_bytes(cookie) {
+        req = req.header("cookie", value);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = res.status();
+    let set = res.headers().contains_key("set-cookie");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), set)
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    redis: RedisServer,
+    app: Router,
+    /// `session=<value>` of a live session whose "user" is "alice".
+    cookie: String,
+}
+
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let redis = RedisServer::start();
+    let (app, cookie) = rt.block_on(async {
+        let store = builder()
+            .redis_url(redis.url())
+            .build()
+            .await
+            .expect("store");
+        let mut b = Browser::new(app(&store));
+        b.get("/set/user/alice").await;
+        (b.app, b.cookie.expect("cookie"))
+    });
+    Fixture {
+        rt,
+        redis,
+        app,
+        cookie,
+    }
+}
+
+/// Runs `cases` proptest cases of `strategy`; each input must be rejected (no session, no
+/// Set-Cookie) unless it contains the genuine cookie, and no rejected one may reach Redis.
+fn rejected_without_redis(name: &str, strategy: impl Strategy<Value = Vec<u8>>, cases: u32) {
+    let f = fixture();
+    let tried = AtomicUsize::new(0);
+    let before = f.redis.snapshot();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&strategy, |input| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            let genuine = input
+                .windows(f.cookie.len())
+                .any(|w| w == f.cookie.as_bytes());
+            prop_assume!(!genuine);
+            let (status, body, set_cookie) = f.rt.block_on(send_raw(&f.app, &input));
+            prop_assert_eq!(status, StatusCode::OK);
+            prop_assert_eq!(body, "none");
+            prop_assert!(!set_cookie);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let after = f.redis.snapshot();
+    assert_eq!(
+        all_commands(&before, &after),
+        0,
+        "{name}: a rejected cookie reached Redis"
+    );
+    record(
+        name,
+        json!({"inputs": tried.load(Ordering::Relaxed), "accepted": 0, "redis_commands": 0}),
+    );
+}
+
+#[test]
+fn random_cookie_headers_are_rejected_without_a_redis_command() {
+    let cases = iterations(2000) as u32;
+    let strategy = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        // Well-formed pairs with our name and random values.
+        "[ -~]{0,120}".prop_map(|v| format!("session={v}").into_bytes()),
+        // Our shape: token.created.tag, with random content.
+        ("[A-Za-z0-9_-]{43}", "[0-9]{1,15}", "[A-Za-z0-9_-]{43}")
+            .prop_map(|(t, c, m)| format!("a=b; session={t}.{c}.{m}").into_bytes()),
+    ];
+    rejected_without_redis("hostile_random_cookies", strategy, cases);
+}
+
+#[test]
+fn every_mutation_of_a_signed_cookie_is_rejected_without_a_redis_command() {
+    let f = fixture();
+    let genuine = f.cookie.clone().into_bytes();
+    drop(f);
+    let cases = iterations(2000) as u32;
+    let len = genuine.len();
+    let strategy = (0..len, any::<u8>(), 0..3u8).prop_map(move |(at, byte, how)| {
+        let mut v = genuine.clone();
+        match how {
+            0 => {
+                v[at] = if v[at] == byte {
+                    byte.wrapping_add(1)
+                } else {
+                    byte
+                }
+            }
+            1 => v.truncate(at),
+            _ => v.insert(at, byte),
+        }
+        v
+    });
+    rejected_without_redis("hostile_mutated_cookies", strategy, cases);
+}
+
+#[test]
+fn the_signed_cookie_is_found_among_junk() {
+    let f = fixture();
+    let header = format!("a=1; session=junk; {}; b=\u{e9}2", f.cookie);
+    let (status, body, _) = f.rt.block_on(send_raw(&f.app, header.as_bytes()));
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "alice"));
+}
+
+#[test]
+fn huge_and_non_utf8_headers_are_handled_and_bounded() {
+    let f = fixture();
+    let before = f.redis.snapshot();
+    let many = "session=x.1.y; ".repeat(10_000);
+    let huge_value = format!("session={}", "A".repeat(200_000));
+    let inputs: Vec<Vec<u8>> = vec![
+        many.into_bytes(),
+        huge_value.into_bytes(),
+        b"session=\xff\xfe\xfd; other=\x80".to_vec(),
+        vec![0x80; 50_000],
+    ];
+    for input in &inputs {
+        let start = std::time::Instant::now();
+        let (status, body, _) = f.rt.block_on(send_raw(&f.app, input));
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "none"));
+        // Generous: a linear scan of 200 kB, not a benchmark.
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+    // A genuine cookie behind thousands of decoys with our name is not even looked at:
+    // at most 4 candidates are checked, so the cost stays bounded.
+    let decoys = format!("{}{}", "session=decoy; ".repeat(1000), f.cookie);
+    let (_, body, _) = f.rt.block_on(send_raw(&f.app, decoys.as_bytes()));
+    assert_eq!(body, "none");
+    let after = f.redis.snapshot();
+    assert_eq!(all_commands(&before, &after), 0);
+    record(
+        "hostile_huge_headers",
+        json!({"inputs": inputs.len() + 1, "largest_bytes": 200_008}),
+    );
+}
+
+#[tokio::test]
+async fn oversized_changes_are_refused_and_write_nothing() {
+    let redis = RedisServer::start();
+    let store = builder()
+        .redis_url(redis.url())
+        .max_value_bytes(100)
+        .max_keys(3)
+        .max_session_bytes(150)
+        .build()
+        .await
+        .expect("store");
+    let mut b = Browser::new(app(&store));
+    b.get("/set/a/1").await;
+    let key = redis.keys().remove(0);
+    let before: Vec<String> = redis.cmd(&["HGETALL", &key]);
+    let long = "x".repeat(120);
+    let r = b.get(&format!("/set/b/{long}")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body.contains("value size limit exceeded"), "{}", r.body);
+    b.get("/set/b/2").await;
+    b.get("/set/c/3").await;
+    let before_keys: Vec<String> = redis.cmd(&["HGETALL", &key]);
+    assert_ne!(before, before_keys);
+    let r = b.get("/set/d/4").await;
+    assert!(r.body.contains("key count limit exceeded"), "{}", r.body);
+    let r = b.get("/incr/e/1").await;
+    assert!(r.body.contains("key count limit exceeded"), "{}", r.body);
+    let medium = "y".repeat(90);
+    b.get(&format!("/set/a/{medium}")).await;
+    let r = b.get(&format!("/set/b/{medium}")).await;
+    assert!(r.body.contains("session size limit exceeded"), "{}", r.body);
+    let after: Vec<String> = redis.cmd(&["HGETALL", &key]);
+    assert!(
+        !after.iter().any(|v| v.contains(&long)) && after.len() == 8,
+        "{after:?}"
+    );
+    record(
+        "hostile_limits",
+        json!({"oversized_changes": 4, "written": 0}),
+    );
+}
