@@ -1,0 +1,120 @@
+//! Writes RELIABILITY.md from the figures that one run of `scripts/reliability.sh` recorded
+//! in `target/reliability/` (each test that tries to break a guarantee records how hard it
+//! tried). It runs only after every test passed, so each guarantee below held in that run.
+//!
+//! `cargo run --release -p trs-bench --bin reliability-report -- --command "…"`
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 17] = [
+    ("Concurrent requests writing different keys of one session lose no update",
+     "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
+    ("Concurrent `incr` give the exact total",
+     "`tests/races.rs` concurrent_increments_give_the_exact_total", Some("race_incr"), Some("race_incr")),
+    ("A logout is never undone by a slower request, not even partly",
+     "`tests/races.rs` logout_is_never_undone_by_slow_writers", Some("race_logout"), Some("race_logout")),
+    ("`regenerate` loses no committed write, and the old id is dead",
+     "`tests/races.rs` regenerate_keeps_every_committed_write_and_kills_the_old_id", Some("race_regenerate"), None),
+    ("A session that expires during a request leaves no zombie hash",
+     "`tests/races.rs` expiry_during_a_request_leaves_no_zombie", Some("race_expiry"), None),
+    ("Redis killed: every request answered within the timeout (503), no panic, no hung task; restarted empty: sessions start fresh, no error page, no restart of ours",
+     "`tests/faults.rs` killed_redis_gives_fast_503s_then_recovers_when_restarted_empty", Some("fault_kill"), None),
+    ("Redis paused (SIGSTOP): requests fail within the command timeout; resumed: service resumes",
+     "`tests/faults.rs` paused_redis_fails_fast_and_resumes", Some("fault_pause"), None),
+    ("Redis out of memory: writes refused with 503, nothing half-written, reads still served",
+     "`tests/faults.rs` out_of_memory_refuses_writes_and_half_writes_nothing", Some("fault_oom"), None),
+    ("A key of the wrong type at a session's address: a clear error, no panic, the key left alone",
+     "`tests/faults.rs` wrong_type_at_session_key_is_a_clear_error_for_every_operation", None, None),
+    ("Random Cookie headers: never a panic, never accepted, never a Redis command",
+     "`tests/hostile.rs` random_cookie_headers_are_rejected_without_a_redis_command", Some("hostile_random_cookies"), None),
+    ("Every mutation of a signed cookie is rejected, without a Redis command",
+     "`tests/hostile.rs` every_mutation_of_a_signed_cookie_is_rejected_without_a_redis_command", Some("hostile_mutated_cookies"), None),
+    ("Huge Cookie headers, thousands of cookies with our name, non-UTF-8 bytes: handled, bounded (at most 4 candidates checked)",
+     "`tests/hostile.rs` huge_and_non_utf8_headers_are_handled_and_bounded", Some("hostile_huge_headers"), None),
+    ("Session data over the configured limits: a clear error, nothing written",
+     "`tests/hostile.rs` oversized_changes_are_refused_and_write_nothing", Some("hostile_limits"), None),
+    ("No raw token in Redis (keys and values scanned) or in the logs (all tracing output captured)",
+     "`tests/security.rs` no_raw_token_in_redis_or_in_the_logs; `tests/http.rs` raw_tokens_never_reach_redis", Some("security_tokens"), None),
+    ("Key rotation: a cookie signed with an old key is accepted and re-issued with the new key; one signed with a removed key is rejected",
+     "`tests/http.rs` signing_keys_rotate", None, None),
+    ("The absolute timeout ends a session even under constant activity",
+     "`tests/conformance.rs` {memory,redis}::absolute_timeout_ends_even_an_active_session", None, None),
+    ("After `regenerate` the old cookie reads nothing and cannot revive the session",
+     "`tests/conformance.rs` {memory,redis}::regenerate_keeps_data_and_kills_old_id", None, None),
+];
+
+fn load(name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(format!("target/reliability/{name}.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `{"a": 1, "b": 2}` → `a 1, b 2`.
+fn figures(v: &Value) -> String {
+    v.as_object().map_or_else(String::new, |o| {
+        o.iter()
+            .map(|(k, v)| {
+                format!(
+                    "{} {}",
+                    k.replace('_', " "),
+                    v.as_str().map_or(v.to_string(), str::to_string)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let command = args
+        .iter()
+        .position(|a| a == "--command")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "scripts/reliability.sh".into());
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let tower_sessions = load("tower_sessions");
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Reliability\n\nWritten by `{command}` on {date}, from that run alone: each test that tries to \
+         break a guarantee records how hard it tried, and this file is written only if every test \
+         passed. Real redis-server processes, started, killed, paused and filled by the tests; \
+         real concurrency (a multi-threaded runtime, requests through the tower stack).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| Guarantee | Proven by | This run | tower-sessions, same scenario |\n|---|---|---|---|"
+    );
+    for (guarantee, test, file, ts_key) in ROWS {
+        let ours = file
+            .and_then(load)
+            .map_or_else(|| "passed".to_string(), |v| figures(&v));
+        let theirs = ts_key
+            .and_then(|k| tower_sessions.as_ref().map(|t| figures(&t[k])))
+            .unwrap_or_else(|| "–".into());
+        let _ = writeln!(md, "| {guarantee} | {test} | {ours} | {theirs} |");
+    }
+    if let Some(t) = &tower_sessions {
+        let _ = writeln!(
+            md,
+            "\ntower-sessions figures: {}, with the same sizes of race, through `bench/src/bin/races-tower-sessions.rs`.",
+            t["library"].as_str().unwrap_or("tower-sessions")
+        );
+    }
+    if let Some(f) = load("fuzz") {
+        let _ = writeln!(
+            md,
+            "\nFuzzing (`fuzz/`, cargo-fuzz, the Cookie header through the layer): {}.",
+            figures(&f)
+        );
+    }
+    std::fs::write("RELIABILITY.md", md).expect("RELIABILITY.md");
+}
