@@ -16,12 +16,11 @@ mod redis_server;
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::{routing::get, Router};
 use criterion::{criterion_group, criterion_main, Criterion};
 use redis_server::RedisServer;
-use support::{criterion, fields, send, SIZES};
+use support::{criterion, fields, regenerate_chain, seed_ours, send, SIZES};
 use tower_redis_session::{Session, SessionError, SessionStore};
 
 fn app(store: &SessionStore) -> Router {
@@ -31,7 +30,7 @@ fn app(store: &SessionStore) -> Router {
         .route("/regenerate", get(regenerate))
         .route("/counter", get(counter))
         .route("/untouched", get(|| async { "ok" }))
-        .route("/seed/{size}", get(seed))
+        .route("/seed/{size}", get(seed_ours))
         .layer(store.layer())
 }
 
@@ -60,15 +59,6 @@ async fn regenerate(s: Session) -> Result<&'static str, SessionError> {
 }
 async fn counter(s: Session) -> Result<String, SessionError> {
     Ok(s.incr("n", 1).await?.to_string())
-}
-async fn seed(
-    s: Session,
-    axum::extract::Path(size): axum::extract::Path<String>,
-) -> Result<&'static str, SessionError> {
-    for (k, v) in fields(&size) {
-        s.insert(&k, &v)?;
-    }
-    Ok("ok")
 }
 
 fn benches(c: &mut Criterion) {
@@ -149,21 +139,8 @@ fn benches(c: &mut Criterion) {
         // Regeneration changes the cookie: carry it from one request to the next.
         let current = Arc::new(Mutex::new(cookie.clone()));
         group.bench_function(format!("regenerate-{size}"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (app, current) = (app.clone(), Arc::clone(&current));
-                async move {
-                    let mut cookie = current.lock().expect("cookie").clone();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        cookie = send(&app, "/regenerate", Some(&cookie))
-                            .await
-                            .expect("new cookie");
-                    }
-                    let took = start.elapsed();
-                    *current.lock().expect("cookie") = cookie;
-                    took
-                }
-            })
+            b.to_async(&rt)
+                .iter_custom(|iters| regenerate_chain(app.clone(), Arc::clone(&current), iters))
         });
     }
     group.finish();

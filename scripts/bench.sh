@@ -15,16 +15,8 @@ if [ "${1:-}" = "--quick" ]; then
   export BENCH_QUICK=1
 fi
 
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} with apt-get" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. scripts/lib.sh
+ensure_commands redis-server wrk
 
 # No figure from an earlier run may leak into this report.
 rm -rf target/criterion/ours target/criterion/tower-sessions target/criterion/tower-sessions-always-save target/bench

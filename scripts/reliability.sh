@@ -12,13 +12,8 @@ if [ "${1:-}" = "--soak" ]; then export RELIABILITY_SOAK=1; fi
 export RELIABILITY_OUT="$PWD/target/reliability"
 rm -rf "$RELIABILITY_OUT"
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: installing it with apt-get" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
-fi
+. scripts/lib.sh
+ensure_commands redis-server
 
 cargo test --all-features
 cargo run --release -p trs-bench --bin races-tower-sessions

@@ -3,12 +3,11 @@
 //! in `target/criterion/tower-sessions[-always-save]/<scenario>-<size>/`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use trs_bench::apps::{tower_sessions_app, tower_sessions_layer};
 use trs_bench::redis_server::RedisServer;
-use trs_bench::support::{criterion, send, SIZES};
+use trs_bench::support::{criterion, regenerate_chain, send, SIZES};
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -39,21 +38,8 @@ fn benches(c: &mut Criterion) {
             }
             let current = Arc::new(Mutex::new(cookie.clone()));
             group.bench_function(format!("regenerate-{size}"), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let (app, current) = (app.clone(), Arc::clone(&current));
-                    async move {
-                        let mut cookie = current.lock().expect("cookie").clone();
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            if let Some(c) = send(&app, "/regenerate", Some(&cookie)).await {
-                                cookie = c;
-                            }
-                        }
-                        let took = start.elapsed();
-                        *current.lock().expect("cookie") = cookie;
-                        took
-                    }
-                })
+                b.to_async(&rt)
+                    .iter_custom(|iters| regenerate_chain(app.clone(), Arc::clone(&current), iters))
             });
         }
         group.finish();

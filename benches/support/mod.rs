@@ -3,7 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::{body::Body, http::Request, Router};
 use criterion::Criterion;
@@ -27,6 +28,17 @@ pub fn criterion() -> Criterion {
         .without_plots()
 }
 
+/// Handler that fills our session with the fields of a size.
+pub async fn seed_ours(
+    s: tower_redis_session::Session,
+    axum::extract::Path(size): axum::extract::Path<String>,
+) -> Result<&'static str, tower_redis_session::SessionError> {
+    for (k, v) in fields(&size) {
+        s.insert(&k, &v)?;
+    }
+    Ok("ok")
+}
+
 /// Fields of a session of the given size.
 pub fn fields(size: &str) -> Vec<(String, String)> {
     match size {
@@ -46,6 +58,21 @@ pub fn fields(size: &str) -> Vec<(String, String)> {
 pub fn next_value() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("theme-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Times `iters` requests to `/regenerate`, each with the cookie the previous one set: the id
+/// changes every time, so the cookie is carried from one request (and one call) to the next.
+pub async fn regenerate_chain(app: Router, current: Arc<Mutex<String>>, iters: u64) -> Duration {
+    let mut cookie = current.lock().expect("cookie").clone();
+    let start = Instant::now();
+    for _ in 0..iters {
+        if let Some(next) = send(&app, "/regenerate", Some(&cookie)).await {
+            cookie = next;
+        }
+    }
+    let took = start.elapsed();
+    *current.lock().expect("cookie") = cookie;
+    took
 }
 
 /// Sends one GET through the router; returns the `name=value` of a Set-Cookie, if any.

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tower_redis_session::{Session, SessionError, SessionStore};
 use trs_bench::apps::{tower_sessions_app, tower_sessions_layer};
 use trs_bench::redis_server::RedisServer;
-use trs_bench::support::{fields, send, SIZES};
+use trs_bench::support::{seed_ours, send, SIZES};
 
 const CONNECTIONS: [u32; 4] = [1, 16, 64, 256];
 const SESSIONS: usize = 256;
@@ -71,18 +71,8 @@ fn ours_app(store: &SessionStore) -> Router {
     Router::new()
         .route("/read", get(ours_read))
         .route("/untouched", get(|| async { "alice" }))
-        .route("/seed/{size}", get(ours_seed))
+        .route("/seed/{size}", get(seed_ours))
         .layer(store.layer())
-}
-
-async fn ours_seed(
-    s: Session,
-    axum::extract::Path(size): axum::extract::Path<String>,
-) -> Result<&'static str, SessionError> {
-    for (k, v) in fields(&size) {
-        s.insert(&k, &v)?;
-    }
-    Ok("ok")
 }
 
 async fn ours_store(redis: &RedisServer) -> SessionStore {
