@@ -2,7 +2,7 @@
 //!
 //! - Each session is one Redis **hash**, one field per key: concurrent requests that change
 //!   different keys never overwrite each other, and a request writes only what it changed.
-//! - Reading a session and sliding its expiry is **one round trip** (a Lua script); a request
+//! - Reading a session and sliding its expiry is **one round trip** (one pipeline); a request
 //!   that writes adds at most one more. A request that carries the cookie but never reads the
 //!   session does not wait for Redis at all: its expiry is refreshed in the background.
 //! - Writes are **guarded**: a session that was destroyed (logout) or expired while a request
