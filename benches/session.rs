@@ -15,12 +15,10 @@
 mod redis_server;
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use axum::{routing::get, Router};
 use criterion::{criterion_group, criterion_main, Criterion};
 use redis_server::RedisServer;
-use support::{criterion, fields, regenerate_chain, seed_ours, send, SIZES};
+use support::{criterion, fields, seed_ours, send, session_scenarios, SIZES};
 use tower_redis_session::{Session, SessionError, SessionStore};
 
 fn app(store: &SessionStore) -> Router {
@@ -129,19 +127,7 @@ fn benches(c: &mut Criterion) {
             b.to_async(&rt)
                 .iter(|| async { store.__floor_load(&key).await.expect("floor") })
         });
-        for scenario in ["read", "write", "untouched", "counter"] {
-            let path = format!("/{scenario}");
-            group.bench_function(format!("{scenario}-{size}"), |b| {
-                b.to_async(&rt)
-                    .iter(|| async { send(&app, &path, Some(&cookie)).await })
-            });
-        }
-        // Regeneration changes the cookie: carry it from one request to the next.
-        let current = Arc::new(Mutex::new(cookie.clone()));
-        group.bench_function(format!("regenerate-{size}"), |b| {
-            b.to_async(&rt)
-                .iter_custom(|iters| regenerate_chain(app.clone(), Arc::clone(&current), iters))
-        });
+        session_scenarios(&mut group, &rt, &app, &cookie, size);
     }
     group.finish();
 }

@@ -2,12 +2,10 @@
 //! tower-sessions-redis-store 0.16, in its default mode and with `always_save`. Results land
 //! in `target/criterion/tower-sessions[-always-save]/<scenario>-<size>/`.
 
-use std::sync::{Arc, Mutex};
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use trs_bench::apps::{tower_sessions_app, tower_sessions_layer};
 use trs_bench::redis_server::RedisServer;
-use trs_bench::support::{criterion, regenerate_chain, send, SIZES};
+use trs_bench::support::{criterion, send, session_scenarios, SIZES};
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -29,18 +27,7 @@ fn benches(c: &mut Criterion) {
             let cookie = rt
                 .block_on(send(&app, &format!("/seed/{size}"), None))
                 .expect("seeded cookie");
-            for scenario in ["read", "write", "untouched", "counter"] {
-                let path = format!("/{scenario}");
-                group.bench_function(format!("{scenario}-{size}"), |b| {
-                    b.to_async(&rt)
-                        .iter(|| async { send(&app, &path, Some(&cookie)).await })
-                });
-            }
-            let current = Arc::new(Mutex::new(cookie.clone()));
-            group.bench_function(format!("regenerate-{size}"), |b| {
-                b.to_async(&rt)
-                    .iter_custom(|iters| regenerate_chain(app.clone(), Arc::clone(&current), iters))
-            });
+            session_scenarios(&mut group, &rt, &app, &cookie, size);
         }
         group.finish();
     }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::{body::Body, http::Request, Router};
-use criterion::Criterion;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use tower::ServiceExt;
 
 /// Session sizes: 3 short fields, or 50 fields of about 4 KB in all.
@@ -60,9 +61,33 @@ pub fn next_value() -> String {
     format!("theme-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The per-session scenarios both libraries share, on a session of `size` held by `cookie`:
+/// `read`, `write`, `untouched` and `counter` send that cookie; `regenerate` carries the
+/// new cookie from one request to the next.
+pub fn session_scenarios(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    app: &Router,
+    cookie: &str,
+    size: &str,
+) {
+    for scenario in ["read", "write", "untouched", "counter"] {
+        let path = format!("/{scenario}");
+        group.bench_function(format!("{scenario}-{size}"), |b| {
+            b.to_async(rt)
+                .iter(|| async { send(app, &path, Some(cookie)).await })
+        });
+    }
+    let current = Arc::new(Mutex::new(cookie.to_owned()));
+    group.bench_function(format!("regenerate-{size}"), |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| regenerate_chain(app.clone(), Arc::clone(&current), iters))
+    });
+}
+
 /// Times `iters` requests to `/regenerate`, each with the cookie the previous one set: the id
 /// changes every time, so the cookie is carried from one request (and one call) to the next.
-pub async fn regenerate_chain(app: Router, current: Arc<Mutex<String>>, iters: u64) -> Duration {
+async fn regenerate_chain(app: Router, current: Arc<Mutex<String>>, iters: u64) -> Duration {
     let mut cookie = current.lock().expect("cookie").clone();
     let start = Instant::now();
     for _ in 0..iters {
