@@ -267,20 +267,22 @@ async fn idle_timeout_expires_session(kind: Kind) {
 }
 
 async fn activity_slides_expiry(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(600))).await;
+    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(1000))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
-    for _ in 0..6 {
+    // 8 × 250 ms = 2 s, twice the idle timeout, with margin for a loaded machine.
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(b.peek("/get/a").await.body, "1");
     }
 }
 
 async fn untouched_requests_still_slide_expiry(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(600))).await;
+    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(1000))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
-    for _ in 0..6 {
+    // 8 × 250 ms = 2 s, twice the idle timeout, with margin for a loaded machine.
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
     }
