@@ -6,29 +6,17 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::{body::Body, http::Request, http::StatusCode, Router};
+use axum::{http::StatusCode, Router};
 use common::record::{iterations, record};
-use common::{all_commands, app, builder, Browser, RedisServer};
-use http_body_util::BodyExt;
+use common::{all_commands, app, builder, send_bytes, Browser, RedisServer};
 use proptest::prelude::*;
 use serde_json::json;
-use tower::ServiceExt;
 
-/// Sends `/get/user` with a raw Cookie header; the body and whether a cookie was set.
+/// Sends `/get/user` with a raw Cookie header; the status, the body and whether a cookie
+/// was set.
 async fn send_raw(app: &Router, cookie: &[u8]) -> (StatusCode, String, bool) {
-    let mut req = Request::get("/get/user");
-    if let Ok(value) = axum::http::HeaderValue::from_bytes(cookie) {
-        req = req.header("cookie", value);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).expect("request"))
-        .await
-        .expect("infallible");
-    let status = res.status();
-    let set = res.headers().contains_key("set-cookie");
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned(), set)
+    let r = send_bytes(app, "/get/user", Some(cookie)).await;
+    (r.status, r.body, !r.set_cookie.is_empty())
 }
 
 struct Fixture {

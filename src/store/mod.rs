@@ -23,10 +23,7 @@ pub(crate) struct Lifetimes {
 impl Lifetimes {
     /// The idle timeout, cut short by the absolute timeout; `None` once the session is over.
     pub(crate) fn ttl(&self, created_ms: i64, now_ms: i64) -> Option<Duration> {
-        let idle = i64::try_from(self.idle_ms).unwrap_or(i64::MAX);
-        let absolute = i64::try_from(self.absolute_ms).unwrap_or(i64::MAX);
-        let ttl = idle.min(created_ms.saturating_add(absolute).saturating_sub(now_ms));
-        u64::try_from(ttl)
+        u64::try_from(self.deadline_ms(created_ms, now_ms).saturating_sub(now_ms))
             .ok()
             .filter(|&t| t > 0)
             .map(Duration::from_millis)

@@ -123,9 +123,15 @@ impl Reply {
 
 /// Sends one request through the app's tower stack.
 pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Reply {
+    send_bytes(app, path, cookie.map(str::as_bytes)).await
+}
+
+/// As [`send`], with a Cookie header of raw bytes; bytes that cannot be a header value are
+/// not sent.
+pub async fn send_bytes(app: &Router, path: &str, cookie: Option<&[u8]>) -> Reply {
     let mut req = Request::get(path);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
+    if let Some(value) = cookie.and_then(|c| header::HeaderValue::from_bytes(c).ok()) {
+        req = req.header(header::COOKIE, value);
     }
     let res = app
         .clone()
