@@ -45,7 +45,7 @@ fn bare() -> Router {
 }
 
 async fn read(s: Session) -> Result<String, SessionError> {
-    Ok(s.get::<String>("user")?.unwrap_or_default())
+    Ok(s.get::<String>("user").await?.unwrap_or_default())
 }
 async fn write(s: Session) -> Result<&'static str, SessionError> {
     s.insert("theme", &support::next_value())?;

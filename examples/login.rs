@@ -27,19 +27,21 @@ pub fn app(store: &SessionStore) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
-        .route("/logout", get(logout))
+        .route("/logout", get(logout).post(logout))
         .layer(store.layer())
 }
 
 async fn index(session: Session) -> Result<Html<String>, SessionError> {
-    let Some(user) = session.get::<String>("username")? else {
+    let Some(user) = session.get::<String>("username").await? else {
         return Ok(Html(
             "<p>You are not logged in</p><p><a href=\"/login\">Log in</a></p>".into(),
         ));
     };
     let visits = session.incr("visits", 1).await?;
     Ok(Html(format!(
-        "<p>Logged in as {}</p><p>Visits: {visits}</p><p><a href=\"/logout\">Log out</a></p>",
+        "<p>Logged in as {}</p><p>Visits: {visits}</p>\
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
+         <p><a href=\"/logout\">Log out</a></p>",
         escape(&user)
     )))
 }
@@ -61,6 +63,11 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Se
     let name = form.username.trim();
     if name.is_empty() || name.len() > 64 {
         return Ok((StatusCode::BAD_REQUEST, "username: 1 to 64 characters").into_response());
+    }
+    // The visit counter belongs to the user: logging in as someone else starts from that
+    // user's state, never from the previous user's.
+    if session.get::<String>("username").await?.as_deref() != Some(name) {
+        session.clear()?;
     }
     session.insert("username", name)?;
     // A new id after login, so an id planted before login is worthless.
@@ -84,6 +91,18 @@ fn escape(text: &str) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+/// The URL without its password, fit for a log.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Builds the store from the environment, as described at the top of this file.
@@ -116,7 +135,7 @@ pub async fn store_from_env() -> Result<SessionStore, Box<dyn std::error::Error>
         .secure(secure);
     let builder = match std::env::var("REDIS_URL") {
         Ok(url) => {
-            eprintln!("sessions: Redis at {url}");
+            eprintln!("sessions: Redis at {}", redact(&url));
             builder.redis_url(url)
         }
         Err(_) => {

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 use crate::layer::SessionLayer;
 use crate::store::memory::MemoryBackend;
 use crate::store::redis::{RedisBackend, RedisOptions};
-use crate::store::{Backend, Lifetimes};
+use crate::store::{Backend, Found, Lifetimes, Limits};
 use crate::touch::Toucher;
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
@@ -53,17 +53,6 @@ pub(crate) struct StoreInner {
     pub(crate) limits: Limits,
 }
 
-/// Bounds on what one session may hold, checked before anything is written.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    /// Bytes of one value's JSON.
-    pub(crate) value_bytes: usize,
-    /// Bytes of all keys and values together.
-    pub(crate) session_bytes: usize,
-    /// Number of keys.
-    pub(crate) keys: usize,
-}
-
 impl std::fmt::Debug for SessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match self.inner.backend {
@@ -99,7 +88,10 @@ impl SessionStore {
         let key = crate::token::StoreKey::from_raw(key.to_owned());
         let ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
         let loaded = self.inner.backend.load(&key, ttl).await?;
-        Ok(loaded.map_or(0, |l| l.fields.len()))
+        Ok(match loaded {
+            Found::Live(l) => l.fields.len(),
+            _ => 0,
+        })
     }
 
     /// Whether this store keeps sessions in Redis (rather than in process memory).
@@ -419,6 +411,18 @@ impl SessionStoreBuilder {
             return Err(ConfigError::CookieName(name.clone()));
         }
         let a = &self.attributes;
+        // A bad path or domain would make every Set-Cookie an invalid header value, dropped
+        // silently, and each writing request would start a new session.
+        if !valid_path(&a.path) {
+            return Err(ConfigError::CookiePath(a.path.clone()));
+        }
+        if let Some(domain) = a.domain.as_ref().filter(|d| !valid_domain(d)) {
+            return Err(ConfigError::CookieDomain(domain.clone()));
+        }
+        // Browsers reject SameSite=None without Secure.
+        if a.same_site == SameSite::None && !a.secure {
+            return Err(ConfigError::SameSiteNoneInsecure);
+        }
         let rule = if name.starts_with("__Host-") {
             if !a.secure {
                 Some("be Secure")
@@ -442,6 +446,25 @@ impl SessionStoreBuilder {
             None => Ok(()),
         }
     }
+}
+
+/// RFC 6265 path-value (no CTLs, no ';'), stricter: visible ASCII only, so no whitespace.
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| matches!(b, 0x21..=0x7E) && b != b';')
+}
+
+/// A host name: an optional leading '.', then non-empty labels of ASCII letters, digits and
+/// '-', at most 253 characters.
+fn valid_domain(domain: &str) -> bool {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn millis(d: Duration) -> u64 {

@@ -1,18 +1,21 @@
 //! The session cookie: signing, verification and the `Set-Cookie` header.
 //!
-//! A cookie value is `TOKEN.CREATED.TAG`: the 43-character base64url token, the session's
-//! creation time in milliseconds, and a base64url HMAC-SHA256 tag over `name=TOKEN.CREATED`,
-//! so a cookie cannot be moved to another cookie name nor have its age changed. Carrying the
-//! creation time lets the layer compute the session's expiry (idle timeout cut short by the
-//! absolute timeout) without asking the store first. The first key of the ring signs; every
-//! key verifies, in constant time. Anything that does not verify is "no session" and costs no
-//! store command.
+//! A cookie value is `TOKEN.CREATED.IDLE.EXPIRES.TAG`: the 43-character base64url token, the
+//! session's creation time in milliseconds, the session's own idle timeout in milliseconds
+//! (empty: the store's), the moment a persistent cookie was issued to expire (empty: a
+//! browser-session cookie), and a base64url HMAC-SHA256 tag over `name=` and all of that, so a
+//! cookie can neither move to another cookie name nor change its age or lifetime. Carrying
+//! these lets the layer compute the session's expiry (idle timeout cut short by the absolute
+//! timeout) without asking the store first, and tell when a persistent cookie's `Max-Age` has
+//! drifted from the store's expiry. The first key of the ring signs; every key verifies, in
+//! constant time. Anything that does not verify is "no session" and costs no store command.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use cookie::{Cookie, SameSite};
 use hmac::{digest::KeyInit, Hmac, Mac};
 use http::{header::COOKIE, HeaderMap, HeaderValue};
 use sha2::Sha256;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::token::{Token, TOKEN_CHARS};
@@ -21,11 +24,14 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of the base64url tag (32 bytes).
 const TAG_CHARS: usize = 43;
-/// Most digits of the creation time (milliseconds since 1970 need 13 until the year 2286).
-const MAX_CREATED_DIGITS: usize = 15;
+/// Most digits of a number in the cookie (milliseconds since 1970 need 13 until 2286).
+const MAX_DIGITS: usize = 15;
 /// At most this many cookies carrying our name are checked per request; more are ignored, so
 /// a hostile header costs a bounded number of MACs.
 const MAX_CANDIDATES: usize = 4;
+/// A creation time further ahead of this machine's clock than this is refused: it would
+/// stretch the absolute timeout (clock jumps, skew between app servers).
+pub(crate) const MAX_CLOCK_SKEW_MS: i64 = 60_000;
 
 /// Cookie attributes and the signing key ring.
 #[derive(Clone)]
@@ -44,16 +50,27 @@ pub(crate) struct CookieAttributes {
     pub(crate) secure: bool,
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
-    /// Persistent cookie (with `Max-Age`) instead of a browser-session cookie.
+    /// New sessions get a persistent cookie (with `Max-Age`) instead of a browser-session one.
     pub(crate) persistent: bool,
+}
+
+/// What the cookie says of its session besides the token; all of it is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// When the session was created, in milliseconds since the Unix epoch.
+    pub(crate) created_ms: i64,
+    /// The session's own idle timeout, shorter than the store's; `None`: the store's.
+    pub(crate) idle_ms: Option<u64>,
+    /// For a persistent cookie, when the browser drops it as last issued (ms since the
+    /// epoch); `None` for a browser-session cookie.
+    pub(crate) expires_ms: Option<i64>,
 }
 
 /// A verified cookie.
 #[derive(Debug)]
 pub(crate) struct Verified {
     pub(crate) token: Token,
-    /// When the session was created, in milliseconds since the Unix epoch.
-    pub(crate) created_ms: i64,
+    pub(crate) meta: Meta,
     /// Signed by an older key: re-issue it signed by the current one.
     pub(crate) stale_key: bool,
 }
@@ -81,8 +98,9 @@ impl CookieCodec {
         &self.name
     }
 
-    /// The first cookie with our name that we signed, if any.
-    pub(crate) fn verify(&self, headers: &HeaderMap) -> Option<Verified> {
+    /// The first cookie with our name that we signed and whose creation time is not in the
+    /// future (by more than [`MAX_CLOCK_SKEW_MS`]), if any.
+    pub(crate) fn verify(&self, headers: &HeaderMap, now_ms: i64) -> Option<Verified> {
         headers
             .get_all(COOKIE)
             .iter()
@@ -95,17 +113,25 @@ impl CookieCodec {
             })
             .take(MAX_CANDIDATES)
             .find_map(|value| self.verify_value(value))
+            .filter(|v| v.meta.created_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS))
     }
 
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {
         let (token, rest) = (value.get(..TOKEN_CHARS)?, value.get(TOKEN_CHARS..)?);
         let rest = rest.strip_prefix(b".")?;
-        let dot = rest.iter().position(|&b| b == b'.')?;
-        let (created, tag) = (&rest[..dot], &rest[dot + 1..]);
+        let mut parts = rest.splitn(4, |&b| b == b'.');
+        let (created, idle, expires, tag) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let number = |digits: &[u8], optional: bool| {
+            (digits.len() <= MAX_DIGITS
+                && (optional || !digits.is_empty())
+                && digits.iter().all(u8::is_ascii_digit))
+            .then_some(())
+        };
+        number(created, false)?;
+        number(idle, true)?;
+        number(expires, true)?;
         if tag.len() != TAG_CHARS
-            || created.is_empty()
-            || created.len() > MAX_CREATED_DIGITS
-            || !created.iter().all(u8::is_ascii_digit)
             || !token
                 .iter()
                 .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
@@ -115,25 +141,48 @@ impl CookieCodec {
         let mut tag_bytes = [0u8; 33];
         let n = URL_SAFE_NO_PAD.decode_slice(tag, &mut tag_bytes).ok()?;
         let tag_bytes = tag_bytes.get(..n)?;
-        let signed = &value[..TOKEN_CHARS + 1 + created.len()];
+        let signed = &value[..value.len() - TAG_CHARS - 1];
         let index = self.macs.iter().position(|mac| {
             let mut mac = mac.clone();
             mac.update(signed);
             mac.verify_slice(tag_bytes).is_ok()
         })?;
-        // The checks above make both parts ASCII.
-        let token = std::str::from_utf8(token).ok()?;
-        let created_ms = std::str::from_utf8(created).ok()?.parse().ok()?;
+        // The checks above make every part ASCII digits (or the token alphabet).
+        fn parse<N: std::str::FromStr>(digits: &[u8]) -> Option<N> {
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        }
+        let meta = Meta {
+            created_ms: parse(created)?,
+            idle_ms: if idle.is_empty() {
+                None
+            } else {
+                Some(parse(idle)?)
+            },
+            expires_ms: if expires.is_empty() {
+                None
+            } else {
+                Some(parse(expires)?)
+            },
+        };
         Some(Verified {
-            token: Token::from_verified(token),
-            created_ms,
+            token: Token::from_verified(std::str::from_utf8(token).ok()?),
+            meta,
             stale_key: index > 0,
         })
     }
 
-    /// `TOKEN.CREATED.TAG`, signed with the current key.
-    pub(crate) fn sign(&self, token: &Token, created_ms: i64) -> String {
-        let mut value = format!("{}.{created_ms}", token.as_str());
+    /// `TOKEN.CREATED.IDLE.EXPIRES.TAG`, signed with the current key.
+    pub(crate) fn sign(&self, token: &Token, meta: &Meta) -> String {
+        let mut value = String::with_capacity(TOKEN_CHARS + 3 * MAX_DIGITS + TAG_CHARS + 4);
+        value.push_str(token.as_str());
+        let _ = write!(value, ".{}.", meta.created_ms);
+        if let Some(idle) = meta.idle_ms {
+            let _ = write!(value, "{idle}");
+        }
+        value.push('.');
+        if let Some(expires) = meta.expires_ms {
+            let _ = write!(value, "{expires}");
+        }
         if let Some(mac) = self.macs.first() {
             let mut mac = mac.clone();
             mac.update(value.as_bytes());
@@ -143,15 +192,17 @@ impl CookieCodec {
         value
     }
 
-    /// `Set-Cookie` for a live session. `max_age` is used for persistent cookies only.
+    /// `Set-Cookie` for a live session: persistent with this `Max-Age` when `max_age` is
+    /// given (and `meta.expires_ms` should then say when it ends), a browser-session cookie
+    /// otherwise.
     pub(crate) fn set_cookie(
         &self,
         token: &Token,
-        created_ms: i64,
-        max_age: Duration,
+        meta: &Meta,
+        max_age: Option<Duration>,
     ) -> Option<HeaderValue> {
-        let mut cookie = self.base(self.sign(token, created_ms));
-        if self.attributes.persistent {
+        let mut cookie = self.base(self.sign(token, meta));
+        if let Some(max_age) = max_age {
             cookie.set_max_age(cookie::time::Duration::seconds(
                 i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
             ));
@@ -207,20 +258,36 @@ mod tests {
         h
     }
 
+    fn meta(created_ms: i64) -> Meta {
+        Meta {
+            created_ms,
+            idle_ms: None,
+            expires_ms: None,
+        }
+    }
+
     const K1: &[u8] = &[1; 32];
     const K2: &[u8] = &[2; 32];
+    const NOW: i64 = 1_700_000_000_000;
 
     #[test]
     fn round_trip_and_tamper() {
         let c = codec("id", &[K1]);
         let t = Token::generate().unwrap();
-        let v = c.sign(&t, 1_700_000_000_123);
-        let got = c.verify(&headers(&format!("a=b; id={v}; c=d"))).unwrap();
+        let m = Meta {
+            created_ms: 1_700_000_000_123,
+            idle_ms: Some(60_000),
+            expires_ms: Some(1_700_000_060_123),
+        };
+        let v = c.sign(&t, &m);
+        let got = c
+            .verify(&headers(&format!("a=b; id={v}; c=d")), NOW)
+            .unwrap();
         assert_eq!(got.token, t);
-        assert_eq!(got.created_ms, 1_700_000_000_123);
+        assert_eq!(got.meta, m);
         assert!(!got.stale_key);
-        // One changed character of the token, the creation time or the tag: rejected.
-        for i in [0, 50, 70] {
+        // One changed character of the token, a number or the tag: rejected.
+        for i in 0..v.len() {
             let mut bad = v.clone().into_bytes();
             bad[i] = match bad[i] {
                 b'0'..=b'8' => bad[i] + 1,
@@ -228,28 +295,50 @@ mod tests {
                 _ => b'A',
             };
             let bad = String::from_utf8(bad).unwrap();
-            assert!(c.verify(&headers(&format!("id={bad}"))).is_none());
+            assert!(
+                c.verify(&headers(&format!("id={bad}")), NOW).is_none(),
+                "{i}"
+            );
         }
+        // Defaults leave the optional parts empty, and still verify.
+        let v = c.sign(&t, &meta(5));
+        assert!(v.contains(".5..."), "{v}");
+        assert_eq!(
+            c.verify(&headers(&format!("id={v}")), NOW).unwrap().meta,
+            meta(5)
+        );
+    }
+
+    #[test]
+    fn a_creation_time_in_the_future_is_refused() {
+        let c = codec("id", &[K1]);
+        let t = Token::generate().unwrap();
+        let ahead = |ms| format!("id={}", c.sign(&t, &meta(NOW + ms)));
+        assert!(c.verify(&headers(&ahead(MAX_CLOCK_SKEW_MS)), NOW).is_some());
+        assert!(c
+            .verify(&headers(&ahead(MAX_CLOCK_SKEW_MS + 1)), NOW)
+            .is_none());
+        assert!(c.verify(&headers(&ahead(3_600_000)), NOW).is_none());
     }
 
     #[test]
     fn the_tag_binds_the_cookie_name() {
         let t = Token::generate().unwrap();
-        let v = codec("other", &[K1]).sign(&t, 1);
+        let v = codec("other", &[K1]).sign(&t, &meta(1));
         assert!(codec("id", &[K1])
-            .verify(&headers(&format!("id={v}")))
+            .verify(&headers(&format!("id={v}")), NOW)
             .is_none());
     }
 
     #[test]
     fn older_keys_verify_and_ask_for_reissue() {
         let t = Token::generate().unwrap();
-        let v = codec("id", &[K1]).sign(&t, 1);
+        let v = codec("id", &[K1]).sign(&t, &meta(1));
         let rotated = codec("id", &[K2, K1]);
-        let got = rotated.verify(&headers(&format!("id={v}"))).unwrap();
+        let got = rotated.verify(&headers(&format!("id={v}")), NOW).unwrap();
         assert!(got.stale_key);
         assert!(codec("id", &[K2])
-            .verify(&headers(&format!("id={v}")))
+            .verify(&headers(&format!("id={v}")), NOW)
             .is_none());
     }
 
@@ -257,8 +346,10 @@ mod tests {
     fn later_valid_cookie_with_same_name_is_found() {
         let c = codec("id", &[K1]);
         let t = Token::generate().unwrap();
-        let v = c.sign(&t, 1);
-        let got = c.verify(&headers(&format!("id=junk; id={v}"))).unwrap();
+        let v = c.sign(&t, &meta(1));
+        let got = c
+            .verify(&headers(&format!("id=junk; id={v}")), NOW)
+            .unwrap();
         assert_eq!(got.token, t);
     }
 
@@ -266,7 +357,7 @@ mod tests {
     fn set_cookie_has_safe_defaults() {
         let c = codec("__Host-id", &[K1]);
         let t = Token::generate().unwrap();
-        let h = c.set_cookie(&t, 1, Duration::from_secs(60)).unwrap();
+        let h = c.set_cookie(&t, &meta(1), None).unwrap();
         let s = h.to_str().unwrap();
         assert!(s.starts_with("__Host-id="));
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
@@ -276,7 +367,17 @@ mod tests {
             !s.contains("Max-Age"),
             "browser-session cookie by default: {s}"
         );
+        let h = c
+            .set_cookie(&t, &meta(1), Some(Duration::from_millis(90_900)))
+            .unwrap();
+        let max_age: Vec<&str> = h
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter(|a| a.starts_with("Max-Age="))
+            .collect();
+        assert_eq!(max_age, ["Max-Age=90"]);
         let r = c.removal().unwrap();
-        assert!(r.to_str().unwrap().contains("Max-Age=0"));
+        assert!(r.to_str().unwrap().split("; ").any(|a| a == "Max-Age=0"));
     }
 }

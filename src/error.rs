@@ -77,10 +77,15 @@ pub enum SessionError {
     #[error("the session ended while this request ran; the change was not saved")]
     Ended,
 
-    /// The handler read the session before it was loaded. The axum extractor loads it for
-    /// you; with plain tower, call [`Session::load`](crate::Session::load) first.
-    #[error("the session was read before it was loaded: call Session::load().await first")]
-    NotLoaded,
+    /// [`Session::set_idle_timeout`](crate::Session::set_idle_timeout) was given a timeout
+    /// outside its bounds: more than the store's idle timeout, or less than a second.
+    #[error("a session idle timeout of {requested:?} is outside 1 s ..= {max:?} (the store's idle timeout)")]
+    IdleTimeout {
+        /// What was asked for.
+        requested: std::time::Duration,
+        /// The store's idle timeout.
+        max: std::time::Duration,
+    },
 
     /// The operating system's random generator failed; no token could be made.
     #[error("the OS random generator failed: {0}")]
@@ -98,6 +103,25 @@ impl SessionError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Ended => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What a client may be told: a short fixed text for [`status`](Self::status). The
+    /// `Display` text is for logs only, as it can hold Redis replies (node addresses, ACL
+    /// user names) and serde messages.
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionError, StoreError};
+    ///
+    /// let err = SessionError::Unavailable(StoreError::Connect("NOPERM user alice".into()));
+    /// assert_eq!(err.public_message(), "session store unavailable");
+    /// assert!(err.to_string().contains("alice")); // for the logs, not the client
+    /// ```
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "session store unavailable",
+            Self::Ended => "the session ended while this request ran; nothing was saved",
+            _ => "session error",
         }
     }
 }
@@ -174,6 +198,26 @@ pub enum ConfigError {
         /// The rule it breaks.
         rule: &'static str,
     },
+    /// The cookie path is empty, does not start with '/', or has a character that cannot be
+    /// in a `Set-Cookie` header (every cookie would be dropped).
+    #[error(
+        "cookie path {0:?} must start with '/' and contain no ';', whitespace, control or \
+         non-ASCII characters"
+    )]
+    CookiePath(String),
+    /// The cookie domain is not a host name.
+    #[error(
+        "cookie domain {0:?} must be a host name such as \"example.com\": ASCII letters, digits \
+         and '-' in non-empty labels separated by '.', at most 253 characters, with no scheme, \
+         port or whitespace"
+    )]
+    CookieDomain(String),
+    /// `SameSite=None` without `Secure`, which browsers reject.
+    #[error(
+        "SameSite=None requires Secure: call secure(true), or use SameSite::Lax or \
+         SameSite::Strict"
+    )]
+    SameSiteNoneInsecure,
     /// The connection pool could not be built.
     #[error("connection pool: {0}")]
     Pool(String),

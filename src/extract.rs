@@ -24,9 +24,8 @@ use http::request::Parts;
 use crate::error::SessionError;
 use crate::session::Session;
 
-/// Takes the request's session and loads it (one round trip when the request carries a
-/// session cookie, none otherwise). Rejects with [`SessionError`]: 503 when the store is
-/// unavailable, 500 when the layer is missing.
+/// Takes the request's session, without a round trip: it is loaded when the handler first
+/// reads it. Rejects with [`SessionError::MissingLayer`] (500) when the layer is missing.
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = SessionError;
 
@@ -36,18 +35,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<Session>()
             .cloned()
             .ok_or(SessionError::MissingLayer)?;
-        session.load().await?;
         Ok(session)
     }
 }
 
-/// The status of [`SessionError::status`] with the error's message as a plain-text body.
+/// The status of [`SessionError::status`] with [`SessionError::public_message`] as a
+/// plain-text body. The full error, which may hold Redis replies, goes to `tracing` only:
+/// at error level for 5xx, with its source chain, and at debug level otherwise.
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(error = %self, "session error");
+            let mut chain = String::new();
+            let mut source = std::error::Error::source(&self);
+            while let Some(e) = source {
+                chain.push_str(": ");
+                chain.push_str(&e.to_string());
+                source = e.source();
+            }
+            tracing::error!(
+                status = status.as_u16(),
+                error = %self,
+                sources = %chain,
+                "session error"
+            );
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "session error");
         }
-        (status, self.to_string()).into_response()
+        (status, self.public_message()).into_response()
     }
 }

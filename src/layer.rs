@@ -3,13 +3,17 @@
 //! On the way in, the layer verifies the session cookie (no store command) and puts a lazy
 //! [`Session`] into the request extensions. On the way out it writes what the handler
 //! changed, in one round trip, and sets or expires the cookie. A response whose handler
-//! changed nothing goes out without waiting for the store.
+//! changed nothing goes out without waiting for the store, and so does a 5xx response: its
+//! staged changes are dropped, since the handler failed (as Django and tower-sessions do).
+//! A response that carries the session cookie gets `Cache-Control: private` unless the
+//! application set its own policy, so that no shared cache stores a token.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::header::CACHE_CONTROL;
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -17,6 +21,7 @@ use tower_service::Service;
 use crate::builder::SessionStore;
 use crate::error::SessionError;
 use crate::session::Session;
+use crate::store::now_ms;
 
 /// Adds server-side sessions to a service. Made by [`SessionStore::layer`].
 ///
@@ -67,14 +72,17 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let store = &self.store.inner;
-        let verified = store.codec.verify(req.headers());
+        let verified = store.codec.verify(req.headers(), now_ms());
         let session = Session::new(std::sync::Arc::clone(store), verified);
         req.extensions_mut().insert(session.clone());
+        // A failed save must not invite the client to repeat a request that is not idempotent.
+        let idempotent = req.method().is_idempotent();
         ResponseFuture {
             state: State::Inner {
                 future: self.inner.call(req),
             },
             session: Some(session),
+            idempotent,
         }
     }
 }
@@ -88,6 +96,7 @@ pin_project! {
         #[pin]
         state: State<F, B>,
         session: Option<Session>,
+        idempotent: bool,
     }
 }
 
@@ -115,9 +124,12 @@ where
                     let Some(session) = this.session.as_ref() else {
                         return Poll::Ready(Ok(response));
                     };
+                    if response.status().is_server_error() {
+                        session.discard();
+                    }
                     if !session.has_changes() {
                         let mut response = response;
-                        session.finish(response.headers_mut());
+                        finish(session, &mut response);
                         return Poll::Ready(Ok(response));
                     }
                     let commit = Box::pin(session.clone().commit());
@@ -131,10 +143,10 @@ where
                     let response = response.take().unwrap_or_default();
                     let mut response = match result {
                         Ok(()) => response,
-                        Err(e) => error_response(&e),
+                        Err(e) => error_response(&e, *this.idempotent),
                     };
                     if let Some(session) = this.session.take() {
-                        session.finish(response.headers_mut());
+                        finish(&session, &mut response);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -143,12 +155,20 @@ where
     }
 }
 
+/// Sets the session cookie if the response needs one, and keeps shared caches from storing it.
+fn finish<B>(session: &Session, response: &mut Response<B>) {
+    let headers = response.headers_mut();
+    if session.finish(headers) && !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
 /// The handler's response is dropped: it would claim a change that was not saved.
-fn error_response<B: Default>(error: &SessionError) -> Response<B> {
+fn error_response<B: Default>(error: &SessionError, idempotent: bool) -> Response<B> {
     tracing::warn!(%error, "session changes not saved");
     let mut response = Response::new(B::default());
     *response.status_mut() = error.status();
-    if error.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+    if idempotent && error.status() == http::StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static("1"),

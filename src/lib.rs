@@ -22,7 +22,7 @@
 //!
 //! async fn handler(session: Session) -> Result<String, SessionError> {
 //!     let visits = session.incr("visits", 1).await?; // atomic HINCRBY
-//!     let user: Option<String> = session.get("user")?;
+//!     let user: Option<String> = session.get("user").await?;
 //!     session.insert("theme", &"dark")?; // written after the handler
 //!     Ok(format!("{user:?} {visits}"))
 //! }

@@ -1,21 +1,23 @@
 //! [`Session`]: the handle a handler reads and writes.
 //!
-//! Reads come from the copy loaded at the start of the request (one round trip that also
-//! slides the expiry). `insert`, `remove` and `clear` only record the change; the layer writes
-//! what changed, and only that, after the handler returns. `incr`, `regenerate` and `destroy`
-//! go to the store at once, because their result matters to the handler.
+//! Nothing is asked of the store until the handler needs it: the first read loads the session
+//! (one round trip that also slides its expiry), so a handler that returns early, or never
+//! reads, costs no round trip. `insert`, `remove` and `clear` only stage the change; the layer
+//! writes what changed, and only that, after the handler returns (not when it answers with a
+//! 5xx). `incr`, `regenerate` and `destroy` go to the store at once, because their result
+//! matters to the handler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::builder::StoreInner;
-use crate::cookie::Verified;
+use crate::cookie::{Meta, Verified};
 use crate::error::SessionError;
-use crate::store::{now_ms, Counter, Mode, Outcome, Write};
+use crate::store::{now_ms, Counter, Found, Mode, Outcome, Write};
 use crate::token::{StoreKey, Token};
 
 /// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
@@ -24,15 +26,15 @@ const MAX_TOKEN_DRAWS: usize = 3;
 
 /// The session of one request: a cheap, cloneable handle.
 ///
-/// With the `axum` feature, take it as an extractor; it arrives loaded. With plain tower,
-/// take it from the request extensions and call [`load`](Self::load) first.
+/// With the `axum` feature, take it as an extractor; with plain tower, take it from the
+/// request extensions. Either way it is loaded on first use.
 ///
 /// ```
 /// use tower_redis_session::{Session, SessionError};
 ///
 /// async fn handler(session: Session) -> Result<String, SessionError> {
 ///     let visits = session.incr("visits", 1).await?; // atomic, at once
-///     let user: Option<String> = session.get("user")?;
+///     let user: Option<String> = session.get("user").await?; // loads the session once
 ///     session.insert("theme", &"dark")?; // written after the handler
 ///     Ok(format!("{user:?} {visits}"))
 /// }
@@ -52,10 +54,13 @@ struct Inner {
 enum Stored {
     /// The request carried a valid cookie but nobody has asked the store yet.
     Unknown,
-    /// There is no live session: none was sent, or it is gone.
+    /// There is no session: none was sent, it expired, or this request destroyed it.
     Absent,
     /// The session under `token` is live in the store.
     Live,
+    /// The cookie's session was ended (logout or a new id, here or in another request):
+    /// it reads as empty, refuses writes, and the response leaves the cookie alone.
+    Ended,
 }
 
 struct State {
@@ -66,16 +71,26 @@ struct State {
     /// Creation time of the session under `token` (signed into the cookie).
     created_ms: Option<i64>,
     stored: Stored,
-    /// The request carried a valid cookie (so a dead one should be removed).
-    had_cookie: bool,
+    /// The session's own idle timeout, if shorter than the store's.
+    idle_ms: Option<u64>,
+    /// A persistent cookie rather than a browser-session one.
+    persistent: bool,
+    /// When the persistent cookie the request carried expires in the browser.
+    cookie_expires_ms: Option<i64>,
     /// The cookie was signed by an older key.
     stale_key: bool,
     /// The token was made during this request.
     new_token: bool,
+    /// `destroy` ended the session: the response removes the cookie.
+    destroyed: bool,
+    /// The persistence or idle timeout changed: the expiry is written, the cookie re-issued.
+    lifetime_changed: bool,
+    /// Something was changed by this request (staged or written).
+    modified: bool,
     /// Remaining lifetime as of the last store operation.
     ttl: Option<Duration>,
-    /// Current view: stored values with this request's changes applied (JSON text).
-    data: HashMap<String, String>,
+    /// Stored values with this request's changes applied (JSON text); `None` until loaded.
+    data: Option<HashMap<String, String>>,
     /// Pending changes: `Some` to set, `None` to delete.
     changes: HashMap<String, Option<String>>,
     /// Pending: drop every stored field first.
@@ -89,6 +104,32 @@ impl State {
         }
         self.key.clone()
     }
+
+    /// The stored fields as this request sees them: its pending changes applied.
+    fn view(&self, mut stored: HashMap<String, String>) -> HashMap<String, String> {
+        if self.cleared {
+            stored.clear();
+        }
+        for (k, v) in &self.changes {
+            match v {
+                Some(v) => stored.insert(k.clone(), v.clone()),
+                None => stored.remove(k),
+            };
+        }
+        stored
+    }
+
+    /// Drops every trace of the current session from this handle.
+    fn forget(&mut self, stored: Stored) {
+        self.token = None;
+        self.key = None;
+        self.created_ms = None;
+        self.stored = stored;
+        self.new_token = false;
+        self.data = Some(HashMap::new());
+        self.changes.clear();
+        self.cleared = false;
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -96,7 +137,7 @@ impl std::fmt::Debug for Session {
         let s = self.state();
         f.debug_struct("Session")
             .field("stored", &s.stored)
-            .field("keys", &s.data.keys().collect::<Vec<_>>())
+            .field("loaded", &s.data.is_some())
             .field("changed", &s.changes.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -104,25 +145,26 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>) -> Self {
-        let (token, created_ms, stored, stale_key) = match verified {
-            Some(v) => (
-                Some(v.token),
-                Some(v.created_ms),
-                Stored::Unknown,
-                v.stale_key,
-            ),
+        let persistent = store.codec.attributes.persistent;
+        let (token, meta, stored, stale_key) = match verified {
+            Some(v) => (Some(v.token), Some(v.meta), Stored::Unknown, v.stale_key),
             None => (None, None, Stored::Absent, false),
         };
         let state = State {
-            had_cookie: token.is_some(),
             token,
             key: None,
-            created_ms,
+            created_ms: meta.map(|m| m.created_ms),
             stored,
+            idle_ms: meta.and_then(|m| m.idle_ms),
+            persistent: meta.map_or(persistent, |m| m.expires_ms.is_some()),
+            cookie_expires_ms: meta.and_then(|m| m.expires_ms),
             stale_key,
             new_token: false,
+            destroyed: false,
+            lifetime_changed: false,
+            modified: false,
             ttl: None,
-            data: HashMap::new(),
+            data: (stored == Stored::Absent).then(HashMap::new),
             changes: HashMap::new(),
             cleared: false,
         };
@@ -142,55 +184,77 @@ impl Session {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
-        let state = self.state();
-        if state.stored == Stored::Unknown {
-            return Err(SessionError::NotLoaded);
-        }
-        Ok(state)
+    /// This session's idle timeout and the TTL it gets if touched now; `None` once it is past
+    /// its absolute timeout.
+    fn ttl_now(&self, state: &State, created_ms: i64, now: i64) -> Option<Duration> {
+        let lifetimes = &self.inner.store.lifetimes;
+        lifetimes.ttl(lifetimes.idle(state.idle_ms), created_ms, now)
     }
 
-    /// Reads the session from the store and slides its expiry, in one round trip. Does
-    /// nothing if it is already loaded or if the request carried no valid session cookie,
-    /// and needs no round trip for a session past its absolute timeout.
+    /// Reads the session from the store and slides its expiry, in one round trip. Reads call
+    /// it for you; call it yourself only to load ahead. Does nothing if the session is loaded
+    /// already or if the request carried no valid session cookie, and needs no round trip for
+    /// a session past its absolute timeout.
     pub async fn load(&self) -> Result<(), SessionError> {
         let store = &self.inner.store;
-        let (key, created_ms) = {
+        let (key, ttl) = {
             let mut state = self.state();
-            if state.stored != Stored::Unknown {
+            if state.data.is_some() {
                 return Ok(());
             }
-            match (state.key(&store.prefix), state.created_ms) {
-                (Some(key), Some(created)) => (key, created),
-                _ => return Ok(()),
+            let ttl = state
+                .created_ms
+                .and_then(|created| self.ttl_now(&state, created, now_ms()));
+            match (state.key(&store.prefix), ttl) {
+                (Some(key), Some(ttl)) => (key, ttl),
+                // Past the absolute timeout: the store let it expire at that moment.
+                _ => {
+                    if state.stored == Stored::Unknown {
+                        state.stored = Stored::Absent;
+                    }
+                    state.data = Some(state.view(HashMap::new()));
+                    return Ok(());
+                }
             }
         };
-        let loaded = match store.lifetimes.ttl(created_ms, now_ms()) {
-            Some(ttl) => store.backend.load(&key, ttl).await?.map(|l| (l, ttl)),
-            // Past the absolute timeout: the store let it expire at that moment.
-            None => None,
-        };
+        let found = store.backend.load(&key, ttl).await?;
         let mut state = self.state();
-        if state.stored != Stored::Unknown {
-            return Ok(());
+        if state.data.is_some() || state.key.as_ref() != Some(&key) {
+            return Ok(()); // loaded meanwhile, or the id changed: that copy wins
         }
-        match loaded {
-            Some((loaded, ttl)) => {
+        let fields = match found {
+            Found::Live(loaded) => {
                 state.stored = Stored::Live;
                 state.ttl = Some(ttl);
-                state.data = loaded.fields;
+                loaded.fields
             }
-            None => state.stored = Stored::Absent,
-        }
+            Found::Ended => {
+                state.stored = Stored::Ended;
+                HashMap::new()
+            }
+            Found::Absent => {
+                // Live earlier in this request and gone now: it ended meanwhile.
+                state.stored = if state.stored == Stored::Live {
+                    Stored::Ended
+                } else {
+                    Stored::Absent
+                };
+                HashMap::new()
+            }
+        };
+        state.data = Some(state.view(fields));
         Ok(())
     }
 
-    /// The value under `key`, decoded from JSON; `None` if there is none.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        let state = self.loaded()?;
+    /// The value under `key`, decoded from JSON; `None` if there is none. Loads the session
+    /// on first use.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        self.load().await?;
+        let state = self.state();
         state
             .data
-            .get(key)
+            .as_ref()
+            .and_then(|data| data.get(key))
             .map(|json| serde_json::from_str(json))
             .transpose()
             .map_err(|source| SessionError::Decode {
@@ -199,9 +263,20 @@ impl Session {
             })
     }
 
+    /// Reads the value under `key` and removes it (a flash message, say): the removal is
+    /// written after the handler, like [`remove`](Self::remove).
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let value = self.get(key).await?;
+        if value.is_some() {
+            self.remove(key)?;
+        }
+        Ok(value)
+    }
+
     /// Sets `key` to `value` (as JSON). Written after the handler returns, together with
-    /// the other changes of this request; other keys of the session are left untouched.
-    /// Setting the value the key already holds writes nothing.
+    /// the other changes of this request; other keys of the session are left untouched, and
+    /// the session is not loaded for it. Fails with [`SessionError::Ended`] if the session is
+    /// known to have ended (its writes would be refused anyway).
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
         check_key(key)?;
         let json = serde_json::to_string(value).map_err(|source| SessionError::Encode {
@@ -210,93 +285,190 @@ impl Session {
         })?;
         let limits = self.inner.store.limits;
         too_large("value size", json.len(), limits.value_bytes)?;
-        let mut state = self.loaded()?;
-        // Setting what is already there changes nothing: no write.
-        if state.data.get(key) == Some(&json) {
+        let mut state = self.state();
+        if state.stored == Stored::Ended {
+            return Err(SessionError::Ended);
+        }
+        // The same value staged twice is one write; a value equal to the stored one is still
+        // written, since another request may have changed it meanwhile.
+        if state.changes.get(key) == Some(&Some(json.clone())) {
             return Ok(());
         }
-        let old = state.data.get(key).map(|v| key.len() + v.len());
-        if old.is_none() {
-            too_large("key count", state.data.len() + 1, limits.keys)?;
+        // Against the loaded session the limits are exact; unloaded, this request's own
+        // changes are a lower bound here, and the store checks the rest when it writes.
+        let mut sizes: HashMap<&str, usize> = match &state.data {
+            Some(data) => data
+                .iter()
+                .map(|(k, v)| (k.as_str(), k.len() + v.len()))
+                .collect(),
+            None => state
+                .changes
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), k.len() + v.as_ref()?.len())))
+                .collect(),
+        };
+        sizes.insert(key, key.len() + json.len());
+        too_large(crate::store::KEY_COUNT, sizes.len(), limits.keys)?;
+        too_large(
+            crate::store::SESSION_SIZE,
+            sizes.values().sum(),
+            limits.session_bytes,
+        )?;
+        if let Some(data) = state.data.as_mut() {
+            data.insert(key.to_owned(), json.clone());
         }
-        let total: usize = state.data.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let total = total - old.unwrap_or(0) + key.len() + json.len();
-        too_large("session size", total, limits.session_bytes)?;
-        state.data.insert(key.to_owned(), json.clone());
         state.changes.insert(key.to_owned(), Some(json));
+        state.modified = true;
         Ok(())
     }
 
-    /// Removes `key`. Written after the handler returns.
+    /// Removes `key`. Written after the handler returns. Removing from a request that has no
+    /// session changes nothing and stores nothing.
     pub fn remove(&self, key: &str) -> Result<(), SessionError> {
         check_key(key)?;
-        let mut state = self.loaded()?;
-        state.data.remove(key);
-        state.changes.insert(key.to_owned(), None);
+        let mut state = self.state();
+        if let Some(data) = state.data.as_mut() {
+            data.remove(key);
+        }
+        match state.stored {
+            Stored::Absent | Stored::Ended => {
+                state.changes.remove(key);
+            }
+            Stored::Unknown | Stored::Live => {
+                state.changes.insert(key.to_owned(), None);
+                state.modified = true;
+            }
+        }
         Ok(())
     }
 
     /// Removes every key but keeps the session (and its id). Written after the handler.
     pub fn clear(&self) -> Result<(), SessionError> {
-        let mut state = self.loaded()?;
-        state.data.clear();
+        let mut state = self.state();
+        state.data = Some(HashMap::new());
         state.changes.clear();
-        state.cleared = true;
+        if matches!(state.stored, Stored::Unknown | Stored::Live) {
+            state.cleared = true;
+            state.modified = true;
+        }
         Ok(())
     }
 
-    /// The keys the session holds now.
-    pub fn keys(&self) -> Result<Vec<String>, SessionError> {
-        Ok(self.loaded()?.data.keys().cloned().collect())
+    /// The keys the session holds now. Loads the session on first use.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        self.load().await?;
+        Ok(self
+            .state()
+            .data
+            .as_ref()
+            .map(|data| data.keys().cloned().collect())
+            .unwrap_or_default())
     }
 
-    /// Whether the session holds no keys.
-    pub fn is_empty(&self) -> Result<bool, SessionError> {
-        Ok(self.loaded()?.data.is_empty())
+    /// Whether the session holds no keys. Loads the session on first use.
+    pub async fn is_empty(&self) -> Result<bool, SessionError> {
+        self.load().await?;
+        Ok(self.state().data.as_ref().is_none_or(HashMap::is_empty))
+    }
+
+    /// Whether this request changed the session: a staged `insert`, `remove` or `clear`, or
+    /// an `incr`, `regenerate`, `destroy` or lifetime change.
+    pub fn is_modified(&self) -> bool {
+        self.state().modified
+    }
+
+    /// Makes this session's cookie persistent ("remember me": it survives a browser restart,
+    /// with a `Max-Age` in step with the session's expiry) or a browser-session cookie. Takes
+    /// effect with this response, and only if the session exists (or is created) by then.
+    pub fn set_persistent(&self, persistent: bool) {
+        let mut state = self.state();
+        if state.persistent != persistent {
+            state.persistent = persistent;
+            state.lifetime_changed = true;
+            state.modified = true;
+        }
+    }
+
+    /// Shortens this session's idle timeout (say, for an admin session); at most the store's
+    /// [`idle_timeout`](crate::SessionStoreBuilder::idle_timeout), which it never exceeds,
+    /// and at least a second. The new expiry is written after the handler.
+    pub fn set_idle_timeout(&self, idle: Duration) -> Result<(), SessionError> {
+        let max = Duration::from_millis(self.inner.store.lifetimes.idle_ms);
+        if idle < Duration::from_secs(1).min(max) || idle > max {
+            return Err(SessionError::IdleTimeout {
+                requested: idle,
+                max,
+            });
+        }
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let own = (idle < max).then_some(idle_ms);
+        let mut state = self.state();
+        if state.idle_ms != own {
+            state.idle_ms = own;
+            state.lifetime_changed = true;
+            state.modified = true;
+        }
+        Ok(())
+    }
+
+    /// When the session expires if no other request comes: `None` when the request has no
+    /// session (as far as it knows: a session not loaded yet is taken to be live).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let state = self.state();
+        if !matches!(state.stored, Stored::Unknown | Stored::Live) {
+            return None;
+        }
+        let lifetimes = &self.inner.store.lifetimes;
+        let idle = lifetimes.idle(state.idle_ms);
+        let deadline = lifetimes.deadline_ms(idle, state.created_ms?, now_ms());
+        Some(UNIX_EPOCH + Duration::from_millis(u64::try_from(deadline).ok()?))
     }
 
     /// Adds `delta` to the integer under `key` (missing counts as 0) and returns the new
     /// value: one atomic `HINCRBY`, so concurrent requests never lose a count. Starts a
     /// session if there is none. Fails with [`SessionError::Ended`] if the session was
-    /// destroyed meanwhile: it is never re-created.
+    /// ended meanwhile: it is never re-created.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
         check_key(key)?;
-        self.load().await?;
         let not_an_integer = || SessionError::NotAnInteger { key: key.into() };
+        let max_keys = self.inner.store.limits.keys;
         // A value this request set for the key goes to the store first, in the same script.
-        let base = {
-            let state = self.loaded()?;
-            if !state.data.contains_key(key) {
-                too_large(
-                    "key count",
-                    state.data.len() + 1,
-                    self.inner.store.limits.keys,
-                )?;
+        let (base, unloaded) = {
+            let state = self.state();
+            if let Some(data) = &state.data {
+                if !data.contains_key(key) {
+                    too_large(crate::store::KEY_COUNT, data.len() + 1, max_keys)?;
+                }
             }
-            match state.changes.get(key) {
+            let base = match state.changes.get(key) {
                 Some(Some(json)) => Some(json.parse::<i64>().map_err(|_| not_an_integer())?),
                 Some(None) => Some(0),
                 None if state.cleared => Some(0),
                 None => None,
-            }
+            };
+            (base, state.data.is_none())
         };
         if let Some(base) = base {
             base.checked_add(delta).ok_or_else(not_an_integer)?;
         }
         let value = self
-            .write_with(None, |store, store_key, mode, ttl| async move {
+            .write_with(None, true, |store, store_key, mode, ttl| async move {
                 let counter = Counter {
                     mode,
                     ttl,
                     field: key,
                     delta,
                     base,
+                    max_keys: (unloaded && matches!(mode, Mode::Update)).then_some(max_keys),
                 };
                 store.backend.incr(&store_key, &counter).await
             })
-            .await?;
+            .await?
+            .ok_or(SessionError::Ended)?;
         let mut state = self.state();
-        state.data.insert(key.to_owned(), value.to_string());
+        if let Some(data) = state.data.as_mut() {
+            data.insert(key.to_owned(), value.to_string());
+        }
         if state.cleared {
             // The pending clear runs after this; keep the counter through it.
             state
@@ -305,51 +477,66 @@ impl Session {
         } else {
             state.changes.remove(key);
         }
+        state.modified = true;
         Ok(value)
     }
 
-    /// Gives the session a new id, keeping its data (call it after login, against session
-    /// fixation). The old id is dead from the moment this returns: the session is read and
-    /// deleted in one step, then stored under the new id with this request's changes, so a
-    /// write made with the old id either landed before and is kept, or fails.
+    /// Gives the session a new id, keeping its data and its creation time (call it after
+    /// login, against session fixation). The old id is dead from the moment this returns:
+    /// the session is read and ended in one step (the old key keeps a marker for as long as
+    /// the old cookie could be valid), then stored under the new id with this request's
+    /// changes. A write made with the old id either landed before and is kept, or is refused;
+    /// a request still carrying the old cookie never overwrites or removes the new one.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
-        self.load().await?;
         let store = Arc::clone(&self.inner.store);
-        let old_key = {
+        let (old_key, marker_ttl, was) = {
             let mut state = self.state();
-            match (state.stored, state.key(&store.prefix)) {
-                (Stored::Live, Some(key)) => key,
-                // No stored session: a new id is drawn when something is written.
+            if state.stored == Stored::Ended {
+                return Err(SessionError::Ended);
+            }
+            let ttl = state
+                .created_ms
+                .and_then(|created| self.ttl_now(&state, created, now_ms()));
+            match (state.key(&store.prefix), ttl) {
+                (Some(key), Some(ttl)) => (key, ttl, state.stored),
+                // No session: a new id is drawn when something is written.
                 _ => return Ok(()),
             }
         };
-        let Some(taken) = store.backend.take(&old_key).await? else {
-            self.forget();
-            return Err(SessionError::Ended);
+        let taken = match store.backend.end(&old_key, marker_ttl, true).await? {
+            Found::Live(taken) => taken,
+            Found::Ended => {
+                self.state().forget(Stored::Ended);
+                return Err(SessionError::Ended);
+            }
+            Found::Absent if was == Stored::Live => {
+                self.state().forget(Stored::Ended);
+                return Err(SessionError::Ended);
+            }
+            Found::Absent => {
+                // It had expired: the old id is now marked dead; writes start a new session.
+                let mut state = self.state();
+                let changes = std::mem::take(&mut state.changes);
+                state.forget(Stored::Absent);
+                state.data = Some(state.view(HashMap::new()));
+                state.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
+                state.modified = true;
+                return Ok(());
+            }
         };
         let fields = {
             let mut state = self.state();
-            let mut fields = if state.cleared {
-                HashMap::new()
-            } else {
-                taken.fields
-            };
-            for (k, v) in state.changes.drain() {
-                match v {
-                    Some(v) => fields.insert(k, v),
-                    None => fields.remove(&k),
-                };
-            }
-            state.cleared = false;
-            state.stored = Stored::Absent;
-            state.token = None;
-            state.key = None;
-            state.data = fields.clone();
+            let fields = state.view(taken.fields);
+            state.forget(Stored::Absent);
+            state.data = Some(fields.clone());
+            state.modified = true;
             fields
         };
+        let limits = store.limits;
+        too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
         // The session keeps its age: regenerating never extends the absolute timeout.
         let result = self
-            .write_with(Some(taken.created_ms), |store, key, mode, ttl| {
+            .write_with(Some(taken.created_ms), true, |store, key, mode, ttl| {
                 let fields = &fields;
                 async move {
                     let write = Write {
@@ -361,59 +548,70 @@ impl Session {
                             .map(|(k, v)| (k.as_str(), v.as_str()))
                             .collect(),
                         delete: Vec::new(),
+                        check: None,
                     };
                     store.backend.save(&key, &write).await
                 }
             })
             .await;
-        if result.is_err() {
+        if !matches!(result, Ok(Some(()))) {
             // The old session is gone and the new one was not stored: start afresh.
-            self.forget();
+            self.state().forget(Stored::Absent);
         }
-        result
+        result.map(drop)
     }
 
-    /// Ends the session (logout): deletes it from the store now, and the response expires
-    /// the cookie. Writes made afterwards in this request start a new session.
+    /// Ends the session (logout): it is ended in the store now, and the response expires the
+    /// cookie. Writes made afterwards in this request start a new session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
-        let key = self.state().key(&self.inner.store.prefix);
-        if let Some(key) = key {
-            self.inner.store.backend.destroy(&key).await?;
+        let (key, ttl) = {
+            let mut state = self.state();
+            let ttl = state
+                .created_ms
+                .and_then(|created| self.ttl_now(&state, created, now_ms()));
+            (state.key(&self.inner.store.prefix), ttl)
+        };
+        let mut found = Found::Absent;
+        if let (Some(key), Some(ttl)) = (key, ttl) {
+            found = self.inner.store.backend.end(&key, ttl, false).await?;
         }
-        self.forget();
+        let mut state = self.state();
+        let already_ended = state.stored == Stored::Ended || matches!(found, Found::Ended);
+        state.forget(Stored::Absent);
+        // A cookie whose session was already ended may have a successor in the browser
+        // (a new id from another request): leave that one alone.
+        state.destroyed = !already_ended;
+        state.modified = true;
         Ok(())
     }
 
-    /// Drops every trace of the current session from this handle.
-    fn forget(&self) {
-        let mut state = self.state();
-        state.token = None;
-        state.key = None;
-        state.created_ms = None;
-        state.stored = Stored::Absent;
-        state.new_token = false;
-        state.data.clear();
-        state.changes.clear();
-        state.cleared = false;
-    }
-
-    /// Runs a guarded write: on the live session, or, if there is none, on a new one under a
-    /// fresh token, created now or at `created_ms`. A live session that vanished or reached
-    /// its absolute timeout meanwhile is never re-created. `op` gets the store key, the mode
-    /// and the expiry to set.
-    async fn write_with<T, F, Fut>(&self, created_ms: Option<i64>, op: F) -> Result<T, SessionError>
+    /// Runs a guarded write: on the live (or not yet loaded) session, or, if there is none
+    /// and `create` is set, on a new one under a fresh token, created now or at `created_ms`.
+    /// A session that ended or reached its absolute timeout meanwhile is never re-created.
+    /// `op` gets the store key, the mode and the expiry to set. `Ok(None)`: there was no
+    /// session and nothing was created.
+    async fn write_with<T, F, Fut>(
+        &self,
+        created_ms: Option<i64>,
+        create: bool,
+        op: F,
+    ) -> Result<Option<T>, SessionError>
     where
         F: Fn(Arc<StoreInner>, StoreKey, Mode, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, SessionError>>,
     {
         let store = Arc::clone(&self.inner.store);
-        for _ in 0..MAX_TOKEN_DRAWS {
+        for _ in 0..=MAX_TOKEN_DRAWS {
             let now = now_ms();
-            let (key, mode, created_ms, fresh) = {
+            let (key, mode, created_ms, fresh, ttl, was) = {
                 let mut state = self.state();
                 let key = state.key(&store.prefix);
-                match (state.stored, key, state.created_ms) {
-                    (Stored::Live, Some(key), Some(created)) => (key, Mode::Update, created, None),
+                let (key, mode, created, fresh) = match (state.stored, key, state.created_ms) {
+                    (Stored::Ended, _, _) => return Err(SessionError::Ended),
+                    (Stored::Live | Stored::Unknown, Some(key), Some(created)) => {
+                        (key, Mode::Update, created, None)
+                    }
+                    _ if !create => return Ok(None),
                     _ => {
                         let token =
                             Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
@@ -428,17 +626,19 @@ impl Session {
                             Some(token),
                         )
                     }
-                }
+                };
+                let ttl = self.ttl_now(&state, created, now);
+                (key, mode, created, fresh, ttl, state.stored)
             };
-            let outcome = match store.lifetimes.ttl(created_ms, now) {
+            let outcome = match ttl {
                 Some(ttl) => op(Arc::clone(&store), key.clone(), mode, ttl)
                     .await?
                     .map(|value| (value, ttl)),
                 None => Outcome::Gone,
             };
+            let mut state = self.state();
             match outcome {
                 Outcome::Done((value, ttl)) => {
-                    let mut state = self.state();
                     if let Some(token) = fresh {
                         state.token = Some(token);
                         state.key = Some(key);
@@ -447,13 +647,27 @@ impl Session {
                     }
                     state.stored = Stored::Live;
                     state.ttl = Some(ttl);
-                    return Ok(value);
+                    return Ok(Some(value));
                 }
-                Outcome::Gone => {
-                    self.forget();
+                // Never seen live by this request: it was absent all along; start anew.
+                Outcome::Gone if was == Stored::Unknown => {
+                    let changes = std::mem::take(&mut state.changes);
+                    state.forget(Stored::Absent);
+                    state.changes = changes;
+                    state.data = Some(state.view(HashMap::new()));
+                }
+                Outcome::Gone | Outcome::Ended => {
+                    state.forget(Stored::Ended);
                     return Err(SessionError::Ended);
                 }
-                Outcome::Taken => continue,
+                Outcome::TooLarge { limit, got } => {
+                    let max = match limit {
+                        crate::store::KEY_COUNT => store.limits.keys,
+                        _ => store.limits.session_bytes,
+                    };
+                    return Err(SessionError::TooLarge { limit, max, got });
+                }
+                Outcome::Taken => {}
             }
         }
         Err(SessionError::Corrupt(
@@ -464,34 +678,43 @@ impl Session {
     /// Whether the request left changes that must be written before the response goes out.
     pub(crate) fn has_changes(&self) -> bool {
         let state = self.state();
-        state.cleared || !state.changes.is_empty()
+        state.cleared
+            || !state.changes.is_empty()
+            || (state.lifetime_changed && matches!(state.stored, Stored::Unknown | Stored::Live))
+    }
+
+    /// Drops the staged changes (the handler answered with a 5xx): what already went to the
+    /// store (`incr`, `regenerate`, `destroy`) stays.
+    pub(crate) fn discard(&self) {
+        let mut state = self.state();
+        state.changes.clear();
+        state.cleared = false;
+        state.lifetime_changed = false;
     }
 
     /// Writes this request's changes: only what changed, in one round trip.
     pub(crate) async fn commit(self) -> Result<(), SessionError> {
-        let (changes, clear) = {
+        let (changes, clear, unloaded) = {
             let mut state = self.state();
-            if state.stored == Stored::Unknown {
-                return Err(SessionError::NotLoaded);
-            }
             let clear = std::mem::take(&mut state.cleared);
-            (std::mem::take(&mut state.changes), clear)
+            let changes = std::mem::take(&mut state.changes);
+            (changes, clear, state.data.is_none())
         };
-        if changes.is_empty() && !clear {
-            return Ok(());
-        }
-        self.write_with(None, |store, key, mode, ttl| {
+        let limits = self.inner.store.limits;
+        let has_sets = changes.values().any(Option::is_some);
+        self.write_with(None, has_sets, |store, key, mode, ttl| {
             let changes = &changes;
+            let update = matches!(mode, Mode::Update);
             async move {
                 let write = Write {
                     mode,
                     ttl,
-                    clear: clear && matches!(mode, Mode::Update),
+                    clear: clear && update,
                     set: changes
                         .iter()
                         .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
                         .collect(),
-                    delete: if clear {
+                    delete: if clear || !update {
                         Vec::new()
                     } else {
                         changes
@@ -500,41 +723,62 @@ impl Session {
                             .map(|(k, _)| k.as_str())
                             .collect()
                     },
+                    check: (unloaded && update && has_sets).then_some(limits),
                 };
                 store.backend.save(&key, &write).await
             }
         })
         .await
+        .map(drop)
     }
 
-    /// Adds the `Set-Cookie` this response needs, if any, and queues the expiry refresh of
-    /// a session the request carried but never read.
-    pub(crate) fn finish(&self, headers: &mut HeaderMap) {
+    /// Adds the `Set-Cookie` this response needs, if any, and queues the expiry refresh of a
+    /// session the request carried but never used. Returns whether it added one.
+    pub(crate) fn finish(&self, headers: &mut HeaderMap) -> bool {
         let store = &self.inner.store;
         let codec = &store.codec;
+        let lifetimes = &store.lifetimes;
         let state = self.state();
-        let reissue = state.new_token || state.stale_key || codec.attributes.persistent;
+        let now = now_ms();
+        let idle = lifetimes.idle(state.idle_ms);
         let header = match (state.stored, &state.token, state.created_ms) {
+            // Never used: slide the expiry in the background. No cookie: without asking the
+            // store we cannot know the session still lives (it may have a successor).
             (Stored::Unknown, Some(token), Some(created)) => {
-                let now = now_ms();
-                let deadline = store.lifetimes.deadline_ms(created, now);
+                let deadline = lifetimes.deadline_ms(idle, created, now);
                 if deadline > now {
                     store.toucher.touch(token.clone(), deadline);
                 }
-                let max_age = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
+                None
+            }
+            (Stored::Live, Some(token), Some(created)) => {
+                let ttl = state.ttl.unwrap_or_default();
+                let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0) * 1000);
+                // A persistent cookie is re-sent when its Max-Age has drifted by more than a
+                // tenth of the idle timeout from the store's expiry, not on every response.
+                let drifted = state.persistent
+                    && state.cookie_expires_ms.is_none_or(|sent| {
+                        expires.saturating_sub(sent) > i64::try_from(idle / 10).unwrap_or(0)
+                    });
+                let reissue =
+                    state.new_token || state.stale_key || state.lifetime_changed || drifted;
+                let meta = Meta {
+                    created_ms: created,
+                    idle_ms: state.idle_ms,
+                    expires_ms: state.persistent.then_some(expires),
+                };
                 reissue
-                    .then(|| codec.set_cookie(token, created, max_age))
+                    .then(|| codec.set_cookie(token, &meta, state.persistent.then_some(ttl)))
                     .flatten()
             }
-            (Stored::Live, Some(token), Some(created)) => reissue
-                .then(|| codec.set_cookie(token, created, state.ttl.unwrap_or_default()))
-                .flatten(),
-            _ if state.had_cookie => codec.removal(),
+            _ if state.destroyed => codec.removal(),
             _ => None,
         };
+        let added = header.is_some();
         if let Some(header) = header {
             headers.append(http::header::SET_COOKIE, header);
         }
+        added
     }
 }
 

@@ -219,7 +219,12 @@ async fn wrong_type_at_session_key_is_a_clear_error_for_every_operation() {
             assert_eq!(r.status, StatusCode::OK);
         } else {
             assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
-            assert!(r.body.contains("unexpected data"), "{path}: {}", r.body);
+            // The extractor's answer, or the layer's empty one when the save failed.
+            assert!(
+                r.body.is_empty() || r.body == "session error",
+                "{path}: internals stay in the logs: {}",
+                r.body
+            );
         }
     }
     let value: String = redis.cmd(&["GET", &key]);

@@ -101,7 +101,21 @@ async fn example_flow(store: SessionStore) {
         assert!(body.contains(&format!("Visits: {visit}")), "{body}");
     }
 
-    // Logging in again (as someone else) regenerates the id: the old cookie dies.
+    // Logging in again as the same user keeps that user's state, under a new id.
+    let (_, cookies, _, _) = http(
+        addr,
+        "POST",
+        "/login",
+        Some(&cookie),
+        Some("username=alice%3Cb%3E"),
+    )
+    .await;
+    let cookie = pair(&cookies[0]);
+    let (_, _, _, body) = http(addr, "GET", "/", Some(&cookie), None).await;
+    assert!(body.contains("Visits: 4"), "{body}");
+
+    // Logging in as someone else regenerates the id (the old cookie dies) and starts from
+    // that user's state, never the previous user's.
     let (_, cookies, _, _) =
         http(addr, "POST", "/login", Some(&cookie), Some("username=bob")).await;
     let second = pair(&cookies[0]);
@@ -113,10 +127,21 @@ async fn example_flow(store: SessionStore) {
     );
     let (_, _, _, body) = http(addr, "GET", "/", Some(&second), None).await;
     assert!(
-        body.contains("Logged in as bob") && body.contains("Visits: 4"),
+        body.contains("Logged in as bob") && body.contains("Visits: 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<form method=\"post\" action=\"/logout\">"),
         "{body}"
     );
 
+    // Logout as a POST (the page's button), and as a GET (the tutorial's link).
+    let (status, cookies, location, _) = http(addr, "POST", "/logout", Some(&second), None).await;
+    assert_eq!(status, 303);
+    assert_eq!(location.as_deref(), Some("/"));
+    assert!(cookies[0].contains("Max-Age=0"));
+    let (_, cookies, _, _) = http(addr, "POST", "/login", None, Some("username=carol")).await;
+    let second = pair(&cookies[0]);
     let (status, cookies, location, _) = http(addr, "GET", "/logout", Some(&second), None).await;
     assert_eq!(status, 303);
     assert_eq!(location.as_deref(), Some("/"));
@@ -133,7 +158,7 @@ async fn example_app_over_http_with_redis() {
     let redis = RedisServer::start();
     let store = builder().redis_url(redis.url()).build().await.unwrap();
     example_flow(store).await;
-    assert!(redis.keys().is_empty(), "logout left nothing behind");
+    assert!(redis.sessions().is_empty(), "logout left no session behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +187,14 @@ async fn cookie_defaults_follow_owasp_and_host_prefix_works() {
         assert!(c.contains(attr), "{c} lacks {attr}");
     }
     assert!(!c.contains("Max-Age") && !c.contains("Domain"), "{c}");
-    // A 256-bit token (43 base64url chars), the creation time, a 256-bit tag (43 chars).
+    // A 256-bit token (43 base64url chars), the creation time, the session's own idle
+    // timeout and persistent expiry (empty: the defaults), a 256-bit tag (43 chars).
     let value = pair(c).split_once('=').unwrap().1.to_string();
     let parts: Vec<&str> = value.split('.').collect();
-    assert_eq!(parts.len(), 3, "{value}");
-    assert_eq!((parts[0].len(), parts[2].len()), (43, 43));
+    assert_eq!(parts.len(), 5, "{value}");
+    assert_eq!((parts[0].len(), parts[4].len()), (43, 43));
     assert!(parts[1].parse::<i64>().is_ok());
+    assert_eq!((parts[2], parts[3]), ("", ""));
     assert_eq!(b.get("/get/a").await.body, "1");
 }
 
@@ -226,9 +253,10 @@ async fn signing_keys_rotate() {
         token_and_age(&old_cookie),
         "same token"
     );
-    // Re-issued even when the route never reads the session.
+    // Not on a route that never reads the session: without asking the store it cannot know
+    // the session still lives (a newer cookie may have replaced it in the browser).
     let r = send(&app(&during), "/untouched", Some(&old_cookie)).await;
-    assert_eq!(r.cookie_pair().as_deref(), Some(reissued.as_str()));
+    assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
 
     // Once the old key is removed, the old cookie is worthless; the new one works.
     let r = send(&app(&after), "/get/user", Some(&old_cookie)).await;
@@ -264,6 +292,18 @@ async fn redis_outage_gives_fast_503_and_recovers() {
     }
     // A route without the session is unaffected.
     assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
+    // A failed save invites a retry of an idempotent request only: never of a POST.
+    let cookie = b.cookie.as_deref().map(str::as_bytes);
+    let get = common::send_method(&b.app, http::Method::GET, "/set/x/1", cookie).await;
+    let post = common::send_method(&b.app, http::Method::POST, "/set/x/1", cookie).await;
+    assert_eq!(get.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(post.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get.headers["retry-after"], "1");
+    assert!(
+        !post.headers.contains_key("retry-after"),
+        "{:?}",
+        post.headers
+    );
 
     // Redis comes back empty: no error page, the session simply starts fresh.
     redis.restart();
@@ -319,7 +359,10 @@ async fn wrong_type_at_session_key_is_a_clear_error() {
     let _: () = redis.cmd(&["SET", &key, "not a hash"]);
     let r = b.peek("/get/user").await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(r.body.contains("unexpected data"), "{}", r.body);
+    assert_eq!(
+        r.body, "session error",
+        "unexpected data: internals stay in the logs"
+    );
 }
 
 #[tokio::test]
@@ -333,13 +376,11 @@ async fn works_from_plain_tower_without_axum() {
                     "no session",
                 )));
             };
-            let had_cookie = req.headers().contains_key(http::header::COOKIE);
-            let before_load = session.get::<i64>("n");
             let body = async {
-                session.load().await?;
-                let n = session.get::<i64>("n")?.unwrap_or(0) + 1;
+                // Loaded on first use, without an explicit load().
+                let n = session.get::<i64>("n").await?.unwrap_or(0) + 1;
                 session.insert("n", &n)?;
-                Ok::<_, SessionError>(format!("{n} {}", had_cookie && before_load.is_err()))
+                Ok::<_, SessionError>(format!("{n} {}", session.is_modified()))
             }
             .await
             .unwrap_or_else(|e| e.to_string());
@@ -353,13 +394,12 @@ async fn works_from_plain_tower_without_axum() {
     let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
     let cookie = res.headers()[http::header::SET_COOKIE].to_str().unwrap();
     let cookie = pair(cookie);
-    assert_eq!(body(res).await, "1 false");
+    assert_eq!(body(res).await, "1 true");
     let req = http::Request::builder()
         .header(http::header::COOKIE, &cookie)
         .body(())
         .unwrap();
     let res = svc.oneshot(req).await.unwrap();
-    // Reading before load() is a NotLoaded error, not a silent "empty session".
     assert_eq!(body(res).await, "2 true");
 }
 
@@ -412,4 +452,35 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
         let err: ConfigError = b.build().await.expect_err(expected);
         assert!(err.to_string().contains(expected), "{err} vs {expected}");
     }
+}
+
+#[test]
+fn the_example_never_prints_a_redis_password() {
+    for (url, shown) in [
+        (
+            "redis://app:s3cret@cache.internal:6379/0",
+            "redis://app:***@cache.internal:6379/0",
+        ),
+        ("rediss://:tok@en@host:6380", "rediss://:***@host:6380"),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+    ] {
+        assert_eq!(example::redact(url), shown);
+    }
+}
+
+#[tokio::test]
+async fn an_application_cache_policy_is_kept() {
+    let store = builder().memory().build().await.unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|session: Session| async move {
+                session.insert("a", &1)?;
+                Ok::<_, SessionError>(([(http::header::CACHE_CONTROL, "no-store")], "ok"))
+            }),
+        )
+        .layer(store.layer());
+    let r = send(&app, "/", None).await;
+    assert_eq!(r.set_cookie.len(), 1);
+    assert_eq!(r.headers["cache-control"], "no-store");
 }

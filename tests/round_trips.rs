@@ -64,18 +64,50 @@ async fn write_is_one_more_round_trip() {
     let (redis, _store, mut b) = setup().await;
     let (n, r) = measure(&redis, &b, &["/set/user/alice"], "/set/theme/dark").await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        n, 1,
+        "a request that only writes never loads: one guarded write"
+    );
+    let (n, r) = measure(
+        &redis,
+        &b,
+        &["/set/user/alice"],
+        "/read-then-slow-set/0/theme/dark",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(n, 2, "load, then one guarded write of the changed field");
     b.get("/set/user/alice").await;
     let before = redis.snapshot();
-    b.get("/set/theme/light").await;
+    b.get("/read-then-slow-set/0/theme/light").await;
     let after = redis.snapshot();
     assert_eq!(
         calls(&before, &after, "hset"),
         1,
         "only the changed field is written"
     );
-    assert_eq!(calls(&before, &after, "hgetall"), 1);
+    assert_eq!(calls(&before, &after, "hgetall"), 1, "the load only");
     assert_eq!(calls(&before, &after, "evalsha"), 1);
+}
+
+#[tokio::test]
+async fn a_session_taken_but_never_used_costs_nothing() {
+    let (redis, _store, b) = setup().await;
+    let (n, r) = measure(&redis, &b, &["/set/user/alice"], "/early").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.set_cookie.is_empty());
+    assert_eq!(
+        n, 0,
+        "the extractor loads nothing; the refresh goes in the background"
+    );
+    // Removing from, or clearing, no session sends nothing at all.
+    for path in ["/remove/a", "/clear"] {
+        let before = redis.snapshot();
+        let r = send(&b.app, path, None).await;
+        let after = redis.snapshot();
+        assert!(r.set_cookie.is_empty(), "{path}");
+        assert_eq!(all_commands(&before, &after), 0, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -91,7 +123,7 @@ async fn incr_is_one_more_round_trip() {
     let (redis, _store, b) = setup().await;
     let (n, r) = measure(&redis, &b, &["/set/user/alice"], "/incr/visits/1").await;
     assert_eq!(r.body, "1");
-    assert_eq!(n, 2, "load, then one HINCRBY script");
+    assert_eq!(n, 1, "one HINCRBY script, no load");
 }
 
 #[tokio::test]
@@ -163,17 +195,17 @@ async fn untouched_session_refreshes_in_background() {
 }
 
 #[tokio::test]
-async fn logout_is_load_plus_one() {
+async fn logout_is_one_round_trip() {
     let (redis, _store, b) = setup().await;
     let (n, _) = measure(&redis, &b, &["/set/user/alice"], "/destroy").await;
-    assert_eq!(n, 2, "load (by the extractor) + UNLINK");
+    assert_eq!(n, 1, "end.lua: the hash becomes the ended marker");
 }
 
 #[tokio::test]
-async fn regenerate_is_load_plus_two() {
+async fn regenerate_is_two_round_trips() {
     let (redis, _store, b) = setup().await;
     let (n, _) = measure(&redis, &b, &["/set/user/alice"], "/regenerate").await;
-    assert_eq!(n, 3, "load, take the old hash, create the new one");
+    assert_eq!(n, 2, "read and end the old hash, create the new one");
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{now_ms, Counter, Loaded, Mode, Outcome, Write};
+use super::{
+    now_ms, Counter, Found, Limits, Loaded, Mode, Outcome, Write, KEY_COUNT, SESSION_SIZE,
+};
 use crate::error::SessionError;
 use crate::token::StoreKey;
 
@@ -16,6 +18,8 @@ const SWEEP_EVERY: u64 = 1024;
 struct Entry {
     created_ms: i64,
     expires_ms: i64,
+    /// The marker of an ended session (see `end.lua`).
+    ended: bool,
     fields: HashMap<String, String>,
 }
 
@@ -41,18 +45,23 @@ impl Map {
         if self.writes % SWEEP_EVERY == 0 {
             self.entries.retain(|_, e| e.expires_ms > now);
         }
-        let exists = self.live(key, now).is_some();
-        match (mode, exists) {
-            (Mode::Update, false) => Outcome::Gone,
-            (Mode::Create { .. }, true) => Outcome::Taken,
-            (Mode::Update, true) => match self.entries.get_mut(key) {
+        let ended = match self.live(key, now) {
+            None => None,
+            Some(entry) => Some(entry.ended),
+        };
+        match (mode, ended) {
+            (Mode::Update, None) => Outcome::Gone,
+            (Mode::Update, Some(true)) => Outcome::Ended,
+            (Mode::Create { .. }, Some(_)) => Outcome::Taken,
+            (Mode::Update, Some(false)) => match self.entries.get_mut(key) {
                 Some(entry) => Outcome::Done(entry),
                 None => Outcome::Gone,
             },
-            (Mode::Create { created_ms }, false) => {
+            (Mode::Create { created_ms }, None) => {
                 Outcome::Done(self.entries.entry(key.clone()).or_insert(Entry {
                     created_ms,
                     expires_ms: now,
+                    ended: false,
                     fields: HashMap::new(),
                 }))
             }
@@ -62,6 +71,34 @@ impl Map {
 
 fn expiry(now: i64, ttl: Duration) -> i64 {
     now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The key count and size the session would have after `write`, as save.lua counts them.
+fn over_limit(fields: &HashMap<String, String>, write: &Write<'_>, limits: Limits) -> Outcome<()> {
+    let mut size: HashMap<&str, usize> = HashMap::new();
+    if !write.clear {
+        size.extend(fields.iter().map(|(k, v)| (k.as_str(), k.len() + v.len())));
+    }
+    for (k, v) in &write.set {
+        size.insert(k, k.len() + v.len());
+    }
+    for k in &write.delete {
+        size.remove(k);
+    }
+    let bytes: usize = size.values().sum();
+    if size.len() > limits.keys {
+        Outcome::TooLarge {
+            limit: KEY_COUNT,
+            got: size.len(),
+        }
+    } else if bytes > limits.session_bytes {
+        Outcome::TooLarge {
+            limit: SESSION_SIZE,
+            got: bytes,
+        }
+    } else {
+        Outcome::Done(())
+    }
 }
 
 #[derive(Default)]
@@ -76,19 +113,22 @@ impl MemoryBackend {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) async fn load(
-        &self,
-        key: &StoreKey,
-        ttl: Duration,
-    ) -> Result<Option<Loaded>, SessionError> {
+    pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
         let now = now_ms();
-        Ok(self.lock().live(key, now).map(|entry| {
-            entry.expires_ms = expiry(now, ttl);
-            Loaded {
-                created_ms: entry.created_ms,
-                fields: entry.fields.clone(),
+        Ok(match self.lock().live(key, now) {
+            None => Found::Absent,
+            Some(entry) => {
+                entry.expires_ms = expiry(now, ttl);
+                if entry.ended {
+                    Found::Ended
+                } else {
+                    Found::Live(Loaded {
+                        created_ms: entry.created_ms,
+                        fields: entry.fields.clone(),
+                    })
+                }
             }
-        }))
+        })
     }
 
     pub(crate) async fn save(
@@ -100,6 +140,14 @@ impl MemoryBackend {
         let mut map = self.lock();
         Ok(match map.target(key, write.mode, now) {
             Outcome::Done(entry) => {
+                if let Some(limits) = write.check {
+                    if let over @ Outcome::TooLarge { .. } =
+                        over_limit(&entry.fields, write, limits)
+                    {
+                        return Ok(over);
+                    }
+                }
+                entry.expires_ms = expiry(now, write.ttl);
                 if write.clear {
                     entry.fields.clear();
                 }
@@ -111,11 +159,9 @@ impl MemoryBackend {
                 for field in &write.delete {
                     entry.fields.remove(*field);
                 }
-                entry.expires_ms = expiry(now, write.ttl);
                 Outcome::Done(())
             }
-            Outcome::Gone => Outcome::Gone,
-            Outcome::Taken => Outcome::Taken,
+            other => other.map(|_| ()),
         })
     }
 
@@ -129,39 +175,54 @@ impl MemoryBackend {
         };
         let now = now_ms();
         let mut map = self.lock();
+        let entry = match map.target(key, c.mode, now) {
+            Outcome::Done(entry) => entry,
+            other => return Ok(other.map(|_| 0)),
+        };
         // Check before writing anything, as HINCRBY does.
-        let old = match (c.base, map.live(key, now)) {
+        let old = match (c.base, entry.fields.get(c.field)) {
             (Some(base), _) => base,
-            (None, Some(entry)) => match entry.fields.get(c.field) {
-                Some(v) => v.parse().map_err(|_| not_an_integer())?,
-                None => 0,
-            },
+            (None, Some(v)) => v.parse().map_err(|_| not_an_integer())?,
             (None, None) => 0,
         };
         let new = old.checked_add(c.delta).ok_or_else(not_an_integer)?;
-        Ok(match map.target(key, c.mode, now) {
-            Outcome::Done(entry) => {
-                entry.fields.insert(c.field.to_owned(), new.to_string());
-                entry.expires_ms = expiry(now, c.ttl);
-                Outcome::Done(new)
+        if let Some(max) = c.max_keys {
+            let keys = entry.fields.len() + 1;
+            if !entry.fields.contains_key(c.field) && keys > max {
+                return Ok(Outcome::TooLarge {
+                    limit: KEY_COUNT,
+                    got: keys,
+                });
             }
-            Outcome::Gone => Outcome::Gone,
-            Outcome::Taken => Outcome::Taken,
-        })
+        }
+        entry.expires_ms = expiry(now, c.ttl);
+        entry.fields.insert(c.field.to_owned(), new.to_string());
+        Ok(Outcome::Done(new))
     }
 
-    pub(crate) async fn take(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
+    pub(crate) async fn end(
+        &self,
+        key: &StoreKey,
+        marker_ttl: Duration,
+        read: bool,
+    ) -> Result<Found, SessionError> {
+        let now = now_ms();
         let mut map = self.lock();
-        map.live(key, now_ms());
-        Ok(map.entries.remove(key).map(|e| Loaded {
-            created_ms: e.created_ms,
-            fields: e.fields,
-        }))
-    }
-
-    pub(crate) async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
-        self.lock().entries.remove(key);
-        Ok(())
+        map.live(key, now);
+        let marker = Entry {
+            created_ms: 0,
+            expires_ms: expiry(now, marker_ttl),
+            ended: true,
+            fields: HashMap::new(),
+        };
+        Ok(match map.entries.insert(key.clone(), marker) {
+            None => Found::Absent,
+            Some(e) if e.ended => Found::Ended,
+            Some(e) => Found::Live(Loaded {
+                created_ms: e.created_ms,
+                fields: if read { e.fields } else { HashMap::new() },
+            }),
+        })
     }
 
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {

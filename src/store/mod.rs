@@ -21,23 +21,48 @@ pub(crate) struct Lifetimes {
 }
 
 impl Lifetimes {
-    /// The idle timeout, cut short by the absolute timeout; `None` once the session is over.
-    pub(crate) fn ttl(&self, created_ms: i64, now_ms: i64) -> Option<Duration> {
-        u64::try_from(self.deadline_ms(created_ms, now_ms).saturating_sub(now_ms))
-            .ok()
-            .filter(|&t| t > 0)
-            .map(Duration::from_millis)
+    /// A session's idle timeout: its own (signed into its cookie) if shorter, else the store's.
+    pub(crate) fn idle(&self, own: Option<u64>) -> u64 {
+        own.map_or(self.idle_ms, |own| own.min(self.idle_ms))
     }
 
-    /// The moment (ms since the epoch) a session created at `created_ms` expires if it is
-    /// touched now.
-    pub(crate) fn deadline_ms(&self, created_ms: i64, now_ms: i64) -> i64 {
-        let idle = i64::try_from(self.idle_ms).unwrap_or(i64::MAX);
+    /// The idle timeout `idle_ms`, cut short by the absolute timeout; `None` once the session
+    /// is over.
+    pub(crate) fn ttl(&self, idle_ms: u64, created_ms: i64, now_ms: i64) -> Option<Duration> {
+        u64::try_from(
+            self.deadline_ms(idle_ms, created_ms, now_ms)
+                .saturating_sub(now_ms),
+        )
+        .ok()
+        .filter(|&t| t > 0)
+        .map(Duration::from_millis)
+    }
+
+    /// The moment (ms since the epoch) a session created at `created_ms`, with idle timeout
+    /// `idle_ms`, expires if it is touched now.
+    pub(crate) fn deadline_ms(&self, idle_ms: u64, created_ms: i64, now_ms: i64) -> i64 {
+        let idle = i64::try_from(idle_ms).unwrap_or(i64::MAX);
         let absolute = i64::try_from(self.absolute_ms).unwrap_or(i64::MAX);
         now_ms
             .saturating_add(idle)
             .min(created_ms.saturating_add(absolute))
     }
+}
+
+/// The value of the metadata field `""` of a session that was ended (logout, or a new id):
+/// the key stays as a marker while the old cookie could still be sent, so that a request
+/// carrying it neither reads the session nor starts a new one over its successor.
+pub(crate) const ENDED: &str = "ended";
+
+/// What a key holds.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Nothing: the session never existed, expired or its marker did.
+    Absent,
+    /// The marker of an ended session.
+    Ended,
+    /// A live session.
+    Live(Loaded),
 }
 
 /// A session as read from the store.
@@ -68,6 +93,8 @@ pub(crate) struct Write<'a> {
     pub(crate) clear: bool,
     pub(crate) set: Vec<(&'a str, &'a str)>,
     pub(crate) delete: Vec<&'a str>,
+    /// Limits to check against the stored session, when the request never loaded it.
+    pub(crate) check: Option<Limits>,
 }
 
 /// What became of a guarded write.
@@ -75,10 +102,14 @@ pub(crate) struct Write<'a> {
 pub(crate) enum Outcome<T> {
     /// Written.
     Done(T),
-    /// The session was destroyed or expired meanwhile; nothing was written.
+    /// There is no session at the key (it expired, or never was); nothing was written.
     Gone,
+    /// The session was ended (logout or a new id); nothing was written.
+    Ended,
     /// A new session's key was already taken; nothing was written.
     Taken,
+    /// The write would take the stored session over a limit; nothing was written.
+    TooLarge { limit: &'static str, got: usize },
 }
 
 /// One `incr` call.
@@ -89,6 +120,8 @@ pub(crate) struct Counter<'a> {
     pub(crate) field: &'a str,
     pub(crate) delta: i64,
     pub(crate) base: Option<i64>,
+    /// The key-count limit to check against the stored session, when it was never loaded.
+    pub(crate) max_keys: Option<usize>,
 }
 
 impl<T> Outcome<T> {
@@ -96,10 +129,27 @@ impl<T> Outcome<T> {
         match self {
             Self::Done(value) => Outcome::Done(f(value)),
             Self::Gone => Outcome::Gone,
+            Self::Ended => Outcome::Ended,
             Self::Taken => Outcome::Taken,
+            Self::TooLarge { limit, got } => Outcome::TooLarge { limit, got },
         }
     }
 }
+
+/// Bounds on what one session may hold, checked before anything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Bytes of one value's JSON.
+    pub(crate) value_bytes: usize,
+    /// Bytes of all keys and values together.
+    pub(crate) session_bytes: usize,
+    /// Number of keys.
+    pub(crate) keys: usize,
+}
+
+/// The names of the limits in [`SessionError::TooLarge`].
+pub(crate) const KEY_COUNT: &str = "key count";
+pub(crate) const SESSION_SIZE: &str = "session size";
 
 /// The backend a store runs on.
 pub(crate) enum Backend {
@@ -118,11 +168,7 @@ macro_rules! dispatch {
 
 impl Backend {
     /// Reads a session and sets its expiry to `ttl` from now.
-    pub(crate) async fn load(
-        &self,
-        key: &StoreKey,
-        ttl: Duration,
-    ) -> Result<Option<Loaded>, SessionError> {
+    pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
         dispatch!(self, b => b.load(key, ttl).await)
     }
 
@@ -145,14 +191,15 @@ impl Backend {
         dispatch!(self, b => b.incr(key, counter).await)
     }
 
-    /// Reads and deletes a session in one step (first half of id regeneration).
-    pub(crate) async fn take(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
-        dispatch!(self, b => b.take(key).await)
-    }
-
-    /// Deletes a session.
-    pub(crate) async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
-        dispatch!(self, b => b.destroy(key).await)
+    /// Ends a session in one step: the key becomes the [`ENDED`] marker, which lives for
+    /// `marker_ttl`. With `read`, returns what the key held (first half of id regeneration).
+    pub(crate) async fn end(
+        &self,
+        key: &StoreKey,
+        marker_ttl: Duration,
+        read: bool,
+    ) -> Result<Found, SessionError> {
+        dispatch!(self, b => b.end(key, marker_ttl, read).await)
     }
 
     /// Slides the expiry of sessions that requests carried but did not read: each key

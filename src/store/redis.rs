@@ -22,7 +22,7 @@ use redis::{
     Value,
 };
 
-use super::{now_ms, Counter, Loaded, Mode, Outcome, Write};
+use super::{now_ms, Counter, Found, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, SESSION_SIZE};
 use crate::error::{ConfigError, SessionError, StoreError};
 use crate::token::StoreKey;
 
@@ -55,7 +55,7 @@ macro_rules! lua {
 struct Scripts {
     save: Lua,
     incr: Lua,
-    take: Lua,
+    end: Lua,
 }
 
 pub(crate) struct RedisBackend {
@@ -99,7 +99,7 @@ impl RedisBackend {
             scripts: Scripts {
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
-                take: lua!("lua/take.lua"),
+                end: lua!("lua/end.lua"),
             },
         })
     }
@@ -108,7 +108,7 @@ impl RedisBackend {
     pub(crate) async fn warm_up(&self) -> Result<(), SessionError> {
         let s = &self.scripts;
         let mut pipe = redis::pipe();
-        for script in [&s.save, &s.incr, &s.take] {
+        for script in [&s.save, &s.incr, &s.end] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
         }
         self.run(|mut conn| async move { pipe.exec_async(&mut conn).await })
@@ -117,11 +117,7 @@ impl RedisBackend {
 
     /// `HGETALL` and `PEXPIRE` in one pipeline. `PEXPIRE` of a key that is gone does nothing,
     /// so a concurrent logout is never undone.
-    pub(crate) async fn load(
-        &self,
-        key: &StoreKey,
-        ttl: Duration,
-    ) -> Result<Option<Loaded>, SessionError> {
+    pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL")
             .arg(key.as_str())
@@ -143,7 +139,10 @@ impl RedisBackend {
         let reply = self
             .eval(&self.scripts.save, key, |cmd| {
                 push_mode(cmd, write.ttl, write.mode);
+                let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
                 cmd.arg(if write.clear { "1" } else { "0" })
+                    .arg(keys)
+                    .arg(bytes)
                     .arg(write.set.len());
                 for (field, value) in &write.set {
                     cmd.arg(*field).arg(*value);
@@ -153,7 +152,11 @@ impl RedisBackend {
                 }
             })
             .await?;
-        Ok(outcome(int(&reply)?, ()))
+        match reply {
+            Value::Int(status) => Ok(outcome(status, (), 0)),
+            Value::Array(items) => status_and_value(&items).map(|(s, got)| outcome(s, (), got)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub(crate) async fn incr(
@@ -164,7 +167,7 @@ impl RedisBackend {
         let reply = self
             .eval(&self.scripts.incr, key, |cmd| {
                 push_mode(cmd, c.ttl, c.mode);
-                cmd.arg(c.field).arg(c.delta);
+                cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
                 if let Some(base) = c.base {
                     cmd.arg(base);
                 }
@@ -182,25 +185,26 @@ impl RedisBackend {
             })?;
         match reply {
             Value::Array(items) => {
-                let status = items.first().map(int).transpose()?.unwrap_or(0);
-                let value = items.get(1).map(int).transpose()?.unwrap_or(0);
-                Ok(outcome(status, value))
+                let (status, value) = status_and_value(&items)?;
+                Ok(outcome(status, value, value))
             }
             other => Err(unexpected(&other)),
         }
     }
 
-    pub(crate) async fn take(&self, key: &StoreKey) -> Result<Option<Loaded>, SessionError> {
-        let reply = self.eval(&self.scripts.take, key, |_| {}).await?;
+    pub(crate) async fn end(
+        &self,
+        key: &StoreKey,
+        marker_ttl: Duration,
+        read: bool,
+    ) -> Result<Found, SessionError> {
+        let reply = self
+            .eval(&self.scripts.end, key, |cmd| {
+                cmd.arg(millis(marker_ttl))
+                    .arg(if read { "1" } else { "0" });
+            })
+            .await?;
         parse_hash(reply)
-    }
-
-    pub(crate) async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(key.as_str());
-        self.run(|mut conn| async move { cmd.query_async::<Value>(&mut conn).await })
-            .await
-            .map(drop)
     }
 
     /// One pipeline of `PEXPIRE`s, one key each; a key that is gone stays gone.
@@ -357,10 +361,27 @@ fn classify(e: RedisError) -> SessionError {
     }
 }
 
-fn outcome<T>(status: i64, value: T) -> Outcome<T> {
+/// A script's status (see save.lua) and the number that may follow it.
+fn status_and_value(items: &[Value]) -> Result<(i64, i64), SessionError> {
+    let status = items.first().map(int).transpose()?.unwrap_or(0);
+    let value = items.get(1).map(int).transpose()?.unwrap_or(0);
+    Ok((status, value))
+}
+
+fn outcome<T>(status: i64, value: T, got: i64) -> Outcome<T> {
+    let got = usize::try_from(got).unwrap_or(0);
     match status {
         1 => Outcome::Done(value),
         -1 => Outcome::Taken,
+        -2 => Outcome::Ended,
+        -3 => Outcome::TooLarge {
+            limit: KEY_COUNT,
+            got,
+        },
+        -4 => Outcome::TooLarge {
+            limit: SESSION_SIZE,
+            got,
+        },
         _ => Outcome::Gone,
     }
 }
@@ -384,11 +405,11 @@ fn text(v: Value) -> Result<String, SessionError> {
     }
 }
 
-/// A hash as RESP3 sends it (a map), or as a script returns it (a flat array); `None` when
-/// empty. The field `''` is the creation time; a hash without it is not a session of ours.
-fn parse_hash(reply: Value) -> Result<Option<Loaded>, SessionError> {
+/// A hash as RESP3 sends it (a map), or as a script returns it (a flat array). The field `''`
+/// is the creation time, or the [`ENDED`] marker; a hash without it is not a session of ours.
+fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     let pairs: Vec<(Value, Value)> = match reply {
-        Value::Nil => return Ok(None),
+        Value::Nil => return Ok(Found::Absent),
         Value::Map(pairs) => pairs,
         Value::Array(flat) => {
             let mut flat = flat.into_iter();
@@ -397,13 +418,16 @@ fn parse_hash(reply: Value) -> Result<Option<Loaded>, SessionError> {
         other => return Err(unexpected(&other)),
     };
     if pairs.is_empty() {
-        return Ok(None);
+        return Ok(Found::Absent);
     }
     let mut fields = HashMap::with_capacity(pairs.len());
     let mut created_ms = None;
     for (field, value) in pairs {
         let (field, value) = (text(field)?, text(value)?);
         if field.is_empty() {
+            if value == ENDED {
+                return Ok(Found::Ended);
+            }
             created_ms = value.parse().ok();
         } else {
             fields.insert(field, value);
@@ -411,7 +435,7 @@ fn parse_hash(reply: Value) -> Result<Option<Loaded>, SessionError> {
     }
     let created_ms = created_ms
         .ok_or_else(|| SessionError::Corrupt("a session hash without its creation time".into()))?;
-    Ok(Some(Loaded { created_ms, fields }))
+    Ok(Found::Live(Loaded { created_ms, fields }))
 }
 
 /// A pooled connection and the flag raised when it is dead.

@@ -11,7 +11,7 @@ pub use redis_server::*;
 use axum::{
     body::Body,
     extract::Path,
-    http::{header, Request, StatusCode},
+    http::{header, Method, Request, StatusCode},
     routing::get,
     Router,
 };
@@ -29,7 +29,7 @@ pub fn builder() -> SessionStoreBuilder {
 pub fn app(store: &SessionStore) -> Router {
     Router::new()
         .route("/get/{k}", get(read))
-        .route("/set/{k}/{v}", get(write))
+        .route("/set/{k}/{v}", get(write).post(write))
         .route("/set-int/{k}/{v}", get(write_int))
         .route("/slow-set/{ms}/{k}/{v}", get(slow_write))
         .route("/remove/{k}", get(remove))
@@ -38,13 +38,29 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/regenerate", get(regenerate))
         .route("/destroy", get(destroy))
         .route("/untouched", get(|| async { "no session here" }))
+        .route(
+            "/early",
+            get(|_session: Session| async { "took the session, never used it" }),
+        )
         .route("/keys", get(keys))
+        .route("/slow-get/{ms}/{k}", get(slow_read))
+        .route(
+            "/read-then-slow-set/{ms}/{k}/{v}",
+            get(read_then_slow_write),
+        )
+        .route("/fail-set/{k}/{v}", get(failing_write))
+        .route("/take/{k}", get(take))
+        .route("/persistent/{on}", get(persistent))
+        .route("/idle/{ms}", get(idle))
+        .route("/expires", get(expires))
+        .route("/modified/{k}/{v}", get(modified))
         .layer(store.layer())
 }
 
 async fn read(session: Session, Path(k): Path<String>) -> Result<String, SessionError> {
     Ok(session
-        .get::<String>(&k)?
+        .get::<String>(&k)
+        .await?
         .unwrap_or_else(|| "none".to_string()))
 }
 
@@ -73,6 +89,79 @@ async fn slow_write(
     Ok("ok")
 }
 
+/// Waits, then reads: the load happens after the wait.
+async fn slow_read(
+    session: Session,
+    Path((ms, k)): Path<(u64, String)>,
+) -> Result<String, SessionError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(session
+        .get::<String>(&k)
+        .await?
+        .unwrap_or_else(|| "none".to_string()))
+}
+
+/// Loads first, then waits, then writes.
+async fn read_then_slow_write(
+    session: Session,
+    Path((ms, k, v)): Path<(u64, String, String)>,
+) -> Result<String, SessionError> {
+    let seen = session.get::<String>(&k).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    session.insert(&k, &v)?;
+    Ok(seen.unwrap_or_else(|| "none".to_string()))
+}
+
+/// Stages a change, then fails.
+async fn failing_write(
+    session: Session,
+    Path((k, v)): Path<(String, String)>,
+) -> Result<&'static str, (StatusCode, &'static str)> {
+    session
+        .insert(&k, &v)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "insert"))?;
+    Err((StatusCode::INTERNAL_SERVER_ERROR, "handler failed"))
+}
+
+async fn take(session: Session, Path(k): Path<String>) -> Result<String, SessionError> {
+    Ok(session
+        .take::<String>(&k)
+        .await?
+        .unwrap_or_else(|| "none".to_string()))
+}
+
+async fn persistent(session: Session, Path(on): Path<bool>) -> &'static str {
+    session.set_persistent(on);
+    "ok"
+}
+
+async fn idle(session: Session, Path(ms): Path<u64>) -> Result<&'static str, SessionError> {
+    session.set_idle_timeout(Duration::from_millis(ms))?;
+    Ok("ok")
+}
+
+/// Milliseconds until the session expires, or "none".
+async fn expires(session: Session) -> String {
+    match session.expires_at() {
+        Some(at) => at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .as_millis()
+            .to_string(),
+        None => "none".into(),
+    }
+}
+
+/// Inserts, and says whether the session counts as modified before and after.
+async fn modified(
+    session: Session,
+    Path((k, v)): Path<(String, String)>,
+) -> Result<String, SessionError> {
+    let before = session.is_modified();
+    session.insert(&k, &v)?;
+    Ok(format!("{before} {}", session.is_modified()))
+}
+
 async fn remove(session: Session, Path(k): Path<String>) -> Result<&'static str, SessionError> {
     session.remove(&k)?;
     Ok("ok")
@@ -98,7 +187,7 @@ async fn destroy(session: Session) -> Result<&'static str, SessionError> {
 }
 
 async fn keys(session: Session) -> Result<String, SessionError> {
-    let mut keys = session.keys()?;
+    let mut keys = session.keys().await?;
     keys.sort();
     Ok(keys.join(","))
 }
@@ -107,11 +196,22 @@ async fn keys(session: Session) -> Result<String, SessionError> {
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: header::HeaderMap,
     pub set_cookie: Vec<String>,
     pub body: String,
 }
 
 impl Reply {
+    /// The `Max-Age` of the first Set-Cookie, if it has one.
+    pub fn max_age(&self) -> Option<i64> {
+        self.set_cookie
+            .first()?
+            .split("; ")
+            .find_map(|a| a.strip_prefix("Max-Age="))?
+            .parse()
+            .ok()
+    }
+
     /// The `name=value` part of the first Set-Cookie.
     pub fn cookie_pair(&self) -> Option<String> {
         self.set_cookie
@@ -129,7 +229,12 @@ pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Reply {
 /// As [`send`], with a Cookie header of raw bytes; bytes that cannot be a header value are
 /// not sent.
 pub async fn send_bytes(app: &Router, path: &str, cookie: Option<&[u8]>) -> Reply {
-    let mut req = Request::get(path);
+    send_method(app, Method::GET, path, cookie).await
+}
+
+/// As [`send_bytes`], with any method.
+pub async fn send_method(app: &Router, method: Method, path: &str, cookie: Option<&[u8]>) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
     if let Some(value) = cookie.and_then(|c| header::HeaderValue::from_bytes(c).ok()) {
         req = req.header(header::COOKIE, value);
     }
@@ -145,9 +250,11 @@ pub async fn send_bytes(app: &Router, path: &str, cookie: Option<&[u8]>) -> Repl
         .iter()
         .map(|v| v.to_str().expect("ascii cookie").to_string())
         .collect();
+    let headers = res.headers().clone();
     let body = res.into_body().collect().await.expect("body").to_bytes();
     Reply {
         status,
+        headers,
         set_cookie,
         body: String::from_utf8_lossy(&body).into_owned(),
     }

@@ -139,6 +139,26 @@ impl RedisServer {
         self.cmd(&["KEYS", "*"])
     }
 
+    /// Keys of live sessions: every key but the markers that ended sessions leave behind.
+    pub fn sessions(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .filter(|k| {
+                let created: Option<String> = self.cmd(&["HGET", k, ""]);
+                created.as_deref() != Some("ended")
+            })
+            .collect()
+    }
+
+    /// Keys that hold the marker of an ended session.
+    pub fn markers(&self) -> Vec<String> {
+        let sessions = self.sessions();
+        self.keys()
+            .into_iter()
+            .filter(|k| !sessions.contains(k))
+            .collect()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

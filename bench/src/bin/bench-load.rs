@@ -64,7 +64,7 @@ struct Report {
 }
 
 async fn ours_read(s: Session) -> Result<String, SessionError> {
-    Ok(s.get::<String>("user")?.unwrap_or_default())
+    Ok(s.get::<String>("user").await?.unwrap_or_default())
 }
 
 fn ours_app(store: &SessionStore) -> Router {

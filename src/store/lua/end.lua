@@ -1,0 +1,18 @@
+#!lua
+-- Ends a session (logout, or the first half of a new id) in one step: the hash is replaced
+-- by a marker, {'' = 'ended'}, that lives for ARGV[1] ms, as long as the old cookie could
+-- still be valid. A request that still carries the old cookie then neither reads the
+-- session nor starts a new one whose cookie would overwrite the newer one in the browser.
+-- ARGV[2]: '1' to return every field the key held, '0' for its '' field only.
+-- Returns {field, value, ...}: empty when there was nothing, {'', 'ended'} for a marker.
+local all
+if ARGV[2] == '1' then
+  all = redis.call('HGETALL', KEYS[1])
+else
+  local created = redis.call('HGET', KEYS[1], '')
+  all = created and {'', created} or {}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '', 'ended')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return all
