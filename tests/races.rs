@@ -1,6 +1,7 @@
 //! Races with real concurrency against a real redis-server, many times over: no update is
-//! lost, no logged-out session comes back, regeneration loses no committed write, and expiry
-//! during a request leaves no zombie hash.
+//! lost, no logged-out session comes back, regeneration loses no committed write, a new login
+//! is never undone by requests that still carry the old cookie, and expiry during a request
+//! leaves no zombie hash.
 
 mod common;
 
@@ -178,6 +179,95 @@ async fn regenerate_keeps_every_committed_write_and_kills_the_old_id() {
     assert_eq!((lost, old_alive), (0, 0));
     // The race took place: writes with the old id landed before the new id, and after it.
     assert!(committed > 0 && refused > 0, "{committed} {refused}");
+}
+
+/// Tab A logs in again (a new id) while tab B's requests, sent with the old cookie, are in
+/// flight: reads, writes, reads then writes, and routes that never touch the session. The
+/// browser applies every answer in the order it arrives; it must end with A's new cookie,
+/// logged in. Counts the answers that arrived after A's login (the race took place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relogin_is_never_undone_by_requests_with_the_old_cookie() {
+    let redis = RedisServer::start();
+    let store = builder()
+        .redis_url(redis.url())
+        .persistent(true)
+        .build()
+        .await
+        .expect("store");
+    let b = Browser::new(app(&store));
+    let rounds = iterations(20);
+    let kinds = [
+        "/slow-get/{d}/user",
+        "/slow-set/{d}/cart/full",
+        "/read-then-slow-set/{d}/cart/full",
+        "/untouched",
+    ];
+    let (mut after_login, mut cookies_after_login, mut refused, mut landed_before) = (0, 0, 0, 0);
+    let mut logged_out = 0;
+    for round in 0..rounds {
+        let mut a = login(&b).await;
+        let old = a.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            for j in 0..2 {
+                let delay = (i * 7 + j * 13 + round * 3) % 40;
+                let path = kind.replace("{d}", &delay.to_string());
+                let (old, tx) = (old.clone(), tx.clone());
+                tasks.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay as u64 / 2)).await;
+                    let reply = old.peek(&path).await;
+                    let _ = tx.send(("b", path, reply));
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let login = a.get("/regenerate").await;
+        assert_eq!(login.status, StatusCode::OK);
+        let new_cookie = a.cookie.clone();
+        let _ = tx.send(("a", String::new(), login));
+        drop(tx);
+        while tasks.join_next().await.is_some() {}
+        // Replay the answers in arrival order into one cookie jar.
+        let mut jar = old.cookie.clone();
+        let mut seen_login = false;
+        while let Some((who, path, reply)) = rx.recv().await {
+            if who == "a" {
+                seen_login = true;
+            } else {
+                if seen_login {
+                    after_login += 1;
+                    cookies_after_login += reply.set_cookie.len();
+                }
+                match reply.status {
+                    StatusCode::CONFLICT => refused += 1,
+                    StatusCode::OK if path.contains("set") => landed_before += 1,
+                    StatusCode::OK => {}
+                    other => panic!("{path}: {other}"),
+                }
+            }
+            for c in &reply.set_cookie {
+                jar = (!c.contains("Max-Age=0")).then(|| c.split(';').next().unwrap_or("").into());
+            }
+        }
+        let browser = Browser {
+            cookie: jar.clone(),
+            ..b.clone()
+        };
+        if jar != new_cookie || browser.peek("/get/user").await.body != "alice" {
+            logged_out += 1;
+        }
+    }
+    record(
+        "race_relogin",
+        json!({"rounds": rounds, "old_cookie_requests": rounds * kinds.len() * 2,
+               "answered_after_login": after_login, "their_set_cookies": cookies_after_login,
+               "writes_refused": refused, "writes_before_login": landed_before,
+               "logins_undone": logged_out}),
+    );
+    assert_eq!((logged_out, cookies_after_login), (0, 0));
+    // The race took place: answers to the old cookie arrived after the new login.
+    assert!(after_login > 0 && refused > 0, "{after_login} {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

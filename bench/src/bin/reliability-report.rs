@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 17] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 20] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -18,6 +18,8 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 17] = [
      "`tests/races.rs` logout_is_never_undone_by_slow_writers", Some("race_logout"), Some("race_logout")),
     ("`regenerate` loses no committed write, and the old id is dead",
      "`tests/races.rs` regenerate_keeps_every_committed_write_and_kills_the_old_id", Some("race_regenerate"), None),
+    ("Logging in again (a new id) is never undone by requests still carrying the old cookie: none of their answers sets or removes the cookie, their writes are refused",
+     "`tests/races.rs` relogin_is_never_undone_by_requests_with_the_old_cookie; `tests/conformance.rs` {memory,redis}::relogin_in_another_tab_is_never_undone", Some("race_relogin"), None),
     ("A session that expires during a request leaves no zombie hash",
      "`tests/races.rs` expiry_during_a_request_leaves_no_zombie", Some("race_expiry"), None),
     ("Redis killed: every request answered within the timeout (503), no panic, no hung task; restarted empty: sessions start fresh, no error page, no restart of ours",
@@ -38,12 +40,16 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 17] = [
      "`tests/hostile.rs` oversized_changes_are_refused_and_write_nothing", Some("hostile_limits"), None),
     ("No raw token in Redis (keys and values scanned) or in the logs (all tracing output captured)",
      "`tests/security.rs` no_raw_token_in_redis_or_in_the_logs; `tests/http.rs` raw_tokens_never_reach_redis", Some("security_tokens"), None),
+    ("A handler that answers 5xx has its staged changes dropped; `incr`, `regenerate`, `destroy` stay done",
+     "`tests/conformance.rs` {memory,redis}::a_failed_handler_saves_nothing", None, None),
+    ("A request that ends with no data and no stored session (`remove`, `clear` on nothing) sends no command and no `Set-Cookie`",
+     "`tests/conformance.rs` {memory,redis}::removing_from_nothing_stores_nothing; `tests/round_trips.rs` a_session_taken_but_never_used_costs_nothing", None, None),
     ("Key rotation: a cookie signed with an old key is accepted and re-issued with the new key; one signed with a removed key is rejected",
      "`tests/http.rs` signing_keys_rotate", None, None),
     ("The absolute timeout ends a session even under constant activity",
      "`tests/conformance.rs` {memory,redis}::absolute_timeout_ends_even_an_active_session", None, None),
-    ("After `regenerate` the old cookie reads nothing and cannot revive the session",
-     "`tests/conformance.rs` {memory,redis}::regenerate_keeps_data_and_kills_old_id", None, None),
+    ("After `regenerate` the old cookie reads nothing and cannot revive the session; the new id keeps the absolute deadline",
+     "`tests/conformance.rs` {memory,redis}::regenerate_keeps_data_and_kills_old_id, regenerate_keeps_the_absolute_deadline", None, None),
 ];
 
 fn load(name: &str) -> Option<Value> {
