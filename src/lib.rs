@@ -2,11 +2,14 @@
 //!
 //! - Each session is one Redis **hash**, one field per key: concurrent requests that change
 //!   different keys never overwrite each other, and a request writes only what it changed.
-//! - Reading a session and sliding its expiry is **one round trip** (one pipeline); a request
-//!   that writes adds at most one more. A request that carries the cookie but never reads the
-//!   session does not wait for Redis at all: its expiry is refreshed in the background.
+//! - Sessions load **lazily**: taking the [`Session`] costs nothing, the first read is one
+//!   round trip (one pipeline that also slides the expiry), a request that only writes is one
+//!   guarded write. A request that carries the cookie but never uses the session does not
+//!   wait for Redis at all: its expiry is refreshed in the background.
 //! - Writes are **guarded**: a session that was destroyed (logout) or expired while a request
-//!   ran is never re-created by that request.
+//!   ran is never re-created by that request, and a request still carrying the cookie of a
+//!   session that got a new id (login in another tab) can neither read it, write it, nor
+//!   overwrite the new cookie. A handler that answers 5xx has its staged changes dropped.
 //! - The cookie holds a 256-bit token from the OS and an HMAC-SHA256 tag; Redis only sees the
 //!   token's SHA-256 digest. Signing keys rotate: the first key signs, all verify.
 //! - Idle and absolute timeouts are enforced by the store; handlers never deal with expiry.
@@ -46,7 +49,7 @@
 //! # Without axum
 //!
 //! The layer works on any `tower::Service<http::Request<B>>`. The [`Session`] is in the
-//! request extensions; call [`Session::load`] before reading it.
+//! request extensions, and loads on first use as with axum.
 //!
 //! # Features
 //!
