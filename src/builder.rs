@@ -1,4 +1,4 @@
-//! [`SessionStore`] and its validated builder.
+//! The validated builder of a [`SessionStore`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,65 +7,14 @@ use cookie::SameSite;
 
 use crate::cookie::{CookieAttributes, CookieCodec};
 use crate::error::ConfigError;
-use crate::layer::SessionLayer;
+use crate::state::{SessionStore, StoreInner};
 use crate::store::memory::MemoryBackend;
 use crate::store::redis::{RedisBackend, RedisOptions};
-use crate::store::{Backend, Found, Lifetimes, Limits};
+use crate::store::{Backend, Lifetimes, Limits};
 use crate::touch::Toucher;
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
 pub const MIN_KEY_BYTES: usize = 32;
-
-/// A configured session store: the backend, the cookie rules and the signing keys.
-///
-/// Cheap to clone; every clone shares one connection pool. Make one at start-up with
-/// [`SessionStore::builder`] and add [`SessionStore::layer`] to your service.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_redis_session::SessionStore;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
-/// let store = SessionStore::builder()
-///     .memory() // or .redis_url("redis://127.0.0.1:6379")
-///     .signing_keys([[7u8; 32]])
-///     .idle_timeout(Duration::from_secs(30 * 60))
-///     .absolute_timeout(Duration::from_secs(12 * 3600))
-///     .build()
-///     .await?;
-/// let layer = store.layer();
-/// # let _ = layer;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct SessionStore {
-    pub(crate) inner: Arc<StoreInner>,
-}
-
-pub(crate) struct StoreInner {
-    pub(crate) backend: Backend,
-    pub(crate) codec: CookieCodec,
-    pub(crate) prefix: String,
-    pub(crate) lifetimes: Lifetimes,
-    pub(crate) toucher: Toucher,
-    pub(crate) limits: Limits,
-}
-
-impl std::fmt::Debug for SessionStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = match self.inner.backend {
-            Backend::Redis(_) => "redis",
-            Backend::Memory(_) => "memory",
-        };
-        f.debug_struct("SessionStore")
-            .field("backend", &backend)
-            .field("cookie", &self.inner.codec.name())
-            .field("lifetimes", &self.inner.lifetimes)
-            .finish_non_exhaustive()
-    }
-}
 
 impl SessionStore {
     /// Starts a builder with OWASP defaults: a `session` cookie that is HttpOnly, Secure,
@@ -73,30 +22,6 @@ impl SessionStore {
     /// 12 hours absolute timeout.
     pub fn builder() -> SessionStoreBuilder {
         SessionStoreBuilder::default()
-    }
-
-    /// The tower layer that gives each request a [`Session`](crate::Session).
-    pub fn layer(&self) -> SessionLayer {
-        SessionLayer::new(self.clone())
-    }
-
-    /// Benchmark support, not API: the floor. One load-script round trip on the raw store key
-    /// `key` through this store's pool, with none of the session logic around it. Returns
-    /// the number of fields read.
-    #[doc(hidden)]
-    pub async fn __floor_load(&self, key: &str) -> Result<usize, crate::SessionError> {
-        let key = crate::token::StoreKey::from_raw(key.to_owned());
-        let ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
-        let loaded = self.inner.backend.load(&key, ttl).await?;
-        Ok(match loaded {
-            Found::Live(l) => l.fields.len(),
-            _ => 0,
-        })
-    }
-
-    /// Whether this store keeps sessions in Redis (rather than in process memory).
-    pub fn is_redis(&self) -> bool {
-        matches!(self.inner.backend, Backend::Redis(_))
     }
 }
 
@@ -331,7 +256,9 @@ impl SessionStoreBuilder {
                 tracing::warn!(error = %e, "Redis not reachable yet; requests needing a session get 503 until it is");
             }
         }
+        let backend = Arc::new(backend);
         let (toucher, worker) = Toucher::new(self.touch_queue);
+        worker.start(Arc::downgrade(&backend), self.prefix.clone());
         let codec = CookieCodec::new(self.cookie_name, &self.keys, self.attributes);
         let inner = Arc::new(StoreInner {
             backend,
@@ -341,7 +268,6 @@ impl SessionStoreBuilder {
             toucher,
             limits: self.limits,
         });
-        worker.start(Arc::downgrade(&inner));
         Ok(SessionStore { inner })
     }
 

@@ -18,9 +18,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::builder::SessionStore;
 use crate::error::SessionError;
 use crate::session::Session;
+use crate::state::SessionStore;
 use crate::store::now_ms;
 
 /// Adds server-side sessions to a service. Made by [`SessionStore::layer`].
@@ -36,6 +36,13 @@ pub struct SessionLayer {
 impl SessionLayer {
     pub(crate) fn new(store: SessionStore) -> Self {
         Self { store }
+    }
+}
+
+impl SessionStore {
+    /// The tower layer that gives each request a [`Session`].
+    pub fn layer(&self) -> SessionLayer {
+        SessionLayer::new(self.clone())
     }
 }
 

@@ -65,14 +65,16 @@ mod error;
 mod extract;
 mod layer;
 mod session;
+mod state;
 mod store;
 mod token;
 mod touch;
 
-pub use crate::builder::{SessionStore, SessionStoreBuilder, MIN_KEY_BYTES};
+pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
+pub use crate::state::SessionStore;
 pub use ::cookie::SameSite;
 
 /// The README's example is compiled as a doc test, so it cannot drift from the API.

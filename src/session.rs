@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::builder::StoreInner;
 use crate::cookie::{Meta, Verified};
 use crate::error::SessionError;
+use crate::state::StoreInner;
 use crate::store::{now_ms, Counter, Found, Mode, Outcome, Write};
 use crate::token::{StoreKey, Token};
 

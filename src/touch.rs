@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::builder::StoreInner;
-use crate::store::now_ms;
+use crate::store::{now_ms, Backend};
 use crate::token::{StoreKey, Token};
 
 /// Most refreshes sent in one pipeline.
@@ -55,11 +54,12 @@ pub(crate) struct TouchWorker {
 }
 
 impl TouchWorker {
-    pub(crate) fn start(self, store: Weak<StoreInner>) {
-        tokio::spawn(self.run(store));
+    /// Runs until the store (the last strong reference to `backend`) is dropped.
+    pub(crate) fn start(self, backend: Weak<Backend>, prefix: String) {
+        tokio::spawn(self.run(backend, prefix));
     }
 
-    async fn run(mut self, store: Weak<StoreInner>) {
+    async fn run(mut self, backend: Weak<Backend>, prefix: String) {
         let mut queued = Vec::with_capacity(BATCH);
         let mut latest: HashMap<Token, i64> = HashMap::new();
         let mut sent: HashMap<StoreKey, i64> = HashMap::new();
@@ -75,14 +75,16 @@ impl TouchWorker {
                 let slot = latest.entry(token).or_insert(deadline);
                 *slot = (*slot).max(deadline);
             }
-            let Some(store) = store.upgrade() else { break };
+            let Some(backend) = backend.upgrade() else {
+                break;
+            };
             let now = now_ms();
             if sent.len() > RECENT {
                 sent.clear();
             }
             let batch: Vec<(StoreKey, i64)> = latest
                 .drain()
-                .map(|(token, deadline)| (token.store_key(&store.prefix), deadline))
+                .map(|(token, deadline)| (token.store_key(&prefix), deadline))
                 .filter(|(key, deadline)| {
                     let step = ((deadline - now) / 10).min(MAX_STEP_MS);
                     sent.get(key).is_none_or(|last| deadline - last >= step)
@@ -91,13 +93,13 @@ impl TouchWorker {
             if batch.is_empty() {
                 continue;
             }
-            match store.backend.touch(&batch).await {
+            match backend.touch(&batch).await {
                 Ok(()) => sent.extend(batch),
                 Err(e) => {
                     tracing::warn!(error = %e, sessions = batch.len(), "session expiry refresh failed")
                 }
             }
-            drop::<Arc<StoreInner>>(store);
+            drop::<Arc<Backend>>(backend);
         }
     }
 }
