@@ -46,7 +46,7 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/slow-get/{ms}/{k}", get(slow_read))
         .route(
             "/read-then-slow-set/{ms}/{k}/{v}",
-            get(read_then_slow_write),
+            get(read_then_slow_write).post(read_then_slow_write),
         )
         .route("/fail-set/{k}/{v}", get(failing_write))
         .route("/take/{k}", get(take))
