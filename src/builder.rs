@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use cookie::SameSite;
 
+use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
 use crate::cookie::{CookieAttributes, CookieCodec};
 use crate::error::ConfigError;
 use crate::state::{SessionStore, StoreInner};
 use crate::store::memory::MemoryBackend;
-use crate::store::redis::{RedisBackend, RedisOptions};
+use crate::store::redis::RedisBackend;
 use crate::store::{Backend, Lifetimes, Limits};
 use crate::touch::Toucher;
 
@@ -25,12 +26,41 @@ impl SessionStore {
     }
 }
 
-#[derive(Clone, Debug)]
 enum BackendChoice {
     None,
-    Redis(String),
+    Redis(Deployment),
     RedisEnv(String),
+    /// `REDIS_URL`, `REDIS_CLUSTER_NODES` or `REDIS_SENTINELS` (+ `REDIS_SENTINEL_SERVICE`).
+    FromEnv,
     Memory,
+}
+
+impl std::fmt::Debug for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Redis(_) => "redis",
+            Self::RedisEnv(_) | Self::FromEnv => "redis (from the environment)",
+            Self::Memory => "memory",
+        })
+    }
+}
+
+/// The application's credentials provider (not printed).
+#[derive(Clone)]
+struct Provider(Arc<dyn CredentialsProvider>);
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialsProvider")
+    }
+}
+
+/// Where the CA certificate comes from.
+#[derive(Clone, Debug)]
+enum CaSource {
+    Pem(Vec<u8>),
+    File(std::path::PathBuf),
 }
 
 /// Builds a [`SessionStore`]; [`build`](Self::build) checks every setting.
@@ -52,9 +82,14 @@ enum BackendChoice {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SessionStoreBuilder {
     backend: BackendChoice,
+    auth: Option<(Option<String>, String)>,
+    tls_ca: Option<CaSource>,
+    tls_client: Option<(Vec<u8>, Vec<u8>)>,
+    credentials: Option<Provider>,
+    credentials_ahead: Duration,
     keys: Vec<Vec<u8>>,
     idle: Duration,
     absolute: Duration,
@@ -72,6 +107,11 @@ impl Default for SessionStoreBuilder {
     fn default() -> Self {
         Self {
             backend: BackendChoice::None,
+            auth: None,
+            tls_ca: None,
+            tls_client: None,
+            credentials: None,
+            credentials_ahead: Duration::from_secs(600),
             keys: Vec::new(),
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 3600),
@@ -85,7 +125,7 @@ impl Default for SessionStoreBuilder {
                 persistent: false,
             },
             prefix: "session:".into(),
-            pool_size: 16,
+            pool_size: 4,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             touch_queue: 4096,
@@ -99,9 +139,108 @@ impl Default for SessionStoreBuilder {
 }
 
 impl SessionStoreBuilder {
-    /// Keep sessions in Redis at this URL (`redis://[user:pass@]host:port[/db]`).
+    /// Keep sessions in a standalone Redis at this URL: `redis://[user:pass@]host:port[/db]`,
+    /// `rediss://…` for TLS (feature `tls`), or `redis+unix:///path/to/redis.sock`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.backend = BackendChoice::Redis(url.into());
+        self.backend = BackendChoice::Redis(Deployment::Url(url.into()));
+        self
+    }
+
+    /// Keep sessions in a Redis Cluster; `nodes` are seed URLs (`redis://host:port`, or
+    /// `rediss://` with the `tls` feature), from which the client learns the whole cluster.
+    #[cfg(feature = "cluster")]
+    pub fn redis_cluster<N: Into<String>>(mut self, nodes: impl IntoIterator<Item = N>) -> Self {
+        let nodes = nodes.into_iter().map(Into::into).collect();
+        self.backend = BackendChoice::Redis(Deployment::Cluster(nodes));
+        self
+    }
+
+    /// Keep sessions in the primary that Redis Sentinel names for `service` (the name in
+    /// `sentinel monitor`). `sentinels` are URLs of the sentinels, with their own credentials
+    /// if they need any (`redis://user:pass@host:26379`); if they use `rediss://`, so does the
+    /// primary. The primary's credentials come from [`redis_auth`](Self::redis_auth) or a
+    /// [`credentials_provider`](Self::credentials_provider). After a failover, the next
+    /// connection asks the sentinels again.
+    pub fn redis_sentinel<S: Into<String>>(
+        mut self,
+        service: impl Into<String>,
+        sentinels: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.backend = BackendChoice::Redis(Deployment::Sentinel {
+            service: service.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// Take the deployment from the environment, checked by `build`: `REDIS_CLUSTER_NODES`
+    /// (comma-separated URLs, feature `cluster`), else `REDIS_SENTINELS` (comma-separated
+    /// URLs) with `REDIS_SENTINEL_SERVICE`, else `REDIS_URL`; and `REDIS_CA_FILE`, a PEM file
+    /// of a private CA for `rediss://`.
+    pub fn redis_from_env(mut self) -> Self {
+        self.backend = BackendChoice::FromEnv;
+        self
+    }
+
+    /// Keep sessions in Redis through a pool the application already has. The store takes
+    /// a few connections from it once and keeps them (multiplexed, so they are shared, not
+    /// held): no checkout and no `PING` per request. Timeouts and TLS are the pool's own.
+    #[cfg(feature = "deadpool-redis")]
+    pub fn redis_pool(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.backend = BackendChoice::Redis(Deployment::Pool(pool));
+        self
+    }
+
+    /// As [`redis_pool`](Self::redis_pool), with the application's cluster pool. Build its
+    /// client with `retries(0)`: a cluster client that retries re-sends a counter after a
+    /// dropped socket (this store follows `MOVED` and `ASK` itself).
+    #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
+    pub fn redis_cluster_pool(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
+        self.backend = BackendChoice::Redis(Deployment::ClusterPool(pool));
+        self
+    }
+
+    /// ACL user (`None`: the `default` user) and password for every Redis connection,
+    /// overriding any in the URLs (sentinels keep their own).
+    pub fn redis_auth(mut self, user: Option<&str>, password: impl Into<String>) -> Self {
+        self.auth = Some((user.map(str::to_owned), password.into()));
+        self
+    }
+
+    /// Credentials that expire or rotate: asked for by every new connection, and by the
+    /// live ones ahead of expiry (see [`CredentialsProvider`]). Overrides `redis_auth`.
+    pub fn credentials_provider(mut self, provider: impl CredentialsProvider) -> Self {
+        self.credentials = Some(Provider(Arc::new(provider)));
+        self
+    }
+
+    /// How long before their credentials expire live connections re-authenticate
+    /// (default 10 minutes).
+    pub fn credentials_refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.credentials_ahead = ahead;
+        self
+    }
+
+    /// PEM of the CA that signed the Redis servers' certificates, for `rediss://` (feature
+    /// `tls`); without it, the system's roots are trusted.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(CaSource::Pem(pem.into()));
+        self
+    }
+
+    /// As [`tls_ca_pem`](Self::tls_ca_pem), read from this file by `build`.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca = Some(CaSource::File(path.into()));
+        self
+    }
+
+    /// A client certificate and its key, both PEM, for servers that ask for one (mutual TLS).
+    pub fn tls_client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client = Some((cert_pem.into(), key_pem.into()));
         self
     }
 
@@ -188,7 +327,9 @@ impl SessionStoreBuilder {
         self
     }
 
-    /// Most Redis connections (default 16). Each is multiplexed, so a few go a long way.
+    /// Redis connections (default 4). Each is multiplexed: concurrent requests pipeline on
+    /// it. A request goes to the connection with the fewest commands in flight, so a large
+    /// reply holds up only its own connection.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self
@@ -236,23 +377,30 @@ impl SessionStoreBuilder {
     /// Checks the configuration and builds the store. Must run inside a Tokio runtime. With
     /// Redis, the scripts are loaded if Redis answers; if it does not, the store is built
     /// anyway and requests get 503 until it does.
-    pub async fn build(self) -> Result<SessionStore, ConfigError> {
+    pub async fn build(mut self) -> Result<SessionStore, ConfigError> {
         self.validate()?;
         let lifetimes = Lifetimes {
             idle_ms: millis(self.idle),
             absolute_ms: millis(self.absolute),
         };
-        let backend = match &self.backend {
+        let backend = match std::mem::replace(&mut self.backend, BackendChoice::None) {
             BackendChoice::None => return Err(ConfigError::NoBackend),
             BackendChoice::Memory => Backend::Memory(MemoryBackend::default()),
-            BackendChoice::Redis(url) => self.redis(url.clone())?,
+            BackendChoice::Redis(deployment) => self.redis(deployment)?,
             BackendChoice::RedisEnv(var) => {
-                let url = std::env::var(var).map_err(|_| ConfigError::MissingEnv(var.clone()))?;
-                self.redis(url)?
+                let url = std::env::var(&var).map_err(|_| ConfigError::MissingEnv(var))?;
+                self.redis(Deployment::Url(url))?
+            }
+            BackendChoice::FromEnv => {
+                let deployment = self.deployment_from_env()?;
+                self.redis(deployment)?
             }
         };
         if let Backend::Redis(redis) = &backend {
-            if let Err(e) = redis.warm_up().await {
+            let within = self
+                .connect_timeout
+                .saturating_mul(u32::try_from(self.pool_size).unwrap_or(u32::MAX));
+            if let Err(e) = redis.warm_up(within).await {
                 tracing::warn!(error = %e, "Redis not reachable yet; requests needing a session get 503 until it is");
             }
         }
@@ -271,15 +419,80 @@ impl SessionStoreBuilder {
         Ok(SessionStore { inner })
     }
 
-    fn redis(&self, url: String) -> Result<Backend, ConfigError> {
-        let options = RedisOptions {
-            url,
-            pool_size: self.pool_size,
+    fn redis(&mut self, deployment: Deployment) -> Result<Backend, ConfigError> {
+        let tls = Tls {
+            ca_pem: match self.tls_ca.take() {
+                Some(CaSource::Pem(pem)) => Some(pem),
+                Some(CaSource::File(path)) => Some(std::fs::read(&path).map_err(|e| {
+                    ConfigError::Deployment(format!("CA file {}: {e}", path.display()))
+                })?),
+                None => None,
+            },
+            client: self.tls_client.take(),
+        };
+        if cfg!(not(feature = "tls")) && (tls.ca_pem.is_some() || tls.client.is_some()) {
+            return Err(ConfigError::Deployment(
+                "TLS certificates were given, but the `tls` feature is off".into(),
+            ));
+        }
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs one process-wide crypto provider; the application may have its own.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let options = crate::connection::Options {
+            tls,
+            auth: self.auth.take(),
+            credentials: self.credentials.take().map(|p| crate::connection::Refresh {
+                provider: p.0,
+                ahead: self.credentials_ahead,
+            }),
             connect_timeout: self.connect_timeout,
-            wait_timeout: self.command_timeout,
             command_timeout: self.command_timeout,
         };
-        Ok(Backend::Redis(RedisBackend::new(&options)?))
+        let connector = Connector::new(deployment, options)?;
+        let connections = Connections::new(
+            connector,
+            self.pool_size,
+            self.connect_timeout,
+            self.command_timeout,
+        );
+        Ok(Backend::Redis(RedisBackend::new(connections)))
+    }
+
+    /// The deployment the environment describes (see [`redis_from_env`](Self::redis_from_env)).
+    fn deployment_from_env(&mut self) -> Result<Deployment, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(path) = var("REDIS_CA_FILE") {
+            self.tls_ca = Some(CaSource::File(path.into()));
+        }
+        if let Some(nodes) = var("REDIS_CLUSTER_NODES") {
+            #[cfg(feature = "cluster")]
+            return Ok(Deployment::Cluster(list(nodes)));
+            #[cfg(not(feature = "cluster"))]
+            return Err(ConfigError::Deployment(format!(
+                "REDIS_CLUSTER_NODES is set ({} nodes), but the `cluster` feature is off",
+                list(nodes).len()
+            )));
+        }
+        if let Some(sentinels) = var("REDIS_SENTINELS") {
+            let service = var("REDIS_SENTINEL_SERVICE")
+                .ok_or_else(|| ConfigError::MissingEnv("REDIS_SENTINEL_SERVICE".into()))?;
+            return Ok(Deployment::Sentinel {
+                service,
+                sentinels: list(sentinels),
+            });
+        }
+        var("REDIS_URL")
+            .map(|url| Deployment::Url(url.trim().to_owned()))
+            .ok_or_else(|| ConfigError::MissingEnv("REDIS_URL".into()))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

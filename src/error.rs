@@ -173,9 +173,6 @@ pub enum ConfigError {
     /// An environment variable that was asked for is not set.
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
-    /// The Redis URL did not parse.
-    #[error("bad Redis URL: {0}")]
-    BadUrl(#[source] redis::RedisError),
     /// A timeout or size was zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
@@ -218,7 +215,9 @@ pub enum ConfigError {
          SameSite::Strict"
     )]
     SameSiteNoneInsecure,
-    /// The connection pool could not be built.
-    #[error("connection pool: {0}")]
-    Pool(String),
+    /// The Redis deployment is not usable as configured: a URL that does not parse, an empty
+    /// list of nodes or sentinels, TLS asked for without the `tls` feature, a CA file that
+    /// cannot be read.
+    #[error("Redis deployment: {0}")]
+    Deployment(String),
 }

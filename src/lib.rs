@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod connection;
 mod cookie;
 mod error;
 #[cfg(feature = "axum")]
@@ -71,10 +72,11 @@ mod token;
 mod touch;
 
 pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
+pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider};
 pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
-pub use crate::state::SessionStore;
+pub use crate::state::{SessionStore, StoreStats};
 pub use ::cookie::SameSite;
 
 /// The README's example is compiled as a doc test, so it cannot drift from the API.

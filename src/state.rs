@@ -1,5 +1,6 @@
 //! [`SessionStore`]: the state every request shares (backend, cookie rules, lifetimes).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,8 +74,33 @@ impl SessionStore {
         })
     }
 
+    /// What the connection layer has done so far (zeros for the in-process backend).
+    pub fn stats(&self) -> StoreStats {
+        match &*self.inner.backend {
+            Backend::Redis(redis) => {
+                let s = redis.stats();
+                StoreStats {
+                    connection_attempts: s.attempts.load(Ordering::Relaxed),
+                    connections_retired: s.retired.load(Ordering::Relaxed),
+                }
+            }
+            Backend::Memory(_) => StoreStats::default(),
+        }
+    }
+
     /// Whether this store keeps sessions in Redis (rather than in process memory).
     pub fn is_redis(&self) -> bool {
         matches!(*self.inner.backend, Backend::Redis(_))
     }
+}
+
+/// Counters of the connection layer, from [`SessionStore::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Connections the store tried to open, successfully or not (at start, after failures).
+    pub connection_attempts: u64,
+    /// Connections retired because they failed: a dropped socket, a timeout, `READONLY`, a
+    /// refused re-authentication. A cancelled request never retires one.
+    pub connections_retired: u64,
 }

@@ -101,6 +101,7 @@ async fn under_fault(fault: Fault, name: &str) {
     let b = Browser::new(app(&store_on(&redis).await));
     let cycles = iterations(3);
     let (mut requests, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
+    let mut recovery = Duration::ZERO;
     for _ in 0..cycles {
         let flowing = traffic(&b, 8, Instant::now() + Duration::from_millis(1500));
         let strike = async {
@@ -122,6 +123,19 @@ async fn under_fault(fault: Fault, name: &str) {
         requests += seen.len();
         unavailable += down;
         slowest = slowest.max(slow);
+        // The reconnect task backs off while Redis is down (at most 1 s between attempts):
+        // service is back within about that, by itself.
+        let back = Instant::now();
+        while Browser::new(b.app.clone())
+            .get("/set/user/alice")
+            .await
+            .status
+            != StatusCode::OK
+        {
+            assert!(back.elapsed() < Duration::from_secs(3), "not recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        recovery = recovery.max(back.elapsed());
         let after = traffic(&b, 4, Instant::now() + Duration::from_millis(300)).await;
         let (ok, down, _) = summary(&after);
         assert_eq!((down, ok), (0, after.len()), "not recovered");
@@ -129,7 +143,8 @@ async fn under_fault(fault: Fault, name: &str) {
     record(
         name,
         json!({"faults": cycles, "requests": requests, "answered_503": unavailable,
-               "slowest_ms": slowest.as_millis(), "timeout_ms": TIMEOUT.as_millis()}),
+               "slowest_ms": slowest.as_millis(), "timeout_ms": TIMEOUT.as_millis(),
+               "slowest_recovery_ms_after_traffic": recovery.as_millis()}),
     );
 }
 

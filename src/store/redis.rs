@@ -1,40 +1,21 @@
-//! The Redis backend: one hash per session; every command and script touches one key.
+//! The Redis backend: one hash per session; every command and script touches one key, so the
+//! same code runs on a standalone server, behind Sentinel and on Redis Cluster (where each
+//! command and each pipeline goes to the one node that owns its key).
 //!
 //! A read is a pipeline of `HGETALL` and `PEXPIRE`: one round trip, no script. Writes are Lua
 //! scripts, because they must check that the session still exists and write in one step.
-//!
-//! Connections come from a [`deadpool`] pool of multiplexed RESP3 connections, shared by
-//! concurrent requests (see [`RedisBackend::run`]). We do not use deadpool-redis's manager: it
-//! sends `PING` on every checkout, which would double the round trips of a read. Instead each
-//! connection carries a flag, raised by redis-rs (through the RESP3 push channel) when the
-//! socket drops, or by us when a request on it got no answer; the pool replaces a flagged
-//! connection at its next checkout, without I/O.
+//! Connections come from the [connection layer](crate::connection), which replaces failed ones
+//! and retries only what is safe to repeat.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
-use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushKind, RedisError,
-    Value,
-};
+use redis::{Cmd, RedisError, Value};
 
 use super::{now_ms, Counter, Found, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, SESSION_SIZE};
-use crate::error::{ConfigError, SessionError, StoreError};
+use crate::connection::{Conn, Connections, Repeat, Stats};
+use crate::error::SessionError;
 use crate::token::StoreKey;
-
-/// Timeouts and pool size for the Redis backend.
-#[derive(Clone, Debug)]
-pub(crate) struct RedisOptions {
-    pub(crate) url: String,
-    pub(crate) pool_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) wait_timeout: Duration,
-    pub(crate) command_timeout: Duration,
-}
 
 /// A Lua script with its SHA1, sent by `EVALSHA` (falling back to `EVAL` after a flush).
 struct Lua {
@@ -59,59 +40,45 @@ struct Scripts {
 }
 
 pub(crate) struct RedisBackend {
-    pool: Pool<Manager>,
-    /// The connection requests share, cloned from the pool (see [`RedisBackend::run`]).
-    current: RwLock<Option<Conn>>,
-    command_timeout: Duration,
+    connections: Connections,
     scripts: Scripts,
 }
 
 impl RedisBackend {
-    pub(crate) fn new(options: &RedisOptions) -> Result<Self, ConfigError> {
-        let info = options
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(ConfigError::BadUrl)?;
-        // RESP3 is what lets redis-rs tell us about a dropped connection (see module docs).
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = Client::open(info).map_err(ConfigError::BadUrl)?;
-        let manager = Manager {
-            client,
-            connect_timeout: options.connect_timeout,
-        };
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .wait_timeout(Some(options.wait_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.wait_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| ConfigError::Pool(e.to_string()))?;
-        Ok(Self {
-            pool,
-            current: RwLock::new(None),
-            command_timeout: options.command_timeout,
+    pub(crate) fn new(connections: Connections) -> Self {
+        Self {
+            connections,
             scripts: Scripts {
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
                 end: lua!("lua/end.lua"),
             },
-        })
+        }
     }
 
-    /// Loads every script, so that the first requests need no `EVAL` fallback.
-    pub(crate) async fn warm_up(&self) -> Result<(), SessionError> {
+    pub(crate) fn stats(&self) -> &Stats {
+        self.connections.stats()
+    }
+
+    /// Opens the connections and loads every script, so that the first requests wait for
+    /// neither a connection nor an `EVAL` fallback.
+    pub(crate) async fn warm_up(&self, within: Duration) -> Result<(), SessionError> {
+        self.connections.ready(within).await;
         let s = &self.scripts;
         let mut pipe = redis::pipe();
         for script in [&s.save, &s.incr, &s.end] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
         }
-        self.run(|mut conn| async move { pipe.exec_async(&mut conn).await })
+        let pipe = &pipe;
+        self.connections
+            .run(Repeat::Safe, |mut conn| async move {
+                match conn {
+                    // On a cluster each node learns a script from its first NOSCRIPT.
+                    #[cfg(feature = "cluster")]
+                    Conn::Cluster(_) => Ok(()),
+                    Conn::Single(_) => pipe.exec_async(&mut conn).await,
+                }
+            })
             .await
     }
 
@@ -125,8 +92,12 @@ impl RedisBackend {
             .arg(key.as_str())
             .arg(millis(ttl))
             .ignore();
+        let pipe = &pipe;
         let (hash,): (Value,) = self
-            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .connections
+            .run(Repeat::Safe, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await?;
         parse_hash(hash)
     }
@@ -137,7 +108,7 @@ impl RedisBackend {
         write: &Write<'_>,
     ) -> Result<Outcome<()>, SessionError> {
         let reply = self
-            .eval(&self.scripts.save, key, |cmd| {
+            .eval(&self.scripts.save, key, Repeat::Never, |cmd| {
                 push_mode(cmd, write.ttl, write.mode);
                 let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
                 cmd.arg(if write.clear { "1" } else { "0" })
@@ -165,7 +136,7 @@ impl RedisBackend {
         c: &Counter<'_>,
     ) -> Result<Outcome<i64>, SessionError> {
         let reply = self
-            .eval(&self.scripts.incr, key, |cmd| {
+            .eval(&self.scripts.incr, key, Repeat::Never, |cmd| {
                 push_mode(cmd, c.ttl, c.mode);
                 cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
                 if let Some(base) = c.base {
@@ -198,8 +169,10 @@ impl RedisBackend {
         marker_ttl: Duration,
         read: bool,
     ) -> Result<Found, SessionError> {
+        // Ending again is harmless, but a second reading would find only the marker.
+        let repeat = if read { Repeat::Never } else { Repeat::Safe };
         let reply = self
-            .eval(&self.scripts.end, key, |cmd| {
+            .eval(&self.scripts.end, key, repeat, |cmd| {
                 cmd.arg(millis(marker_ttl))
                     .arg(if read { "1" } else { "0" });
             })
@@ -207,7 +180,8 @@ impl RedisBackend {
         parse_hash(reply)
     }
 
-    /// One pipeline of `PEXPIRE`s, one key each; a key that is gone stays gone.
+    /// `PEXPIRE`s, one key each; a key that is gone stays gone. One pipeline on a single
+    /// server; on a cluster, one command per key, all at once (a pipeline never spans slots).
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
         let now = now_ms();
         let mut pipe = redis::pipe();
@@ -223,15 +197,31 @@ impl RedisBackend {
         if pipe.is_empty() {
             return Ok(());
         }
-        self.run(|mut conn| async move { pipe.exec_async(&mut conn).await })
+        let pipe = &pipe;
+        self.connections
+            .run(Repeat::Safe, |mut conn| async move {
+                match conn {
+                    #[cfg(feature = "cluster")]
+                    Conn::Cluster(_) => {
+                        let sends = pipe.cmd_iter().map(|cmd| {
+                            let mut conn = conn.clone();
+                            async move { cmd.query_async::<Value>(&mut conn).await }
+                        });
+                        futures_util::future::try_join_all(sends).await.map(drop)
+                    }
+                    Conn::Single(_) => pipe.exec_async(&mut conn).await,
+                }
+            })
             .await
     }
 
-    /// Runs a script by its SHA1, sending the source only if Redis lost it (restart, flush).
+    /// Runs a script by its SHA1, sending the source only if Redis (or, on a cluster, the
+    /// node that owns the key) lost it: a restart, a flush, a new node.
     async fn eval(
         &self,
         script: &Lua,
         key: &StoreKey,
+        repeat: Repeat,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, SessionError> {
         let build = |verb: &str, body: &str| {
@@ -240,87 +230,18 @@ impl RedisBackend {
             args(&mut cmd);
             cmd
         };
-        let evalsha = build("EVALSHA", &script.sha);
-        self.run(|mut conn| async move {
-            match evalsha.query_async::<Value>(&mut conn).await {
-                Err(e) if is_noscript(&e) => {
-                    build("EVAL", script.source)
-                        .query_async::<Value>(&mut conn)
-                        .await
+        let (evalsha, eval) = (
+            &build("EVALSHA", &script.sha),
+            &build("EVAL", script.source),
+        );
+        self.connections
+            .run(repeat, |mut conn| async move {
+                match evalsha.query_async::<Value>(&mut conn).await {
+                    Err(e) if is_noscript(&e) => eval.query_async::<Value>(&mut conn).await,
+                    other => other,
                 }
-                other => other,
-            }
-        })
-        .await
-    }
-
-    /// Runs `work` on a connection, all within the command timeout.
-    ///
-    /// Connections are multiplexed: requests share one connection's handle, so their commands
-    /// are pipelined on one socket (fewer syscalls on both sides, as fred's auto-pipelining),
-    /// and the hot path takes no pool checkout and no timer beyond the command timeout. A
-    /// connection that did not answer (transport error, or the timeout cut it short) is
-    /// flagged; the next request then takes a fresh one from the pool, which creates it
-    /// within the connect timeout.
-    async fn run<T, Fut>(
-        &self,
-        work: impl FnOnce(MultiplexedConnection) -> Fut,
-    ) -> Result<T, SessionError>
-    where
-        Fut: std::future::Future<Output = Result<T, RedisError>>,
-    {
-        let attempt = async {
-            let Conn { conn, closed } = self.connection().await?;
-            let mut watch = Unanswered(Some(closed));
-            let result = work(conn).await;
-            let transport_failed = matches!(&result, Err(e)
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout());
-            if !transport_failed {
-                watch.0 = None;
-            }
-            result.map_err(classify)
-        };
-        tokio::time::timeout(self.command_timeout, attempt)
+            })
             .await
-            .unwrap_or(Err(SessionError::Unavailable(StoreError::Timeout(
-                self.command_timeout,
-            ))))
-    }
-}
-
-impl RedisBackend {
-    /// The shared connection, or a fresh one from the pool if it is flagged.
-    async fn connection(&self) -> Result<Conn, SessionError> {
-        let shared = self
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|c| !c.closed.load(Ordering::Relaxed))
-            .cloned();
-        if let Some(conn) = shared {
-            return Ok(conn);
-        }
-        let object = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| SessionError::Unavailable(StoreError::Connect(e.to_string())))?;
-        let conn = Conn::clone(&object);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
-    }
-}
-
-/// Flags a connection as dead when dropped still holding its flag: the request on it got no
-/// answer, by error or because the timeout dropped it.
-struct Unanswered(Option<Arc<AtomicBool>>);
-
-impl Drop for Unanswered {
-    fn drop(&mut self) {
-        if let Some(closed) = self.0.take() {
-            closed.store(true, Ordering::Relaxed);
-        }
     }
 }
 
@@ -338,27 +259,6 @@ fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
 
 fn is_noscript(e: &RedisError) -> bool {
     e.code() == Some("NOSCRIPT")
-}
-
-/// Transport trouble and a server that cannot serve now mean "unavailable" (503); anything
-/// else means the data at the key is not a session of ours.
-fn classify(e: RedisError) -> SessionError {
-    // A pipeline reports its first failed command's error.
-    let code = e.code().map(str::to_owned).or_else(|| {
-        let errors = e.clone().into_server_errors()?;
-        errors.first().map(|(_, err)| err.code().to_owned())
-    });
-    let transient = matches!(
-        code.as_deref(),
-        None | Some(
-            "OOM" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY"
-        )
-    );
-    if transient {
-        SessionError::Unavailable(StoreError::Redis(e))
-    } else {
-        SessionError::Corrupt(e.to_string())
-    }
 }
 
 /// A script's status (see save.lua) and the number that may follow it.
@@ -436,53 +336,4 @@ fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     let created_ms = created_ms
         .ok_or_else(|| SessionError::Corrupt("a session hash without its creation time".into()))?;
     Ok(Found::Live(Loaded { created_ms, fields }))
-}
-
-/// A pooled connection and the flag raised when it is dead.
-#[derive(Clone)]
-pub(crate) struct Conn {
-    conn: MultiplexedConnection,
-    closed: Arc<AtomicBool>,
-}
-
-pub(crate) struct Manager {
-    client: Client,
-    connect_timeout: Duration,
-}
-
-/// Requests that may queue for one connection before senders wait.
-const PIPELINE_BUFFER: usize = 1024;
-
-impl managed::Manager for Manager {
-    type Type = Conn;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<Conn, RedisError> {
-        let closed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&closed);
-        // No response timeout here: `run` bounds every command, without a second timer.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None)
-            .set_pipeline_buffer_size(PIPELINE_BUFFER)
-            .set_push_sender(move |push: redis::PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                Ok::<(), ()>(())
-            });
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        Ok(Conn { conn, closed })
-    }
-
-    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<RedisError> {
-        if conn.closed.load(Ordering::Relaxed) {
-            Err(RecycleError::message("connection closed"))
-        } else {
-            Ok(())
-        }
-    }
 }
