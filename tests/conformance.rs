@@ -1,11 +1,18 @@
-//! One suite of session semantics, run against both backends: a real redis-server and the
-//! in-process store.
+//! One suite of session semantics, run against every backend and deployment: the in-process
+//! store, a standalone redis-server, a 3-master Redis Cluster, a Sentinel-managed primary
+//! with two replicas, and redis-server over TLS (with a client certificate).
+//!
+//! A cluster and a sentinel set-up take seconds to start, so one of each serves the whole
+//! binary; each test then works under its own key prefix.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use common::topology::{Certs, Cluster, Sentinels, TlsServer, SERVICE};
 use common::{app, builder, Browser, RedisServer};
 use tower_redis_session::{SessionStore, SessionStoreBuilder};
 
@@ -13,35 +20,158 @@ use tower_redis_session::{SessionStore, SessionStoreBuilder};
 enum Kind {
     Memory,
     Redis,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Cluster,
+    Sentinel,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls,
+}
+
+/// What the store of a test runs on, for the test's own look into Redis.
+enum Backing {
+    Memory,
+    Redis(RedisServer),
+    Cluster(&'static Cluster),
+    Sentinel(&'static Sentinels),
+    Tls(TlsServer),
 }
 
 struct Fixture {
     store: SessionStore,
-    redis: Option<RedisServer>,
+    backing: Backing,
+    prefix: String,
+}
+
+fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(0))
+}
+
+fn shared_sentinels() -> &'static Sentinels {
+    static SENTINELS: OnceLock<Sentinels> = OnceLock::new();
+    SENTINELS.get_or_init(Sentinels::start)
 }
 
 async fn fixture(
     kind: Kind,
     configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder,
 ) -> Fixture {
-    let (b, redis) = match kind {
-        Kind::Memory => (builder().memory(), None),
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let prefix = format!("t{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+    let b = builder().key_prefix(prefix.clone());
+    let (b, backing) = match kind {
+        Kind::Memory => (b.memory(), Backing::Memory),
         Kind::Redis => {
             let server = RedisServer::start();
-            (builder().redis_url(server.url()), Some(server))
+            (b.redis_url(server.url()), Backing::Redis(server))
+        }
+        Kind::Cluster => {
+            let cluster = tokio::task::spawn_blocking(shared_cluster)
+                .await
+                .expect("cluster");
+            (cluster_builder(b, cluster), Backing::Cluster(cluster))
+        }
+        Kind::Sentinel => {
+            let s = tokio::task::spawn_blocking(shared_sentinels)
+                .await
+                .expect("sentinels");
+            (b.redis_sentinel(SERVICE, s.urls()), Backing::Sentinel(s))
+        }
+        Kind::Tls => {
+            let server = tokio::task::spawn_blocking(|| TlsServer::start(true))
+                .await
+                .expect("tls server");
+            let certs = Certs::get();
+            (tls_builder(b, &server, certs), Backing::Tls(server))
         }
     };
     let store = configure(b).build().await.expect("store");
-    Fixture { store, redis }
+    Fixture {
+        store,
+        backing,
+        prefix,
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_builder(b: SessionStoreBuilder, cluster: &Cluster) -> SessionStoreBuilder {
+    b.redis_cluster(cluster.urls())
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_builder(_: SessionStoreBuilder, _: &Cluster) -> SessionStoreBuilder {
+    unreachable!("cluster tests need the `cluster` feature")
+}
+
+#[cfg(feature = "tls")]
+fn tls_builder(b: SessionStoreBuilder, server: &TlsServer, certs: &Certs) -> SessionStoreBuilder {
+    b.redis_url(server.url())
+        .tls_ca_file(certs.path("ca.crt"))
+        .tls_client_cert(certs.pem("client.crt"), certs.pem("client.key"))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_builder(_: SessionStoreBuilder, _: &TlsServer, _: &Certs) -> SessionStoreBuilder {
+    unreachable!("TLS tests need the `tls` feature")
 }
 
 impl Fixture {
     fn browser(&self) -> Browser {
         Browser::new(app(&self.store))
     }
-    /// Number of session hashes in Redis (None for the memory backend).
+
+    /// A plain connection to the node that holds `key` (for Sentinel, the current primary).
+    fn node_for(&self, key: &str) -> Option<::redis::Connection> {
+        match &self.backing {
+            Backing::Memory => None,
+            Backing::Redis(r) => Some(r.conn()),
+            Backing::Tls(t) => Some(t.daemon.conn()),
+            Backing::Sentinel(s) => s.data_node(s.primary_port()?).map(|d| d.conn()),
+            Backing::Cluster(c) => c.masters.iter().find_map(|m| {
+                let mut conn = m.conn();
+                let found: ::redis::RedisResult<i64> =
+                    ::redis::cmd("EXISTS").arg(key).query(&mut conn);
+                matches!(found, Ok(1)).then_some(conn)
+            }),
+        }
+    }
+
+    /// Keys of this test's live sessions (markers of ended ones left out); `None` in memory.
+    fn session_keys(&self) -> Option<Vec<String>> {
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<String> = match &self.backing {
+            Backing::Memory => return None,
+            Backing::Cluster(c) => c.keys(&pattern),
+            _ => ::redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut self.node_for("")?)
+                .expect("KEYS"),
+        };
+        Some(
+            keys.into_iter()
+                .filter(|k| {
+                    let created: Option<String> = self
+                        .node_for(k)
+                        .and_then(|mut c| ::redis::cmd("HGET").arg(k).arg("").query(&mut c).ok())
+                        .flatten();
+                    created.as_deref() != Some("ended")
+                })
+                .collect(),
+        )
+    }
+
+    /// Number of this test's live sessions in Redis (None for the memory backend).
     fn stored(&self) -> Option<usize> {
-        self.redis.as_ref().map(|r| r.sessions().len())
+        self.session_keys().map(|k| k.len())
+    }
+
+    /// The TTL of the session at `key`, in ms.
+    fn pttl(&self, key: &str) -> i64 {
+        let mut conn = self.node_for(key).expect("a node holds the key");
+        ::redis::cmd("PTTL")
+            .arg(key)
+            .query(&mut conn)
+            .expect("PTTL")
     }
 }
 
@@ -54,6 +184,20 @@ macro_rules! conformance {
         mod redis {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Kind::Redis).await })*
+        }
+        #[cfg(feature = "cluster")]
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Cluster).await })*
+        }
+        mod sentinel {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Sentinel).await })*
+        }
+        #[cfg(feature = "tls")]
+        mod tls {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Tls).await })*
         }
     };
 }
@@ -515,9 +659,8 @@ async fn remember_me_and_own_idle_timeout(kind: Kind) {
     assert_eq!(r.max_age(), Some(2), "{:?}", r.set_cookie);
     let left: u64 = b.get("/expires").await.body.parse().expect("ms");
     assert!((1000..=2000).contains(&left), "{left}");
-    if let Some(redis) = &f.redis {
-        let key = &redis.sessions()[0];
-        let ttl: i64 = redis.cmd(&["PTTL", key]);
+    if let Some(keys) = f.session_keys() {
+        let ttl = f.pttl(&keys[0]);
         assert!((1000..=2000).contains(&ttl), "ttl {ttl}");
     }
     tokio::time::sleep(Duration::from_millis(2300)).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod record;
 mod redis_server;
+pub mod topology;
 pub use redis_server::*;
 
 use axum::{
