@@ -240,3 +240,116 @@ async fn refreshes_of_untouched_sessions_are_coalesced() {
     );
     assert_eq!(all_commands(&before, &after), pexpires);
 }
+
+/// Socket reads that a set of Redis nodes served, over lasting connections (so that reading
+/// the counters adds exactly one read per node).
+struct Counters(Vec<::redis::Connection>);
+
+impl Counters {
+    fn new(nodes: &[&common::topology::Daemon]) -> Self {
+        Self(nodes.iter().map(|d| d.conn()).collect())
+    }
+
+    fn reads(&mut self) -> u64 {
+        self.0
+            .iter_mut()
+            .map(|c| {
+                let info: String = ::redis::cmd("INFO").arg("stats").query(c).expect("INFO");
+                info.lines()
+                    .find_map(|l| l.strip_prefix("total_reads_processed:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .expect("reads")
+            })
+            .sum()
+    }
+}
+
+/// The README's table, on a deployment: each request's round trips, the least of three tries
+/// (sentinels, replicas and the cluster bus also talk to the nodes now and then).
+async fn table_on(store: SessionStore, mut counters: Counters) -> Vec<(&'static str, u64)> {
+    let app = app(&store);
+    let scenarios: [(&str, &[&str], &str, u64); 8] = [
+        ("read", &["/set/user/alice"], "/get/user", 1),
+        ("write only", &["/set/user/alice"], "/set/theme/dark", 1),
+        (
+            "read and write",
+            &["/set/user/alice"],
+            "/read-then-slow-set/0/theme/dark",
+            2,
+        ),
+        ("create", &[], "/set/user/alice", 1),
+        ("incr", &["/set/user/alice"], "/incr/visits/1", 1),
+        ("logout", &["/set/user/alice"], "/destroy", 1),
+        ("regenerate", &["/set/user/alice"], "/regenerate", 2),
+        ("untouched", &["/set/user/alice"], "/early", 0),
+    ];
+    let nodes = counters.0.len() as u64;
+    let mut seen = Vec::new();
+    for (name, setup, path, expected) in scenarios {
+        let mut least = u64::MAX;
+        for _ in 0..3 {
+            let mut b = Browser::new(app.clone());
+            for step in setup {
+                assert_eq!(b.get(step).await.status, StatusCode::OK, "{name}: {step}");
+            }
+            let before = counters.reads();
+            let r = b.get(path).await;
+            let after = counters.reads();
+            assert!(
+                r.status.is_success() || r.status.is_redirection(),
+                "{name}: {r:?}"
+            );
+            least = least.min(after - before - nodes);
+        }
+        assert_eq!(least, expected, "{name}");
+        seen.push((name, least));
+    }
+    seen
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_holds_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| common::topology::Cluster::start(0))
+        .await
+        .expect("cluster");
+    let store = builder()
+        .redis_cluster(cluster.urls())
+        .build()
+        .await
+        .expect("store");
+    let masters: Vec<_> = cluster.masters.iter().collect();
+    table_on(store, Counters::new(&masters)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_holds_behind_sentinel() {
+    let s = tokio::task::spawn_blocking(common::topology::Sentinels::start)
+        .await
+        .expect("sentinels");
+    let store = builder()
+        .redis_sentinel(common::topology::SERVICE, s.urls())
+        .build()
+        .await
+        .expect("store");
+    let primary = s
+        .data_node(s.primary_port().expect("primary"))
+        .expect("node");
+    table_on(store, Counters::new(&[primary])).await;
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_holds_over_tls() {
+    let server = tokio::task::spawn_blocking(|| common::topology::TlsServer::start(false))
+        .await
+        .expect("tls");
+    let certs = common::topology::Certs::get();
+    let store = builder()
+        .redis_url(server.url())
+        .tls_ca_file(certs.path("ca.crt"))
+        .build()
+        .await
+        .expect("store");
+    table_on(store, Counters::new(&[&server.daemon])).await;
+}

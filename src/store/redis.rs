@@ -73,9 +73,22 @@ impl RedisBackend {
         self.connections
             .run(Repeat::Safe, |mut conn| async move {
                 match conn {
-                    // On a cluster each node learns a script from its first NOSCRIPT.
+                    // On a cluster, every primary (a node that joins later, or a promoted
+                    // replica, learns a script from its first NOSCRIPT).
                     #[cfg(feature = "cluster")]
-                    Conn::Cluster(_) => Ok(()),
+                    Conn::Cluster(mut cluster) => {
+                        use redis::cluster_routing::{
+                            MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                        };
+                        for cmd in pipe.cmd_iter() {
+                            let all = RoutingInfo::MultiNode((
+                                MultipleNodeRoutingInfo::AllMasters,
+                                Some(ResponsePolicy::AllSucceeded),
+                            ));
+                            cluster.route_command(cmd.clone(), all).await?;
+                        }
+                        Ok(())
+                    }
                     Conn::Single(_) => pipe.exec_async(&mut conn).await,
                 }
             })
