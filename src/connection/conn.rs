@@ -56,13 +56,24 @@ mod redirect {
             };
             let node = SingleNodeRoutingInfo::ByAddress { host, port };
             result = if ask {
-                // ASK: this command only, at the importing node, after ASKING.
+                // ASK: at the importing node, each command right after an ASKING of its own
+                // (ASKING admits one command); their replies are dropped.
                 let mut asking = redis::pipe();
-                asking.cmd("ASKING");
                 for cmd in pipe.cmd_iter() {
-                    asking.add_command(cmd.clone());
+                    asking.cmd("ASKING").add_command(cmd.clone());
                 }
-                conn.route_pipeline(asking, offset + 1, count, node).await
+                let all = 2 * pipe.len();
+                conn.route_pipeline(asking, 0, all, node)
+                    .await
+                    .map(|values| {
+                        values
+                            .into_iter()
+                            .skip(1)
+                            .step_by(2)
+                            .skip(offset)
+                            .take(count)
+                            .collect()
+                    })
             } else {
                 // MOVED: the slot map is refreshed in the background; go there directly now.
                 conn.route_pipeline(pipe.clone(), offset, count, node).await

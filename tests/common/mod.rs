@@ -32,6 +32,7 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/get/{k}", get(read))
         .route("/set/{k}/{v}", get(write).post(write))
         .route("/set-int/{k}/{v}", get(write_int))
+        .route("/set-big/{k}/{n}", get(write_big))
         .route("/slow-set/{ms}/{k}/{v}", get(slow_write))
         .route("/remove/{k}", get(remove))
         .route("/clear", get(clear))
@@ -70,6 +71,15 @@ async fn write(
     Path((k, v)): Path<(String, String)>,
 ) -> Result<&'static str, SessionError> {
     session.insert(&k, &v)?;
+    Ok("ok")
+}
+
+/// Sets `k` to a string of `n` bytes.
+async fn write_big(
+    session: Session,
+    Path((k, n)): Path<(String, usize)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&k, &"x".repeat(n))?;
     Ok("ok")
 }
 

@@ -271,6 +271,12 @@ impl Cluster {
             let _: () = replica.cmd(&["CLUSTER", "REPLICATE", &id]);
         }
         cluster.wait_until(Self::healthy);
+        // A replica that never synced refuses to stand in for its master.
+        cluster.wait_until(|c| {
+            c.replicas
+                .iter()
+                .all(|r| r.info("master_link_status").as_deref() == Some("up"))
+        });
         cluster
     }
 
