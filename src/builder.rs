@@ -90,6 +90,8 @@ pub struct SessionStoreBuilder {
     tls_client: Option<(Vec<u8>, Vec<u8>)>,
     credentials: Option<Provider>,
     credentials_ahead: Duration,
+    wait_replicas: usize,
+    wait_timeout: Duration,
     keys: Vec<Vec<u8>>,
     idle: Duration,
     absolute: Duration,
@@ -112,6 +114,8 @@ impl Default for SessionStoreBuilder {
             tls_client: None,
             credentials: None,
             credentials_ahead: Duration::from_secs(600),
+            wait_replicas: 0,
+            wait_timeout: Duration::ZERO,
             keys: Vec::new(),
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 3600),
@@ -218,6 +222,18 @@ impl SessionStoreBuilder {
     /// (default 10 minutes).
     pub fn credentials_refresh_ahead(mut self, ahead: Duration) -> Self {
         self.credentials_ahead = ahead;
+        self
+    }
+
+    /// After every write (save, `incr`, `regenerate`, `destroy`), wait until `replicas`
+    /// replicas acknowledged it, at most `timeout` (Redis `WAIT`, in the same round trip as
+    /// the write). Replication is asynchronous: without this, a write that Redis acknowledged
+    /// can be lost if the primary fails before passing it on. When fewer replicas answer in
+    /// time, the request gets 503 ([`StoreError::NotReplicated`](crate::StoreError::NotReplicated)):
+    /// the write stands on the primary, but a failover could lose it. Off by default.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
         self
     }
 
@@ -457,7 +473,8 @@ impl SessionStoreBuilder {
             self.connect_timeout,
             self.command_timeout,
         );
-        Ok(Backend::Redis(RedisBackend::new(connections)))
+        let wait = (self.wait_replicas > 0).then_some((self.wait_replicas, self.wait_timeout));
+        Ok(Backend::Redis(RedisBackend::new(connections, wait)))
     }
 
     /// The deployment the environment describes (see [`redis_from_env`](Self::redis_from_env)).
@@ -532,6 +549,14 @@ impl SessionStoreBuilder {
             if n == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout >= self.command_timeout)
+        {
+            return Err(ConfigError::Deployment(format!(
+                "wait_for_replicas: the timeout ({:?}) must be above zero and below the command timeout ({:?})",
+                self.wait_timeout, self.command_timeout
+            )));
         }
         if self.idle > self.absolute {
             return Err(ConfigError::IdleExceedsAbsolute {

@@ -139,6 +139,16 @@ pub enum StoreError {
     /// Redis answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The write was applied on the primary, but fewer replicas than asked for by
+    /// [`wait_for_replicas`](crate::SessionStoreBuilder::wait_for_replicas) acknowledged it
+    /// in time: a failover now could lose it.
+    #[error("written, but only {acked} of {wanted} replicas acknowledged it in time")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: usize,
+        /// Replicas that acknowledged.
+        acked: usize,
+    },
 }
 
 /// A configuration that [`SessionStoreBuilder::build`](crate::SessionStoreBuilder::build)

@@ -14,7 +14,7 @@ use redis::{Cmd, RedisError, Value};
 
 use super::{now_ms, Counter, Found, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, SESSION_SIZE};
 use crate::connection::{Conn, Connections, Repeat, Stats};
-use crate::error::SessionError;
+use crate::error::{SessionError, StoreError};
 use crate::token::StoreKey;
 
 /// A Lua script with its SHA1, sent by `EVALSHA` (falling back to `EVAL` after a flush).
@@ -42,12 +42,15 @@ struct Scripts {
 pub(crate) struct RedisBackend {
     connections: Connections,
     scripts: Scripts,
+    /// After each write, wait for this many replicas to acknowledge it, at most this long.
+    wait: Option<(usize, Duration)>,
 }
 
 impl RedisBackend {
-    pub(crate) fn new(connections: Connections) -> Self {
+    pub(crate) fn new(connections: Connections, wait: Option<(usize, Duration)>) -> Self {
         Self {
             connections,
+            wait,
             scripts: Scripts {
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
@@ -243,18 +246,41 @@ impl RedisBackend {
             args(&mut cmd);
             cmd
         };
+        // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
+        let (wait, timeout) = self.wait.unwrap_or_default();
+        let with_wait = |cmd: Cmd| {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            if wait > 0 {
+                pipe.cmd("WAIT").arg(wait).arg(millis(timeout));
+            }
+            pipe
+        };
         let (evalsha, eval) = (
-            &build("EVALSHA", &script.sha),
-            &build("EVAL", script.source),
+            &with_wait(build("EVALSHA", &script.sha)),
+            &with_wait(build("EVAL", script.source)),
         );
-        self.connections
+        let replies: Vec<Value> = self
+            .connections
             .run(repeat, |mut conn| async move {
-                match evalsha.query_async::<Value>(&mut conn).await {
-                    Err(e) if is_noscript(&e) => eval.query_async::<Value>(&mut conn).await,
+                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
+                    Err(e) if is_noscript(&e) => eval.query_async::<Vec<Value>>(&mut conn).await,
                     other => other,
                 }
             })
-            .await
+            .await?;
+        let mut replies = replies.into_iter();
+        let reply = replies.next().unwrap_or(Value::Nil);
+        if let Some(acked) = replies.next() {
+            let acked = usize::try_from(int(&acked)?).unwrap_or(0);
+            if acked < wait {
+                return Err(SessionError::Unavailable(StoreError::NotReplicated {
+                    wanted: wait,
+                    acked,
+                }));
+            }
+        }
+        Ok(reply)
     }
 }
 
