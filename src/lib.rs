@@ -72,6 +72,8 @@ mod token;
 mod touch;
 
 pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
+#[cfg(feature = "aws-iam")]
+pub use crate::connection::ElastiCacheIam;
 pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider};
 pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};

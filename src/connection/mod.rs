@@ -16,6 +16,8 @@
 //! - Only what is safe to repeat (loads, expiry refreshes, ending a session) is retried, once,
 //!   on another connection. Counters and saves are never re-sent.
 
+#[cfg(feature = "aws-iam")]
+mod aws;
 mod conn;
 mod connector;
 mod credentials;
@@ -29,6 +31,8 @@ use redis::{RedisError, RedisResult};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+#[cfg(feature = "aws-iam")]
+pub use aws::ElastiCacheIam;
 pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
