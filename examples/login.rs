@@ -3,12 +3,18 @@
 //! ```sh
 //! cargo run --example login                  # in-process store
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example login
+//! REDIS_CLUSTER_NODES=redis://10.0.0.1:6379,redis://10.0.0.2:6379 cargo run --example login --features cluster
+//! REDIS_SENTINELS=redis://10.0.0.1:26379,redis://10.0.0.2:26379 REDIS_SENTINEL_SERVICE=mymaster cargo run --example login
+//! REDIS_URL=rediss://cache.example:6379 REDIS_CA_FILE=ca.pem cargo run --example login --features tls
 //! ```
 //!
-//! Environment: `PORT` (default 3000), `REDIS_URL` (Redis; the in-process store when unset),
-//! `SESSION_IDLE_SECS` (default 1800), `SESSION_COOKIE_SECURE` (default true; set it to
-//! `false` for plain-http local use), `SESSION_KEY` (signing key, 32+ bytes; a random one
-//! per start when unset).
+//! Environment: `PORT` (default 3000); the deployment, read by
+//! `SessionStoreBuilder::redis_from_env`: `REDIS_URL` (standalone, `rediss://` for TLS),
+//! `REDIS_CLUSTER_NODES` (comma-separated URLs), `REDIS_SENTINELS` (comma-separated URLs) with
+//! `REDIS_SENTINEL_SERVICE`, `REDIS_CA_FILE` (a private CA); the in-process store when none is
+//! set. `SESSION_IDLE_SECS` (default 1800), `SESSION_COOKIE_SECURE` (default true; set it to
+//! `false` for plain-http local use), `SESSION_KEY` (signing key, 32+ bytes; a random one per
+//! start when unset).
 
 use std::time::Duration;
 
@@ -133,12 +139,16 @@ pub async fn store_from_env() -> Result<SessionStore, Box<dyn std::error::Error>
         .idle_timeout(Duration::from_secs(idle))
         .absolute_timeout(Duration::from_secs(idle.max(12 * 3600)))
         .secure(secure);
-    let builder = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            eprintln!("sessions: Redis at {}", redact(&url));
-            builder.redis_url(url)
+    let deployment = ["REDIS_CLUSTER_NODES", "REDIS_SENTINELS", "REDIS_URL"]
+        .into_iter()
+        .find_map(|var| Some((var, std::env::var(var).ok()?)));
+    let builder = match deployment {
+        Some((var, value)) => {
+            let shown: Vec<String> = value.split(',').map(|u| redact(u.trim())).collect();
+            eprintln!("sessions: Redis from {var} ({})", shown.join(", "));
+            builder.redis_from_env()
         }
-        Err(_) => {
+        None => {
             eprintln!("sessions: in-process memory store (set REDIS_URL to use Redis)");
             builder.memory()
         }

@@ -14,7 +14,9 @@
 //!   token's SHA-256 digest. Signing keys rotate: the first key signs, all verify.
 //! - Idle and absolute timeouts are enforced by the store; handlers never deal with expiry.
 //! - When Redis is down or hangs, requests that need the session get a fast
-//!   `503 Service Unavailable`, and the service recovers by itself.
+//!   `503 Service Unavailable`, and the service recovers by itself: failed connections are
+//!   replaced (asking Sentinel or the cluster for the current primary), one attempt at a
+//!   time with backoff, and a cancelled request never costs a connection.
 //!
 //! # Example
 //!
@@ -54,6 +56,13 @@
 //! # Features
 //!
 //! - `axum` (default): the [`Session`] extractor, and `IntoResponse` for [`SessionError`].
+//! - `cluster`: Redis Cluster ([`SessionStoreBuilder::redis_cluster`]).
+//! - `tls`: `rediss://` URLs, with rustls; a private CA and client certificates.
+//! - `deadpool-redis`: hand in the `deadpool_redis::Pool` the application already has.
+//! - `aws-iam`: ElastiCache IAM authentication tokens (`ElastiCacheIam`).
+//!
+//! Standalone servers (TCP, TLS, unix socket), Sentinel, Cluster, ACL users and expiring
+//! credentials: see the README's Deployments section.
 
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]

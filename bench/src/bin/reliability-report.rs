@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 20] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 31] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -24,7 +24,7 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 20] = [
      "`tests/races.rs` expiry_during_a_request_leaves_no_zombie", Some("race_expiry"), None),
     ("Redis killed: every request answered within the timeout (503), no panic, no hung task; restarted empty: sessions start fresh, no error page, no restart of ours",
      "`tests/faults.rs` killed_redis_gives_fast_503s_then_recovers_when_restarted_empty", Some("fault_kill"), None),
-    ("Redis paused (SIGSTOP): requests fail within the command timeout; resumed: service resumes",
+    ("Redis paused (SIGSTOP): requests fail within the command timeout (plus scheduling on a busy machine); resumed: service resumes",
      "`tests/faults.rs` paused_redis_fails_fast_and_resumes", Some("fault_pause"), None),
     ("Redis out of memory: writes refused with 503, nothing half-written, reads still served",
      "`tests/faults.rs` out_of_memory_refuses_writes_and_half_writes_nothing", Some("fault_oom"), None),
@@ -44,6 +44,28 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 20] = [
      "`tests/conformance.rs` {memory,redis}::a_failed_handler_saves_nothing", None, None),
     ("A request that ends with no data and no stored session (`remove`, `clear` on nothing) sends no command and no `Set-Cookie`",
      "`tests/conformance.rs` {memory,redis}::removing_from_nothing_stores_nothing; `tests/round_trips.rs` a_session_taken_but_never_used_costs_nothing", None, None),
+    ("The same conformance suite holds on every deployment: in-process, standalone, a 3-master Cluster, a Sentinel-managed primary with 2 replicas, TLS with a client certificate",
+     "`tests/conformance.rs` {memory,redis,cluster,sentinel,tls}::*", None, None),
+    ("Sentinel primary killed under load (4 clients): no request past the command timeout (+ scheduling), no client reads another's session, service back by itself",
+     "`tests/failover.rs` sentinel_primary_killed_under_load", Some("failover_sentinel_kill"), None),
+    ("`SENTINEL FAILOVER` with the old primary still reachable: no endless READONLY, back within 3 s of its demotion",
+     "`tests/failover.rs` forced_failover_with_the_old_primary_still_up", Some("failover_sentinel_forced"), None),
+    ("A cluster master killed, its replica promoted: back by itself, no wrong data",
+     "`tests/failover.rs` cluster_master_killed_and_replica_promoted", Some("failover_cluster_kill"), None),
+    ("Slots migrated key by key under load: `MOVED` and `ASK` followed, no request fails",
+     "`tests/failover.rs` slot_migration_under_load_follows_moved_and_ask", Some("cluster_slot_migration"), None),
+    ("Redis down 5 s under load (8 clients): a handful of connection attempts, not one per request; fast 503s; back by itself",
+     "`tests/failover.rs` redis_down_for_five_seconds_costs_a_handful_of_connection_attempts", Some("outage_attempts"), None),
+    ("The ACL password rotated every second under load (the one before last revoked): no request fails; live connections re-authenticate, new ones use the current password",
+     "`tests/failover.rs` password_rotated_every_second_under_load", Some("credentials_rotation"), None),
+    ("A connection whose re-authentication fails is retired and replaced",
+     "`tests/deployments.rs` a_connection_whose_reauthentication_fails_is_retired", None, None),
+    ("1000 requests cancelled while their command is in flight (Redis frozen): no connection retired, none reopened",
+     "`tests/failover.rs` cancelled_requests_never_cost_a_connection", Some("cancelled_requests"), None),
+    ("A 1 MiB session read over and over beside small reads (debug build; latencies of the small reads)",
+     "`tests/failover.rs` a_large_session_does_not_stall_small_reads", Some("large_session"), None),
+    ("`wait_for_replicas`: writes wait for the replicas in their own round trip; too few replicas: 503 after the timeout (write latencies, debug build)",
+     "`tests/deployments.rs` waiting_for_replicas", Some("wait_for_replicas"), None),
     ("Key rotation: a cookie signed with an old key is accepted and re-issued with the new key; one signed with a removed key is rejected",
      "`tests/http.rs` signing_keys_rotate", None, None),
     ("The absolute timeout ends a session even under constant activity",
@@ -57,16 +79,17 @@ fn load(name: &str) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// `{"a": 1, "b": 2}` → `a 1, b 2`.
+/// `{"a": 1, "b": {"c": 2}}` → `a 1, b (c 2)`.
 fn figures(v: &Value) -> String {
     v.as_object().map_or_else(String::new, |o| {
         o.iter()
             .map(|(k, v)| {
-                format!(
-                    "{} {}",
-                    k.replace('_', " "),
-                    v.as_str().map_or(v.to_string(), str::to_string)
-                )
+                let value = match v {
+                    Value::Object(_) => format!("({})", figures(v)),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                format!("{} {value}", k.replace('_', " "))
             })
             .collect::<Vec<_>>()
             .join(", ")
