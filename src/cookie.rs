@@ -1,13 +1,15 @@
 //! The session cookie: signing, verification and the `Set-Cookie` header.
 //!
-//! A cookie value is `TOKEN.CREATED.IDLE.EXPIRES.TAG`: the 43-character base64url token, the
-//! session's creation time in milliseconds, the session's own idle timeout in milliseconds
-//! (empty: the store's), the moment a persistent cookie was issued to expire (empty: a
-//! browser-session cookie), and a base64url HMAC-SHA256 tag over `name=` and all of that, so a
-//! cookie can neither move to another cookie name nor change its age or lifetime. Carrying
-//! these lets the layer compute the session's expiry (idle timeout cut short by the absolute
-//! timeout) without asking the store first, and tell when a persistent cookie's `Max-Age` has
-//! drifted from the store's expiry. The first key of the ring signs; every key verifies, in
+//! A cookie value is `TOKEN.CREATED.IDLE.EXPIRES.ID.USER.TAG`: the 43-character base64url
+//! token, the session's creation time in milliseconds, the session's own idle timeout in
+//! milliseconds (empty: the store's), the moment a persistent cookie was issued to expire
+//! (empty: a browser-session cookie), the public session id (a UUID, 22 base64url
+//! characters), for a session bound to a user the user's handle (a digest of the user id,
+//! empty otherwise), and a base64url HMAC-SHA256 tag over `name=` and all of that, so a cookie
+//! can neither move to another cookie name nor change any of it. Carrying these lets the
+//! layer compute the session's expiry (idle timeout cut short by the absolute timeout)
+//! without asking the store first, tell when a persistent cookie's `Max-Age` has drifted from
+//! the store's expiry, and keep the user's index of sessions in step without a read first. The first key of the ring signs; every key verifies, in
 //! constant time. Anything that does not verify is "no session" and costs no store command.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
@@ -18,12 +20,14 @@ use sha2::Sha256;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::token::{Token, TOKEN_CHARS};
+use crate::token::{Token, UserHandle, TOKEN_CHARS};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Length of the base64url tag (32 bytes).
 const TAG_CHARS: usize = 43;
+/// Length of the base64url public id (16 bytes).
+const ID_CHARS: usize = 22;
 /// Most digits of a number in the cookie (milliseconds since 1970 need 13 until 2286).
 const MAX_DIGITS: usize = 15;
 /// At most this many cookies carrying our name are checked per request; more are ignored, so
@@ -55,7 +59,7 @@ pub(crate) struct CookieAttributes {
 }
 
 /// What the cookie says of its session besides the token; all of it is signed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Meta {
     /// When the session was created, in milliseconds since the Unix epoch.
     pub(crate) created_ms: i64,
@@ -64,6 +68,10 @@ pub(crate) struct Meta {
     /// For a persistent cookie, when the browser drops it as last issued (ms since the
     /// epoch); `None` for a browser-session cookie.
     pub(crate) expires_ms: Option<i64>,
+    /// The public session id.
+    pub(crate) id: uuid::Uuid,
+    /// The user the session is bound to, if any.
+    pub(crate) user: Option<UserHandle>,
 }
 
 /// A verified cookie.
@@ -112,32 +120,47 @@ impl CookieCodec {
                     .then(|| pair[eq + 1..].trim_ascii())
             })
             .take(MAX_CANDIDATES)
-            .find_map(|value| self.verify_value(value))
-            .filter(|v| v.meta.created_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS))
+            .filter_map(|value| self.verify_value(value))
+            .find(|v| v.meta.created_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS))
     }
 
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {
-        let (token, rest) = (value.get(..TOKEN_CHARS)?, value.get(TOKEN_CHARS..)?);
-        let rest = rest.strip_prefix(b".")?;
-        let mut parts = rest.splitn(4, |&b| b == b'.');
-        let (created, idle, expires, tag) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let mut parts = value.split(|&b| b == b'.');
+        let mut next = || parts.next();
+        let (token, created, idle, expires, id, user, tag) = (
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+        );
+        if next().is_some() {
+            return None;
+        }
         let number = |digits: &[u8], optional: bool| {
             (digits.len() <= MAX_DIGITS
                 && (optional || !digits.is_empty())
                 && digits.iter().all(u8::is_ascii_digit))
             .then_some(())
         };
+        let base64 = |text: &[u8], len: usize| {
+            (text.len() == len
+                && text
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
+            .then_some(())
+        };
+        base64(token, TOKEN_CHARS)?;
         number(created, false)?;
         number(idle, true)?;
         number(expires, true)?;
-        if tag.len() != TAG_CHARS
-            || !token
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return None;
+        base64(id, ID_CHARS)?;
+        if !user.is_empty() {
+            base64(user, UserHandle::CHARS)?;
         }
+        base64(tag, TAG_CHARS)?;
         let mut tag_bytes = [0u8; 33];
         let n = URL_SAFE_NO_PAD.decode_slice(tag, &mut tag_bytes).ok()?;
         let tag_bytes = tag_bytes.get(..n)?;
@@ -147,22 +170,31 @@ impl CookieCodec {
             mac.update(signed);
             mac.verify_slice(tag_bytes).is_ok()
         })?;
-        // The checks above make every part ASCII digits (or the token alphabet).
+        // The checks above make every part ASCII digits or base64url.
         fn parse<N: std::str::FromStr>(digits: &[u8]) -> Option<N> {
             std::str::from_utf8(digits).ok()?.parse().ok()
         }
+        let optional = |digits: &[u8]| -> Option<Option<u64>> {
+            if digits.is_empty() {
+                Some(None)
+            } else {
+                parse(digits).map(Some)
+            }
+        };
+        let mut id_bytes = [0u8; 18];
+        let n = URL_SAFE_NO_PAD.decode_slice(id, &mut id_bytes).ok()?;
+        let id = uuid::Uuid::from_slice(id_bytes.get(..n)?).ok()?;
+        let user = if user.is_empty() {
+            None
+        } else {
+            Some(UserHandle::from_verified(std::str::from_utf8(user).ok()?))
+        };
         let meta = Meta {
             created_ms: parse(created)?,
-            idle_ms: if idle.is_empty() {
-                None
-            } else {
-                Some(parse(idle)?)
-            },
-            expires_ms: if expires.is_empty() {
-                None
-            } else {
-                Some(parse(expires)?)
-            },
+            idle_ms: optional(idle)?,
+            expires_ms: optional(expires)?.and_then(|e| i64::try_from(e).ok()),
+            id,
+            user,
         };
         Some(Verified {
             token: Token::from_verified(std::str::from_utf8(token).ok()?),
@@ -171,9 +203,9 @@ impl CookieCodec {
         })
     }
 
-    /// `TOKEN.CREATED.IDLE.EXPIRES.TAG`, signed with the current key.
+    /// `TOKEN.CREATED.IDLE.EXPIRES.ID.USER.TAG`, signed with the current key.
     pub(crate) fn sign(&self, token: &Token, meta: &Meta) -> String {
-        let mut value = String::with_capacity(TOKEN_CHARS + 3 * MAX_DIGITS + TAG_CHARS + 4);
+        let mut value = String::with_capacity(TOKEN_CHARS + 160);
         value.push_str(token.as_str());
         let _ = write!(value, ".{}.", meta.created_ms);
         if let Some(idle) = meta.idle_ms {
@@ -182,6 +214,12 @@ impl CookieCodec {
         value.push('.');
         if let Some(expires) = meta.expires_ms {
             let _ = write!(value, "{expires}");
+        }
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(meta.id.as_bytes(), &mut value);
+        value.push('.');
+        if let Some(user) = &meta.user {
+            value.push_str(user.as_str());
         }
         if let Some(mac) = self.macs.first() {
             let mut mac = mac.clone();
@@ -263,6 +301,8 @@ mod tests {
             created_ms,
             idle_ms: None,
             expires_ms: None,
+            id: uuid::Uuid::now_v7(),
+            user: None,
         }
     }
 
@@ -278,13 +318,15 @@ mod tests {
             created_ms: 1_700_000_000_123,
             idle_ms: Some(60_000),
             expires_ms: Some(1_700_000_060_123),
+            id: uuid::Uuid::now_v7(),
+            user: Some(UserHandle::of("alice")),
         };
         let v = c.sign(&t, &m);
         let got = c
             .verify(&headers(&format!("a=b; id={v}; c=d")), NOW)
             .unwrap();
         assert_eq!(got.token, t);
-        assert_eq!(got.meta, m);
+        assert_eq!(got.meta, m.clone());
         assert!(!got.stale_key);
         // One changed character of the token, a number or the tag: rejected.
         for i in 0..v.len() {
@@ -301,12 +343,10 @@ mod tests {
             );
         }
         // Defaults leave the optional parts empty, and still verify.
-        let v = c.sign(&t, &meta(5));
+        let m = meta(5);
+        let v = c.sign(&t, &m);
         assert!(v.contains(".5..."), "{v}");
-        assert_eq!(
-            c.verify(&headers(&format!("id={v}")), NOW).unwrap().meta,
-            meta(5)
-        );
+        assert_eq!(c.verify(&headers(&format!("id={v}")), NOW).unwrap().meta, m);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider}
 pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
-pub use crate::state::{SessionStore, StoreStats};
+pub use crate::state::{SessionInfo, SessionStore, StoreStats};
 pub use ::cookie::SameSite;
 
 /// The README's example is compiled as a doc test, so it cannot drift from the API.

@@ -17,8 +17,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::cookie::{Meta, Verified};
 use crate::error::SessionError;
 use crate::state::StoreInner;
-use crate::store::{now_ms, Counter, Found, Mode, Outcome, Write};
-use crate::token::{StoreKey, Token};
+use crate::store::{now_ms, Counter, Found, IndexOp, Mode, Outcome, Write, META_IDLE, META_USER};
+use crate::token::{StoreKey, Token, UserHandle};
 
 /// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
 /// and give up after this many draws.
@@ -47,6 +47,17 @@ pub struct Session {
 struct Inner {
     store: Arc<StoreInner>,
     state: Mutex<State>,
+    /// Held across each store operation of this handle, so that two of them run one after
+    /// the other (a handler that joins two `incr`s on a new session creates one session).
+    op: tokio::sync::Mutex<()>,
+}
+
+/// Whether a write may create a session when there is none.
+enum Create {
+    No,
+    Yes,
+    /// Under this token only (a login announced its key to the user's index).
+    With(Token),
 }
 
 /// What we know of the session in the store.
@@ -70,6 +81,12 @@ struct State {
     key: Option<StoreKey>,
     /// Creation time of the session under `token` (signed into the cookie).
     created_ms: Option<i64>,
+    /// The public id: from the cookie, or drawn when the session is first stored.
+    id: Option<uuid::Uuid>,
+    /// The user the session is bound to, as the cookie names it; and the user's id, once
+    /// loaded (or bound in this request).
+    user: Option<UserHandle>,
+    user_id: Option<String>,
     stored: Stored,
     /// The session's own idle timeout, if shorter than the store's.
     idle_ms: Option<u64>,
@@ -124,6 +141,9 @@ impl State {
         self.token = None;
         self.key = None;
         self.created_ms = None;
+        self.id = None;
+        self.user = None;
+        self.user_id = None;
         self.stored = stored;
         self.new_token = false;
         self.data = Some(HashMap::new());
@@ -153,11 +173,14 @@ impl Session {
         let state = State {
             token,
             key: None,
-            created_ms: meta.map(|m| m.created_ms),
+            created_ms: meta.as_ref().map(|m| m.created_ms),
+            id: meta.as_ref().map(|m| m.id),
+            user: meta.as_ref().and_then(|m| m.user.clone()),
+            user_id: None,
             stored,
-            idle_ms: meta.and_then(|m| m.idle_ms),
-            persistent: meta.map_or(persistent, |m| m.expires_ms.is_some()),
-            cookie_expires_ms: meta.and_then(|m| m.expires_ms),
+            idle_ms: meta.as_ref().and_then(|m| m.idle_ms),
+            persistent: meta.as_ref().map_or(persistent, |m| m.expires_ms.is_some()),
+            cookie_expires_ms: meta.as_ref().and_then(|m| m.expires_ms),
             stale_key,
             new_token: false,
             destroyed: false,
@@ -172,6 +195,7 @@ impl Session {
             inner: Arc::new(Inner {
                 store,
                 state: Mutex::new(state),
+                op: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -196,6 +220,7 @@ impl Session {
     /// already or if the request carried no valid session cookie, and needs no round trip for
     /// a session past its absolute timeout.
     pub async fn load(&self) -> Result<(), SessionError> {
+        let _op = self.inner.op.lock().await;
         let store = &self.inner.store;
         let (key, ttl) = {
             let mut state = self.state();
@@ -226,10 +251,17 @@ impl Session {
             Found::Live(loaded) => {
                 state.stored = Stored::Live;
                 state.ttl = Some(ttl);
+                state.user_id = loaded.user;
+                if state.id.is_none() {
+                    state.id = loaded.id;
+                }
                 loaded.fields
             }
             Found::Ended => {
+                // An ended session reads as empty, this request's own staged changes included.
                 state.stored = Stored::Ended;
+                state.changes.clear();
+                state.cleared = false;
                 HashMap::new()
             }
             Found::Absent => {
@@ -430,6 +462,7 @@ impl Session {
     /// ended meanwhile: it is never re-created.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
         check_key(key)?;
+        let _op = self.inner.op.lock().await;
         let not_an_integer = || SessionError::NotAnInteger { key: key.into() };
         let max_keys = self.inner.store.limits.keys;
         // A value this request set for the key goes to the store first, in the same script.
@@ -452,17 +485,21 @@ impl Session {
             base.checked_add(delta).ok_or_else(not_an_integer)?;
         }
         let value = self
-            .write_with(None, true, |store, store_key, mode, ttl| async move {
-                let counter = Counter {
-                    mode,
-                    ttl,
-                    field: key,
-                    delta,
-                    base,
-                    max_keys: (unloaded && matches!(mode, Mode::Update)).then_some(max_keys),
-                };
-                store.backend.incr(&store_key, &counter).await
-            })
+            .write_with(
+                None,
+                Create::Yes,
+                |store, store_key, mode, ttl| async move {
+                    let counter = Counter {
+                        mode,
+                        ttl,
+                        field: key,
+                        delta,
+                        base,
+                        max_keys: (unloaded && matches!(mode, Mode::Update)).then_some(max_keys),
+                    };
+                    store.backend.incr(&store_key, &counter).await
+                },
+            )
             .await?
             .ok_or(SessionError::Ended)?;
         let mut state = self.state();
@@ -481,119 +518,279 @@ impl Session {
         Ok(value)
     }
 
-    /// Gives the session a new id, keeping its data and its creation time (call it after
-    /// login, against session fixation). The old id is dead from the moment this returns:
-    /// the session is read and ended in one step (the old key keeps a marker for as long as
-    /// the old cookie could be valid), then stored under the new id with this request's
-    /// changes. A write made with the old id either landed before and is kept, or is refused;
-    /// a request still carrying the old cookie never overwrites or removes the new one.
+    /// Gives the session a new secret, keeping its data, its public id and its creation time
+    /// (call it after any change of privilege; [`login`](Self::login) does it for you). The
+    /// old secret is dead from the moment this returns: the session is read and ended in one
+    /// step (the old key keeps a marker for as long as the old cookie could be valid), then
+    /// stored under the new secret with this request's changes. A write made with the old
+    /// cookie either landed before and is kept, or is refused; a request still carrying the
+    /// old cookie never overwrites or removes the new one.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
+        let _op = self.inner.op.lock().await;
+        self.renew(None).await
+    }
+
+    /// Binds the session to `user_id` (login): a new secret as with
+    /// [`regenerate`](Self::regenerate), and the session joins the user's sessions, which the
+    /// store can list and end ([`SessionStore::user_sessions`](crate::SessionStore::user_sessions),
+    /// [`end_user_sessions`](crate::SessionStore::end_user_sessions)). Logging in as another
+    /// user than the session's current one starts from empty data: the previous user's is
+    /// never carried over. Fails with [`SessionError::Ended`] if the user's sessions were all
+    /// ended while this login was under way.
+    pub async fn login(&self, user_id: &str) -> Result<(), SessionError> {
+        if user_id.is_empty() {
+            return Err(SessionError::EmptyKey);
+        }
+        let _op = self.inner.op.lock().await;
+        self.renew(Some(user_id)).await
+    }
+
+    /// Ends the session and takes it out of its user's sessions (logout). Same as
+    /// [`destroy`](Self::destroy).
+    pub async fn logout(&self) -> Result<(), SessionError> {
+        self.destroy().await
+    }
+
+    /// The public id of the session: a UUID v7, safe to show, log and put in a URL (it is
+    /// never accepted as a cookie and never leads to the secret). The same for the whole life
+    /// of the session, across [`regenerate`](Self::regenerate) and
+    /// [`login`](Self::login); `None` until the session is stored.
+    pub fn id(&self) -> Option<uuid::Uuid> {
+        let state = self.state();
+        matches!(state.stored, Stored::Unknown | Stored::Live)
+            .then_some(state.id)
+            .flatten()
+    }
+
+    /// The user the session is bound to by [`login`](Self::login). Loads the session on
+    /// first use.
+    pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
+        self.load().await?;
+        Ok(self.state().user_id.clone())
+    }
+
+    /// A new secret for the session; with `bind`, bound to that user.
+    async fn renew(&self, bind: Option<&str>) -> Result<(), SessionError> {
         let store = Arc::clone(&self.inner.store);
-        let (old_key, marker_ttl, was) = {
+        let now = now_ms();
+        let (old, was, old_user, id, created) = {
             let mut state = self.state();
             if state.stored == Stored::Ended {
-                return Err(SessionError::Ended);
+                if bind.is_none() {
+                    return Err(SessionError::Ended);
+                }
+                // A login is never refused for the cookie it arrived with: it starts afresh.
+                state.forget(Stored::Absent);
             }
             let ttl = state
                 .created_ms
-                .and_then(|created| self.ttl_now(&state, created, now_ms()));
-            match (state.key(&store.prefix), ttl) {
-                (Some(key), Some(ttl)) => (key, ttl, state.stored),
-                // No session: a new id is drawn when something is written.
-                _ => return Ok(()),
-            }
-        };
-        let taken = match store.backend.end(&old_key, marker_ttl, true).await? {
-            Found::Live(taken) => taken,
-            Found::Ended => {
-                self.state().forget(Stored::Ended);
-                return Err(SessionError::Ended);
-            }
-            Found::Absent if was == Stored::Live => {
-                self.state().forget(Stored::Ended);
-                return Err(SessionError::Ended);
-            }
-            Found::Absent => {
-                // It had expired: the old id is now marked dead; writes start a new session.
-                let mut state = self.state();
-                let changes = std::mem::take(&mut state.changes);
-                state.forget(Stored::Absent);
-                state.data = Some(state.view(HashMap::new()));
-                state.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
-                state.modified = true;
+                .and_then(|created| self.ttl_now(&state, created, now));
+            let old = state.key(&store.prefix).zip(ttl);
+            if old.is_none() && bind.is_none() {
+                // No session: a new secret is drawn when something is written.
                 return Ok(());
             }
+            let created = if old.is_some() {
+                state.created_ms
+            } else {
+                None
+            };
+            (old, state.stored, state.user.clone(), state.id, created)
         };
-        let fields = {
+        let handle = bind.map(UserHandle::of);
+        // Logging in as someone else replaces the previous user's data.
+        let switching = handle.is_some() && old_user.is_some() && handle != old_user;
+        if switching {
+            self.clear()?;
+        }
+        let id = id.unwrap_or_else(uuid::Uuid::now_v7);
+        let token = Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
+        let new_key = token.store_key(&store.prefix);
+        let created_ms = created.unwrap_or(now);
+        let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
+        // The old session ends, and the user's index learns the new key, in one round trip.
+        let ending = async {
+            match &old {
+                Some((key, ttl)) => store.backend.end(key, *ttl, true).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let indexing = async {
+            let (keys, op) = match (&handle, &old_user) {
+                (Some(h), _) => (
+                    h.keys(&store.prefix),
+                    IndexOp::Add {
+                        id,
+                        key: &new_key,
+                        deadline_ms: created_ms.saturating_add(absolute),
+                        now_ms: now,
+                    },
+                ),
+                (None, Some(h)) => (h.keys(&store.prefix), IndexOp::Move { id, key: &new_key }),
+                (None, None) => return Ok(None),
+            };
+            store.backend.index(&keys, op).await.map(Some)
+        };
+        let leaving = async {
+            match &old_user {
+                Some(h) if switching => store
+                    .backend
+                    .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id]))
+                    .await
+                    .map(drop),
+                _ => Ok(()),
+            }
+        };
+        let (ended, indexed, left) = futures_util::future::join3(ending, indexing, leaving).await;
+        let (ended, indexed) = (ended?, indexed?);
+        if let Err(e) = left {
+            tracing::debug!(error = %e, "could not take the session out of the previous user's index");
+        }
+        let taken = match ended {
+            Some(Found::Live(taken)) => Some(taken),
+            Some(Found::Ended) => {
+                self.state().forget(Stored::Ended);
+                return Err(SessionError::Ended);
+            }
+            Some(Found::Absent) if was == Stored::Live => {
+                self.state().forget(Stored::Ended);
+                return Err(SessionError::Ended);
+            }
+            // It had expired: the old secret is now marked dead.
+            Some(Found::Absent) | None => None,
+        };
+        if taken.is_none() && bind.is_none() {
+            // Regenerating an expired session: writes start a new one, and the response drops
+            // the old cookie (its id is now marked dead) unless they do.
             let mut state = self.state();
-            let fields = state.view(taken.fields);
+            let changes = std::mem::take(&mut state.changes);
             state.forget(Stored::Absent);
-            state.data = Some(fields.clone());
+            state.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
+            state.data = Some(state.view(HashMap::new()));
+            state.destroyed = true;
             state.modified = true;
-            fields
+            return Ok(());
+        }
+        if indexed.is_some_and(|r| handle.is_none() && !r.indexed) {
+            // The user's sessions were ended meanwhile: this one goes with them.
+            self.state().forget(Stored::Ended);
+            return Err(SessionError::Ended);
+        }
+        let (fields, created_ms) = {
+            let mut state = self.state();
+            let created = taken.as_ref().map_or(created_ms, |t| t.created_ms);
+            let fields = state.view(taken.map(|t| t.fields).unwrap_or_default());
+            let user_id = match bind {
+                Some(user) => Some(user.to_owned()),
+                None => state.user_id.clone(),
+            };
+            let user = handle.clone().or(old_user);
+            state.forget(Stored::Absent);
+            state.id = Some(id);
+            state.user = user;
+            state.user_id = user_id;
+            state.data = Some(fields.clone());
+            // The old id is dead from here on: unless the new session is stored (then the
+            // Live arm of `finish` wins), the response drops the old cookie.
+            state.destroyed = true;
+            state.modified = true;
+            (fields, created)
         };
         let limits = store.limits;
         too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
-        // The session keeps its age: regenerating never extends the absolute timeout.
+        let bytes = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        too_large(crate::store::SESSION_SIZE, bytes, limits.session_bytes)?;
+        let user_id = self.state().user_id.clone();
+        // The session keeps its age: a new secret never extends the absolute timeout.
         let result = self
-            .write_with(Some(taken.created_ms), true, |store, key, mode, ttl| {
-                let fields = &fields;
-                async move {
-                    let write = Write {
-                        mode,
-                        ttl,
-                        clear: false,
-                        set: fields
+            .write_with(
+                Some(created_ms),
+                Create::With(token),
+                |store, key, mode, ttl| {
+                    let (fields, user_id) = (&fields, &user_id);
+                    async move {
+                        let mut set: Vec<(&str, &str)> = fields
                             .iter()
                             .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect(),
-                        delete: Vec::new(),
-                        check: None,
-                    };
-                    store.backend.save(&key, &write).await
-                }
-            })
+                            .collect();
+                        if let Some(user) = user_id {
+                            set.push((META_USER, user.as_str()));
+                        }
+                        let write = Write {
+                            mode,
+                            ttl,
+                            clear: false,
+                            set,
+                            delete: Vec::new(),
+                            check: None,
+                        };
+                        store.backend.save(&key, &write).await
+                    }
+                },
+            )
             .await;
         if !matches!(result, Ok(Some(()))) {
-            // The old session is gone and the new one was not stored: start afresh.
-            self.state().forget(Stored::Absent);
+            // The old session is gone and the new one was not stored.
+            let ended = matches!(result, Err(SessionError::Ended));
+            self.state()
+                .forget(if ended { Stored::Ended } else { Stored::Absent });
         }
         result.map(drop)
     }
 
-    /// Ends the session (logout): it is ended in the store now, and the response expires the
-    /// cookie. Writes made afterwards in this request start a new session.
+    /// Ends the session (logout): it is ended in the store now, taken out of its user's
+    /// sessions, and the response expires the cookie. Writes made afterwards in this request
+    /// start a new session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
-        let (key, ttl) = {
+        let _op = self.inner.op.lock().await;
+        let store = &self.inner.store;
+        let (key, ttl, user, id) = {
             let mut state = self.state();
             let ttl = state
                 .created_ms
                 .and_then(|created| self.ttl_now(&state, created, now_ms()));
-            (state.key(&self.inner.store.prefix), ttl)
+            (state.key(&store.prefix), ttl, state.user.clone(), state.id)
         };
-        let mut found = Found::Absent;
-        if let (Some(key), Some(ttl)) = (key, ttl) {
-            found = self.inner.store.backend.end(&key, ttl, false).await?;
+        let ending = async {
+            match (key, ttl) {
+                (Some(key), Some(ttl)) => store.backend.end(&key, ttl, false).await,
+                _ => Ok(Found::Absent),
+            }
+        };
+        let leaving = async {
+            match (user, id) {
+                (Some(h), Some(id)) => store
+                    .backend
+                    .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id]))
+                    .await
+                    .map(drop),
+                _ => Ok(()),
+            }
+        };
+        let (found, left) = futures_util::future::join(ending, leaving).await;
+        let found = found?;
+        if let Err(e) = left {
+            tracing::debug!(error = %e, "could not take the session out of its user's index");
         }
+        let _: Found = found;
         let mut state = self.state();
-        let already_ended = state.stored == Stored::Ended || matches!(found, Found::Ended);
         state.forget(Stored::Absent);
-        // A cookie whose session was already ended may have a successor in the browser
-        // (a new id from another request): leave that one alone.
-        state.destroyed = !already_ended;
+        // Logging out drops the cookie, whatever the store said (an automatic retry finds
+        // its own marker): the user asked to be logged out in this browser.
+        state.destroyed = true;
         state.modified = true;
         Ok(())
     }
 
     /// Runs a guarded write: on the live (or not yet loaded) session, or, if there is none
-    /// and `create` is set, on a new one under a fresh token, created now or at `created_ms`.
-    /// A session that ended or reached its absolute timeout meanwhile is never re-created.
-    /// `op` gets the store key, the mode and the expiry to set. `Ok(None)`: there was no
-    /// session and nothing was created.
+    /// and `create` allows it, on a new one, created now or at `created_ms`. A session that
+    /// ended or reached its absolute timeout meanwhile is never re-created. `op` gets the
+    /// store key, the mode and the expiry to set. `Ok(None)`: there was no session and
+    /// nothing was created.
     async fn write_with<T, F, Fut>(
         &self,
         created_ms: Option<i64>,
-        create: bool,
+        create: Create,
         op: F,
     ) -> Result<Option<T>, SessionError>
     where
@@ -611,20 +808,21 @@ impl Session {
                     (Stored::Live | Stored::Unknown, Some(key), Some(created)) => {
                         (key, Mode::Update, created, None)
                     }
-                    _ if !create => return Ok(None),
                     _ => {
-                        let token =
-                            Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
+                        let token = match &create {
+                            Create::No => return Ok(None),
+                            Create::Yes => Token::generate()
+                                .map_err(|e| SessionError::Entropy(e.to_string()))?,
+                            Create::With(token) => token.clone(),
+                        };
                         let key = token.store_key(&store.prefix);
                         let created = created_ms.unwrap_or(now);
-                        (
-                            key,
-                            Mode::Create {
-                                created_ms: created,
-                            },
-                            created,
-                            Some(token),
-                        )
+                        let id = *state.id.get_or_insert_with(uuid::Uuid::now_v7);
+                        let mode = Mode::Create {
+                            created_ms: created,
+                            id,
+                        };
+                        (key, mode, created, Some(token))
                     }
                 };
                 let ttl = self.ttl_now(&state, created, now);
@@ -657,6 +855,12 @@ impl Session {
                     state.data = Some(state.view(HashMap::new()));
                 }
                 Outcome::Gone | Outcome::Ended => {
+                    state.forget(Stored::Ended);
+                    return Err(SessionError::Ended);
+                }
+                // The one key a login announced to its user's index is taken: by the marker
+                // of "end all sessions", which this login must not outlive.
+                Outcome::Taken if matches!(create, Create::With(_)) => {
                     state.forget(Stored::Ended);
                     return Err(SessionError::Ended);
                 }
@@ -694,15 +898,26 @@ impl Session {
 
     /// Writes this request's changes: only what changed, in one round trip.
     pub(crate) async fn commit(self) -> Result<(), SessionError> {
+        let _op = self.inner.op.lock().await;
         let (changes, clear, unloaded) = {
             let mut state = self.state();
             let clear = std::mem::take(&mut state.cleared);
-            let changes = std::mem::take(&mut state.changes);
+            let mut changes = std::mem::take(&mut state.changes);
+            if state.lifetime_changed {
+                // Kept with the session, so that listings can tell when it was last seen.
+                let idle = state.idle_ms.map(|ms| ms.to_string());
+                changes.insert(META_IDLE.to_owned(), idle);
+            }
             (changes, clear, state.data.is_none())
         };
+
         let limits = self.inner.store.limits;
-        let has_sets = changes.values().any(Option::is_some);
-        self.write_with(None, has_sets, |store, key, mode, ttl| {
+        // A lifetime change alone stores nothing for a session that does not exist.
+        let has_sets = changes
+            .iter()
+            .any(|(k, v)| v.is_some() && !crate::store::is_meta(k));
+        let create = if has_sets { Create::Yes } else { Create::No };
+        self.write_with(None, create, |store, key, mode, ttl| {
             let changes = &changes;
             let update = matches!(mode, Mode::Update);
             async move {
@@ -766,6 +981,8 @@ impl Session {
                     created_ms: created,
                     idle_ms: state.idle_ms,
                     expires_ms: state.persistent.then_some(expires),
+                    id: state.id.unwrap_or_default(),
+                    user: state.user.clone(),
                 };
                 reissue
                     .then(|| codec.set_cookie(token, &meta, state.persistent.then_some(ttl)))
@@ -790,8 +1007,10 @@ fn too_large(limit: &'static str, got: usize, max: usize) -> Result<(), SessionE
     }
 }
 
+/// Session keys are non-empty and do not start with NUL: the store keeps its own metadata in
+/// the empty field and in fields that start with NUL.
 fn check_key(key: &str) -> Result<(), SessionError> {
-    if key.is_empty() {
+    if key.is_empty() || key.starts_with('\0') {
         Err(SessionError::EmptyKey)
     } else {
         Ok(())

@@ -1,11 +1,14 @@
 //! [`SessionStore`]: the state every request shares (backend, cookie rules, lifetimes).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cookie::CookieCodec;
-use crate::store::{Backend, Found, Lifetimes, Limits};
+use crate::error::SessionError;
+use crate::store::{now_ms, Backend, Found, IndexOp, Lifetimes, Limits};
+use crate::token::UserHandle;
 use crate::touch::Toucher;
 
 /// A configured session store: the backend, the cookie rules and the signing keys.
@@ -88,6 +91,105 @@ impl SessionStore {
         }
     }
 
+    /// The live sessions of `user_id` (those bound by [`Session::login`](crate::Session::login)),
+    /// most recently seen first, with the values of `fields` of each (the device a session
+    /// was opened on, say, if the application stored it under such a key). One round trip
+    /// for the user's index, then one per session, all at once. Entries of sessions that
+    /// expired or ended are dropped from the index on the way.
+    pub async fn user_sessions(
+        &self,
+        user_id: &str,
+        fields: &[&str],
+    ) -> Result<Vec<SessionInfo>, SessionError> {
+        let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
+        let now = now_ms();
+        let listed = self.inner.backend.list(&keys, now, fields).await?;
+        let (mut sessions, mut stale) = (Vec::new(), Vec::new());
+        let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        for entry in listed {
+            let Some(s) = entry.session.filter(|s| s.user.as_deref() == Some(user_id)) else {
+                stale.push(entry.id);
+                continue;
+            };
+            let expires_ms = now.saturating_add(s.ttl_ms);
+            let idle = self.inner.lifetimes.idle(s.idle_ms);
+            // Every access sets the expiry to the idle timeout (cut short by the absolute
+            // one): the last access was an idle timeout before the expiry, or at creation.
+            let seen_ms = expires_ms
+                .saturating_sub(i64::try_from(idle).unwrap_or(i64::MAX))
+                .max(s.created_ms);
+            let fields = fields
+                .iter()
+                .zip(s.values)
+                .filter_map(|(name, value)| {
+                    let value = serde_json::from_str(&value?).ok()?;
+                    Some(((*name).to_owned(), value))
+                })
+                .collect();
+            sessions.push(SessionInfo {
+                id: entry.id,
+                created: at(s.created_ms),
+                last_seen: at(seen_ms),
+                expires: at(expires_ms),
+                fields,
+            });
+        }
+        if !stale.is_empty() {
+            if let Err(e) = self
+                .inner
+                .backend
+                .index(&keys, IndexOp::Remove(stale))
+                .await
+            {
+                tracing::debug!(error = %e, "could not drop stale entries of a user's index");
+            }
+        }
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        Ok(sessions)
+    }
+
+    /// Ends one session of `user_id`, by its public id ("log out this device"). Returns
+    /// whether there was such a session.
+    pub async fn end_session(&self, user_id: &str, id: uuid::Uuid) -> Result<bool, SessionError> {
+        let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
+        let taken = self
+            .inner
+            .backend
+            .index(&keys, IndexOp::Remove(vec![id]))
+            .await?;
+        self.end_keys(&taken.keys).await?;
+        Ok(!taken.keys.is_empty())
+    }
+
+    /// Ends every session of `user_id` but `except` (the current one, for "log out
+    /// everywhere else"; `None` for all), after a password change, say. Returns how many.
+    ///
+    /// When this returns, no request that starts afterwards is served any of these sessions:
+    /// each is ended (its key becomes an ended marker, refusing reads and writes), and a
+    /// login of this user that was under way (it announced its new session to the user's
+    /// index before this call took the index) fails with [`SessionError::Ended`] instead of
+    /// creating it. A login that announces itself after that moment is a new login.
+    pub async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<uuid::Uuid>,
+    ) -> Result<usize, SessionError> {
+        let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
+        let taken = self
+            .inner
+            .backend
+            .index(&keys, IndexOp::Take { keep: except })
+            .await?;
+        self.end_keys(&taken.keys).await?;
+        Ok(taken.keys.len())
+    }
+
+    /// Ends sessions by key: each becomes an ended marker for as long as a cookie could be.
+    async fn end_keys(&self, keys: &[crate::token::StoreKey]) -> Result<(), SessionError> {
+        let marker_ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
+        self.inner.backend.end_many(keys, marker_ttl).await
+    }
+
     /// Whether this store keeps sessions in Redis (rather than in process memory).
     pub fn is_redis(&self) -> bool {
         matches!(*self.inner.backend, Backend::Redis(_))
@@ -103,4 +205,21 @@ pub struct StoreStats {
     /// Connections retired because they failed: a dropped socket, a timeout, `READONLY`, a
     /// refused re-authentication. A cancelled request never retires one.
     pub connections_retired: u64,
+}
+
+/// One of a user's sessions, from [`SessionStore::user_sessions`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The public id (as [`Session::id`](crate::Session::id) gives it).
+    pub id: uuid::Uuid,
+    /// When the session was created (logins keep the session's creation time).
+    pub created: SystemTime,
+    /// When a request last used it (within the second; refreshes of routes that never read
+    /// the session are gathered, see the README).
+    pub last_seen: SystemTime,
+    /// When it expires if no request comes.
+    pub expires: SystemTime,
+    /// The values of the fields asked for, where the session has them.
+    pub fields: HashMap<String, serde_json::Value>,
 }

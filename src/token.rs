@@ -53,6 +53,46 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// A user as cookies and store keys name them: 128 bits of SHA-256 of the user id, so neither
+/// shows the id itself (an e-mail address, say).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct UserHandle(String);
+
+impl UserHandle {
+    /// Length of a handle (base64url of 16 bytes).
+    pub(crate) const CHARS: usize = 22;
+
+    pub(crate) fn of(user_id: &str) -> Self {
+        let digest = Sha256::digest([b"user:", user_id.as_bytes()].concat());
+        Self(URL_SAFE_NO_PAD.encode(&digest[..KEY_DIGEST_BYTES]))
+    }
+
+    /// Accepts the text of a cookie's user part once its MAC has been verified.
+    pub(crate) fn from_verified(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The store keys of this user: the index of its sessions by deadline, and the map from
+    /// public id to session key. The hash tag puts both in one Redis Cluster slot.
+    pub(crate) fn keys(&self, prefix: &str) -> UserKeys {
+        UserKeys {
+            index: StoreKey(format!("{prefix}u:{{{}}}:i", self.0)),
+            ids: StoreKey(format!("{prefix}u:{{{}}}:k", self.0)),
+        }
+    }
+}
+
+/// See [`UserHandle::keys`].
+#[derive(Clone, Debug)]
+pub(crate) struct UserKeys {
+    pub(crate) index: StoreKey,
+    pub(crate) ids: StoreKey,
+}
+
 /// The store key of a session: the configured prefix and the token's SHA-256 digest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct StoreKey(String);

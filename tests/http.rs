@@ -188,13 +188,17 @@ async fn cookie_defaults_follow_owasp_and_host_prefix_works() {
     }
     assert!(!c.contains("Max-Age") && !c.contains("Domain"), "{c}");
     // A 256-bit token (43 base64url chars), the creation time, the session's own idle
-    // timeout and persistent expiry (empty: the defaults), a 256-bit tag (43 chars).
+    // timeout and persistent expiry (empty: the defaults), the public id (22 chars), the
+    // user (empty: not logged in), a 256-bit tag (43 chars).
     let value = pair(c).split_once('=').unwrap().1.to_string();
     let parts: Vec<&str> = value.split('.').collect();
-    assert_eq!(parts.len(), 5, "{value}");
-    assert_eq!((parts[0].len(), parts[4].len()), (43, 43));
+    assert_eq!(parts.len(), 7, "{value}");
+    assert_eq!(
+        (parts[0].len(), parts[4].len(), parts[6].len()),
+        (43, 22, 43)
+    );
     assert!(parts[1].parse::<i64>().is_ok());
-    assert_eq!((parts[2], parts[3]), ("", ""));
+    assert_eq!((parts[2], parts[3], parts[5]), ("", "", ""));
     assert_eq!(b.get("/get/a").await.body, "1");
 }
 

@@ -181,6 +181,17 @@ impl Connector {
         }
     }
 
+    /// The ACL user connections log in as when the credentials provider names none.
+    pub(crate) fn username(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Single(info) | Kind::Sentinel { primary: info, .. } => {
+                info.redis_settings().username()
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// Opens one connection. `closed` is raised, and `wake` notified, when its socket drops.
     pub(crate) async fn connect(
         &self,
@@ -301,18 +312,25 @@ impl Connector {
             let info = addr
                 .into_connection_info()?
                 .set_redis_settings(template.redis_settings().clone());
-            let info = self.fresh_credentials(info).await?;
-            let mut conn = self
-                .client(info)?
-                .get_multiplexed_async_connection_with_config(config)
-                .await?;
-            if is_primary(&mut conn).await? {
-                return Ok(Conn::Single(conn));
+            let checked = async {
+                let info = self.fresh_credentials(info).await?;
+                let mut conn = self
+                    .client(info)?
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?;
+                Ok::<_, RedisError>((is_primary(&mut conn).await?, conn))
+            };
+            match checked.await {
+                Ok((true, conn)) => return Ok(Conn::Single(conn)),
+                Ok((false, _)) => {
+                    failure = Some(RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "the node Sentinel named is not a primary (yet)",
+                    )))
+                }
+                // Unreachable (a stale sentinel still names the old primary): ask the next.
+                Err(e) => failure = Some(e),
             }
-            failure = Some(RedisError::from((
-                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                "the node Sentinel named is not a primary (yet)",
-            )));
         }
         Err(failure.unwrap_or_else(|| {
             RedisError::from((redis::ErrorKind::EmptySentinelList, "no sentinel answered"))

@@ -198,9 +198,14 @@ impl Connections {
         let mut failure = None;
         for _ in 0..tries {
             let lent = shared.lend(deadline).await?;
+            let started = Instant::now();
             match tokio::time::timeout_at(deadline, work(lent.live.conn.clone())).await {
                 Err(_) => {
-                    shared.retire(&lent, "no answer within the command timeout");
+                    // Only a connection that had a fair share of the budget (not a request
+                    // that waited most of it for a reconnect) is judged by the timeout.
+                    if started.elapsed() >= shared.command_timeout / 2 {
+                        shared.retire(&lent, "no answer within the command timeout");
+                    }
                     return Err(SessionError::Unavailable(StoreError::Timeout(
                         shared.command_timeout,
                     )));
@@ -419,7 +424,8 @@ async fn reauthenticate(shared: Weak<Shared>) {
                 .clone();
             let Some(live) = live else { continue };
             let mut auth = redis::cmd("AUTH");
-            if let Some(user) = &fresh.username {
+            // The same user as at connect time: the provider's, else the configured one.
+            if let Some(user) = fresh.username.as_deref().or(this.connector.username()) {
                 auth.arg(user);
             }
             auth.arg(&fresh.password);

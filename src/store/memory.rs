@@ -7,10 +7,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    now_ms, Counter, Found, Limits, Loaded, Mode, Outcome, Write, KEY_COUNT, SESSION_SIZE,
+    is_meta, now_ms, Counter, Found, IndexOp, IndexReply, Limits, Listed, ListedSession, Loaded,
+    Mode, Outcome, Write, KEY_COUNT, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::error::SessionError;
 use crate::token::StoreKey;
+use crate::token::UserKeys;
 
 /// Expired entries are swept once every this many writes, so memory stays bounded.
 const SWEEP_EVERY: u64 = 1024;
@@ -26,6 +28,8 @@ struct Entry {
 #[derive(Default)]
 struct Map {
     entries: HashMap<StoreKey, Entry>,
+    /// Users' indexes of sessions (user.lua): by index key, public id → (session key, deadline).
+    users: HashMap<StoreKey, HashMap<uuid::Uuid, (StoreKey, i64)>>,
     writes: u64,
 }
 
@@ -57,12 +61,12 @@ impl Map {
                 Some(entry) => Outcome::Done(entry),
                 None => Outcome::Gone,
             },
-            (Mode::Create { created_ms }, None) => {
+            (Mode::Create { created_ms, id }, None) => {
                 Outcome::Done(self.entries.entry(key.clone()).or_insert(Entry {
                     created_ms,
                     expires_ms: now,
                     ended: false,
-                    fields: HashMap::new(),
+                    fields: HashMap::from([(META_ID.to_owned(), id.to_string())]),
                 }))
             }
         }
@@ -77,9 +81,14 @@ fn expiry(now: i64, ttl: Duration) -> i64 {
 fn over_limit(fields: &HashMap<String, String>, write: &Write<'_>, limits: Limits) -> Outcome<()> {
     let mut size: HashMap<&str, usize> = HashMap::new();
     if !write.clear {
-        size.extend(fields.iter().map(|(k, v)| (k.as_str(), k.len() + v.len())));
+        size.extend(
+            fields
+                .iter()
+                .filter(|(k, _)| !is_meta(k))
+                .map(|(k, v)| (k.as_str(), k.len() + v.len())),
+        );
     }
-    for (k, v) in &write.set {
+    for (k, v) in write.set.iter().filter(|(k, _)| !is_meta(k)) {
         size.insert(k, k.len() + v.len());
     }
     for k in &write.delete {
@@ -122,10 +131,7 @@ impl MemoryBackend {
                 if entry.ended {
                     Found::Ended
                 } else {
-                    Found::Live(Loaded {
-                        created_ms: entry.created_ms,
-                        fields: entry.fields.clone(),
-                    })
+                    Found::Live(Loaded::from_fields(entry.created_ms, entry.fields.clone()))
                 }
             }
         })
@@ -149,7 +155,7 @@ impl MemoryBackend {
                 }
                 entry.expires_ms = expiry(now, write.ttl);
                 if write.clear {
-                    entry.fields.clear();
+                    entry.fields.retain(|k, _| is_meta(k));
                 }
                 for (field, value) in &write.set {
                     entry
@@ -187,7 +193,7 @@ impl MemoryBackend {
         };
         let new = old.checked_add(c.delta).ok_or_else(not_an_integer)?;
         if let Some(max) = c.max_keys {
-            let keys = entry.fields.len() + 1;
+            let keys = entry.fields.keys().filter(|k| !is_meta(k)).count() + 1;
             if !entry.fields.contains_key(c.field) && keys > max {
                 return Ok(Outcome::TooLarge {
                     limit: KEY_COUNT,
@@ -218,11 +224,101 @@ impl MemoryBackend {
         Ok(match map.entries.insert(key.clone(), marker) {
             None => Found::Absent,
             Some(e) if e.ended => Found::Ended,
-            Some(e) => Found::Live(Loaded {
-                created_ms: e.created_ms,
-                fields: if read { e.fields } else { HashMap::new() },
-            }),
+            Some(e) => Found::Live(Loaded::from_fields(
+                e.created_ms,
+                if read { e.fields } else { HashMap::new() },
+            )),
         })
+    }
+
+    pub(crate) async fn index(
+        &self,
+        keys: &UserKeys,
+        op: IndexOp<'_>,
+    ) -> Result<IndexReply, SessionError> {
+        let mut map = self.lock();
+        let index = map.users.entry(keys.index.clone()).or_default();
+        let mut reply = IndexReply::default();
+        match op {
+            IndexOp::Add {
+                id,
+                key,
+                deadline_ms,
+                now_ms,
+            } => {
+                index.insert(id, (key.clone(), deadline_ms));
+                index.retain(|_, (_, deadline)| *deadline > now_ms);
+            }
+            IndexOp::Move { id, key } => {
+                if let Some(entry) = index.get_mut(&id) {
+                    entry.0 = key.clone();
+                    reply.indexed = true;
+                }
+            }
+            IndexOp::Remove(ids) => {
+                reply.keys = ids
+                    .iter()
+                    .filter_map(|id| index.remove(id).map(|(key, _)| key))
+                    .collect();
+            }
+            IndexOp::Take { keep } => {
+                let kept = keep.and_then(|k| index.remove_entry(&k));
+                reply.keys = index.drain().map(|(_, (key, _))| key).collect();
+                index.extend(kept);
+            }
+        }
+        if index.is_empty() {
+            map.users.remove(&keys.index);
+        }
+        Ok(reply)
+    }
+
+    pub(crate) async fn list(
+        &self,
+        keys: &UserKeys,
+        now_ms: i64,
+        fields: &[&str],
+    ) -> Result<Vec<Listed>, SessionError> {
+        let mut map = self.lock();
+        let entries: Vec<(uuid::Uuid, StoreKey)> = map
+            .users
+            .get(&keys.index)
+            .map(|index| {
+                index
+                    .iter()
+                    .filter(|(_, (_, deadline))| *deadline > now_ms)
+                    .map(|(id, (key, _))| (*id, key.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .map(|(id, key)| {
+                // An ended session's marker is no session to list.
+                let session = map
+                    .live(&key, now_ms)
+                    .filter(|e| !e.ended)
+                    .map(|e| ListedSession {
+                        created_ms: e.created_ms,
+                        user: e.fields.get(META_USER).cloned(),
+                        idle_ms: e.fields.get(META_IDLE).and_then(|i| i.parse().ok()),
+                        ttl_ms: e.expires_ms - now_ms,
+                        values: fields.iter().map(|f| e.fields.get(*f).cloned()).collect(),
+                    });
+                Listed { id, session }
+            })
+            .collect())
+    }
+
+    pub(crate) async fn end_many(
+        &self,
+        keys: &[StoreKey],
+        marker_ttl: Duration,
+    ) -> Result<(), SessionError> {
+        for key in keys {
+            self.end(key, marker_ttl, false).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::error::SessionError;
-use crate::token::StoreKey;
+use crate::token::{StoreKey, UserKeys};
 
 /// Idle and absolute timeouts, in milliseconds. The store never keeps a session past its
 /// absolute deadline, because every expiry it is given is cut short by it.
@@ -65,6 +65,17 @@ pub(crate) enum Found {
     Live(Loaded),
 }
 
+/// Metadata fields of a session hash, beside `""` (the creation time): the public id, the
+/// user it is bound to, its own idle timeout. Session keys may not start with NUL.
+pub(crate) const META_ID: &str = "\0id";
+pub(crate) const META_USER: &str = "\0user";
+pub(crate) const META_IDLE: &str = "\0idle";
+
+/// Whether a hash field is the session's metadata rather than one of its keys.
+pub(crate) fn is_meta(field: &str) -> bool {
+    field.is_empty() || field.starts_with('\0')
+}
+
 /// A session as read from the store.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
@@ -72,6 +83,72 @@ pub(crate) struct Loaded {
     pub(crate) created_ms: i64,
     /// User fields (metadata removed), values as JSON text.
     pub(crate) fields: HashMap<String, String>,
+    /// The public id, and the user the session is bound to.
+    pub(crate) id: Option<uuid::Uuid>,
+    pub(crate) user: Option<String>,
+}
+
+impl Loaded {
+    /// Splits a hash's fields into the session's keys and its metadata.
+    pub(crate) fn from_fields(created_ms: i64, mut fields: HashMap<String, String>) -> Self {
+        let id = fields
+            .remove(META_ID)
+            .and_then(|v| uuid::Uuid::parse_str(&v).ok());
+        let user = fields.remove(META_USER);
+        fields.retain(|k, _| !is_meta(k));
+        Self {
+            created_ms,
+            fields,
+            id,
+            user,
+        }
+    }
+}
+
+/// A change to a user's index of sessions (see `user.lua`).
+#[derive(Debug)]
+pub(crate) enum IndexOp<'a> {
+    /// Index a session that logs in; drop entries past their deadline.
+    Add {
+        id: uuid::Uuid,
+        key: &'a StoreKey,
+        deadline_ms: i64,
+        now_ms: i64,
+    },
+    /// The session got a new key; `false` when it is no longer indexed.
+    Move { id: uuid::Uuid, key: &'a StoreKey },
+    /// Forget these sessions, returning their keys.
+    Remove(Vec<uuid::Uuid>),
+    /// Forget every session but `keep`, returning their keys.
+    Take { keep: Option<uuid::Uuid> },
+}
+
+/// What an [`IndexOp`] returned.
+#[derive(Debug, Default)]
+pub(crate) struct IndexReply {
+    /// `Move`: the session was still indexed.
+    pub(crate) indexed: bool,
+    /// `Take`, `Remove`: the keys of the sessions taken out of the index.
+    pub(crate) keys: Vec<StoreKey>,
+}
+
+/// A user's indexed session, with what the listing shows of it.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pub(crate) id: uuid::Uuid,
+    /// `None` when the session is gone or ended (the entry is stale).
+    pub(crate) session: Option<ListedSession>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ListedSession {
+    pub(crate) created_ms: i64,
+    pub(crate) user: Option<String>,
+    pub(crate) idle_ms: Option<u64>,
+    /// Milliseconds until it expires if no request comes.
+    pub(crate) ttl_ms: i64,
+    /// The values of the fields asked for (JSON text), in their order.
+    pub(crate) values: Vec<Option<String>>,
 }
 
 /// Whether a write goes to a live session or creates a new one.
@@ -79,8 +156,8 @@ pub(crate) struct Loaded {
 pub(crate) enum Mode {
     /// The session must be live; if it is gone the write is refused.
     Update,
-    /// The key must be free; the session is stored with this creation time.
-    Create { created_ms: i64 },
+    /// The key must be free; the session is stored with this creation time and public id.
+    Create { created_ms: i64, id: uuid::Uuid },
 }
 
 /// The changes one request makes to a session.
@@ -200,6 +277,34 @@ impl Backend {
         read: bool,
     ) -> Result<Found, SessionError> {
         dispatch!(self, b => b.end(key, marker_ttl, read).await)
+    }
+
+    /// Applies `op` to the user's index (keys from [`UserHandle::keys`](crate::token::UserHandle::keys)).
+    pub(crate) async fn index(
+        &self,
+        keys: &UserKeys,
+        op: IndexOp<'_>,
+    ) -> Result<IndexReply, SessionError> {
+        dispatch!(self, b => b.index(keys, op).await)
+    }
+
+    /// The user's indexed sessions still within their deadline, with `fields` of each.
+    pub(crate) async fn list(
+        &self,
+        keys: &UserKeys,
+        now_ms: i64,
+        fields: &[&str],
+    ) -> Result<Vec<Listed>, SessionError> {
+        dispatch!(self, b => b.list(keys, now_ms, fields).await)
+    }
+
+    /// Ends many sessions at once (their keys become ended markers for `marker_ttl`).
+    pub(crate) async fn end_many(
+        &self,
+        keys: &[StoreKey],
+        marker_ttl: Duration,
+    ) -> Result<(), SessionError> {
+        dispatch!(self, b => b.end_many(keys, marker_ttl).await)
     }
 
     /// Slides the expiry of sessions that requests carried but did not read: each key

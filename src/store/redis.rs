@@ -12,10 +12,14 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError, Value};
 
-use super::{now_ms, Counter, Found, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, SESSION_SIZE};
+use super::{
+    now_ms, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode, Outcome,
+    Write, ENDED, KEY_COUNT, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+};
 use crate::connection::{Conn, Connections, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
 use crate::token::StoreKey;
+use crate::token::UserKeys;
 
 /// A Lua script with its SHA1, sent by `EVALSHA` (falling back to `EVAL` after a flush).
 struct Lua {
@@ -37,6 +41,7 @@ struct Scripts {
     save: Lua,
     incr: Lua,
     end: Lua,
+    user: Lua,
 }
 
 pub(crate) struct RedisBackend {
@@ -55,6 +60,7 @@ impl RedisBackend {
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
                 end: lua!("lua/end.lua"),
+                user: lua!("lua/user.lua"),
             },
         }
     }
@@ -69,7 +75,7 @@ impl RedisBackend {
         self.connections.ready(within).await;
         let s = &self.scripts;
         let mut pipe = redis::pipe();
-        for script in [&s.save, &s.incr, &s.end] {
+        for script in [&s.save, &s.incr, &s.end, &s.user] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
         }
         let pipe = &pipe;
@@ -127,12 +133,20 @@ impl RedisBackend {
             .eval(&self.scripts.save, key, Repeat::Never, |cmd| {
                 push_mode(cmd, write.ttl, write.mode);
                 let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
+                // A new session stores its public id with its first write.
+                let id = match write.mode {
+                    Mode::Create { id, .. } => Some(id.to_string()),
+                    Mode::Update => None,
+                };
                 cmd.arg(if write.clear { "1" } else { "0" })
                     .arg(keys)
                     .arg(bytes)
-                    .arg(write.set.len());
+                    .arg(write.set.len() + usize::from(id.is_some()));
                 for (field, value) in &write.set {
                     cmd.arg(*field).arg(*value);
+                }
+                if let Some(id) = id {
+                    cmd.arg(META_ID).arg(id);
                 }
                 for field in &write.delete {
                     cmd.arg(*field);
@@ -155,6 +169,10 @@ impl RedisBackend {
             .eval(&self.scripts.incr, key, Repeat::Never, |cmd| {
                 push_mode(cmd, c.ttl, c.mode);
                 cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
+                match c.mode {
+                    Mode::Create { id, .. } => cmd.arg(id.to_string()),
+                    Mode::Update => cmd.arg(""),
+                };
                 if let Some(base) = c.base {
                     cmd.arg(base);
                 }
@@ -231,6 +249,148 @@ impl RedisBackend {
             .await
     }
 
+    pub(crate) async fn index(
+        &self,
+        keys: &UserKeys,
+        op: IndexOp<'_>,
+    ) -> Result<IndexReply, SessionError> {
+        let repeat = match op {
+            IndexOp::Take { .. } => Repeat::Never,
+            _ => Repeat::Safe,
+        };
+        let reply = self
+            .eval_keys(
+                &self.scripts.user,
+                &[&keys.index, &keys.ids],
+                repeat,
+                None,
+                |cmd| match &op {
+                    IndexOp::Add {
+                        id,
+                        key,
+                        deadline_ms,
+                        now_ms,
+                    } => {
+                        cmd.arg("add")
+                            .arg(id.to_string())
+                            .arg(key.as_str())
+                            .arg(deadline_ms)
+                            .arg(now_ms);
+                    }
+                    IndexOp::Move { id, key } => {
+                        cmd.arg("move").arg(id.to_string()).arg(key.as_str());
+                    }
+                    IndexOp::Remove(ids) => {
+                        cmd.arg("remove");
+                        for id in ids {
+                            cmd.arg(id.to_string());
+                        }
+                    }
+                    IndexOp::Take { keep } => {
+                        cmd.arg("take")
+                            .arg(keep.map(|k| k.to_string()).unwrap_or_default());
+                    }
+                },
+            )
+            .await?;
+        Ok(match reply {
+            Value::Int(n) => IndexReply {
+                indexed: n == 1,
+                keys: Vec::new(),
+            },
+            Value::Array(items) => IndexReply {
+                indexed: false,
+                keys: items
+                    .into_iter()
+                    .map(|v| text(v).map(StoreKey::from_raw))
+                    .collect::<Result<_, _>>()?,
+            },
+            other => return Err(unexpected(&other)),
+        })
+    }
+
+    pub(crate) async fn list(
+        &self,
+        keys: &UserKeys,
+        now_ms: i64,
+        fields: &[&str],
+    ) -> Result<Vec<Listed>, SessionError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(keys.index.as_str())
+            .arg(now_ms)
+            .arg("+inf")
+            .cmd("HGETALL")
+            .arg(keys.ids.as_str());
+        let pipe = &pipe;
+        let (ids, map): (Vec<String>, HashMap<String, String>) = self
+            .connections
+            .run(Repeat::Safe, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        let entries: Vec<(uuid::Uuid, StoreKey)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let key = map.get(&id)?.clone();
+                Some((uuid::Uuid::parse_str(&id).ok()?, StoreKey::from_raw(key)))
+            })
+            .collect();
+        // One small pipeline per session (one key each: fine on a cluster), all at once.
+        let reads = entries.iter().map(|(_, key)| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HMGET")
+                .arg(key.as_str())
+                .arg("")
+                .arg(META_USER)
+                .arg(META_IDLE)
+                .arg(fields)
+                .cmd("PTTL")
+                .arg(key.as_str());
+            async move {
+                let pipe = &pipe;
+                self.connections
+                    .run(Repeat::Safe, |mut conn| async move {
+                        pipe.query_async::<(Vec<Option<String>>, i64)>(&mut conn)
+                            .await
+                    })
+                    .await
+            }
+        });
+        let replies = futures_util::future::try_join_all(reads).await?;
+        Ok(entries
+            .into_iter()
+            .zip(replies)
+            .map(|((id, _), (mut values, ttl_ms))| {
+                let mut head = values.drain(..3.min(values.len()));
+                let created = head.next().flatten();
+                let user = head.next().flatten();
+                let idle = head.next().flatten();
+                drop(head);
+                let session = created
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .filter(|_| ttl_ms > 0)
+                    .map(|created_ms| ListedSession {
+                        created_ms,
+                        user,
+                        idle_ms: idle.and_then(|i| i.parse().ok()),
+                        ttl_ms,
+                        values,
+                    });
+                Listed { id, session }
+            })
+            .collect())
+    }
+
+    pub(crate) async fn end_many(
+        &self,
+        keys: &[StoreKey],
+        marker_ttl: Duration,
+    ) -> Result<(), SessionError> {
+        let ends = keys.iter().map(|key| self.end(key, marker_ttl, false));
+        futures_util::future::try_join_all(ends).await.map(drop)
+    }
+
     /// Runs a script by its SHA1, sending the source only if Redis (or, on a cluster, the
     /// node that owns the key) lost it: a restart, a flush, a new node.
     async fn eval(
@@ -240,14 +400,31 @@ impl RedisBackend {
         repeat: Repeat,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, SessionError> {
+        self.eval_keys(script, &[key], repeat, self.wait, args)
+            .await
+    }
+
+    /// As [`eval`](Self::eval), with several keys (all in one cluster slot) and the given
+    /// replica wait.
+    async fn eval_keys(
+        &self,
+        script: &Lua,
+        keys: &[&StoreKey],
+        repeat: Repeat,
+        wait: Option<(usize, Duration)>,
+        args: impl Fn(&mut Cmd),
+    ) -> Result<Value, SessionError> {
         let build = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
-            cmd.arg(body).arg(1).arg(key.as_str());
+            cmd.arg(body).arg(keys.len());
+            for key in keys {
+                cmd.arg(key.as_str());
+            }
             args(&mut cmd);
             cmd
         };
         // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
-        let (wait, timeout) = self.wait.unwrap_or_default();
+        let (wait, timeout) = wait.unwrap_or_default();
         let with_wait = |cmd: Cmd| {
             let mut pipe = redis::pipe();
             pipe.add_command(cmd);
@@ -292,7 +469,7 @@ fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
     cmd.arg(millis(ttl));
     match mode {
         Mode::Update => cmd.arg("u").arg(""),
-        Mode::Create { created_ms } => cmd.arg("n").arg(created_ms),
+        Mode::Create { created_ms, .. } => cmd.arg("n").arg(created_ms),
     };
 }
 
@@ -374,5 +551,5 @@ fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     }
     let created_ms = created_ms
         .ok_or_else(|| SessionError::Corrupt("a session hash without its creation time".into()))?;
-    Ok(Found::Live(Loaded { created_ms, fields }))
+    Ok(Found::Live(Loaded::from_fields(created_ms, fields)))
 }

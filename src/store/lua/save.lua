@@ -23,7 +23,7 @@ else
     if ARGV[4] ~= '1' then
       local all = redis.call('HGETALL', KEYS[1])
       for i = 1, #all, 2 do
-        if all[i] ~= '' then
+        if all[i] ~= '' and string.byte(all[i], 1) ~= 0 then
           size[all[i]] = #all[i] + #all[i + 1]
           keys, bytes = keys + 1, bytes + size[all[i]]
         end
@@ -31,9 +31,11 @@ else
     end
     for i = first_set, first_del - 1, 2 do
       local f = ARGV[i]
-      if size[f] then bytes = bytes - size[f] else keys = keys + 1 end
-      size[f] = #f + #ARGV[i + 1]
-      bytes = bytes + size[f]
+      if string.byte(f, 1) ~= 0 then
+        if size[f] then bytes = bytes - size[f] else keys = keys + 1 end
+        size[f] = #f + #ARGV[i + 1]
+        bytes = bytes + size[f]
+      end
     end
     for i = first_del, #ARGV do
       local f = ARGV[i]
