@@ -47,6 +47,9 @@ pub struct Session {
 struct Inner {
     store: Arc<StoreInner>,
     state: Mutex<State>,
+    /// When the request started (ms since the epoch): "end all sessions" refuses logins of
+    /// requests that started before it.
+    started_ms: i64,
     /// Held across each store operation of this handle, so that two of them run one after
     /// the other (a handler that joins two `incr`s on a new session creates one session).
     op: tokio::sync::Mutex<()>,
@@ -196,6 +199,7 @@ impl Session {
                 store,
                 state: Mutex::new(state),
                 op: tokio::sync::Mutex::new(()),
+                started_ms: now_ms(),
             }),
         }
     }
@@ -624,6 +628,7 @@ impl Session {
                         key: &new_key,
                         deadline_ms: created_ms.saturating_add(absolute),
                         now_ms: now,
+                        started_ms: self.inner.started_ms,
                     },
                 ),
                 (None, Some(h)) => (h.keys(&store.prefix), IndexOp::Move { id, key: &new_key }),
@@ -671,8 +676,9 @@ impl Session {
             state.modified = true;
             return Ok(());
         }
-        if indexed.is_some_and(|r| handle.is_none() && !r.indexed) {
-            // The user's sessions were ended meanwhile: this one goes with them.
+        if indexed.is_some_and(|r| !r.indexed) {
+            // The user's sessions were ended meanwhile (or since this request started): this
+            // one goes with them.
             self.state().forget(Stored::Ended);
             return Err(SessionError::Ended);
         }

@@ -164,11 +164,13 @@ impl SessionStore {
     /// Ends every session of `user_id` but `except` (the current one, for "log out
     /// everywhere else"; `None` for all), after a password change, say. Returns how many.
     ///
-    /// When this returns, no request that starts afterwards is served any of these sessions:
-    /// each is ended (its key becomes an ended marker, refusing reads and writes), and a
-    /// login of this user that was under way (it announced its new session to the user's
-    /// index before this call took the index) fails with [`SessionError::Ended`] instead of
-    /// creating it. A login that announces itself after that moment is a new login.
+    /// The boundary: the moment this call starts (T, by this server's clock). When it
+    /// returns, no request that starts afterwards is served any session of the user that
+    /// existed at T: each is ended (its key becomes an ended marker that refuses reads and
+    /// writes). A login whose request started before T and was still under way fails with
+    /// [`SessionError::Ended`] (409) instead of creating a session, whenever it reaches the
+    /// store. A login whose request starts after T is a new login. Between app servers,
+    /// "before" is by their clocks: keep them in sync.
     pub async fn end_user_sessions(
         &self,
         user_id: &str,
@@ -178,7 +180,13 @@ impl SessionStore {
         let taken = self
             .inner
             .backend
-            .index(&keys, IndexOp::Take { keep: except })
+            .index(
+                &keys,
+                IndexOp::Take {
+                    keep: except,
+                    now_ms: now_ms(),
+                },
+            )
             .await?;
         self.end_keys(&taken.keys).await?;
         Ok(taken.keys.len())

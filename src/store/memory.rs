@@ -30,6 +30,8 @@ struct Map {
     entries: HashMap<StoreKey, Entry>,
     /// Users' indexes of sessions (user.lua): by index key, public id → (session key, deadline).
     users: HashMap<StoreKey, HashMap<uuid::Uuid, (StoreKey, i64)>>,
+    /// Per user: logins whose request started before this are refused (user.lua's cut).
+    cuts: HashMap<StoreKey, i64>,
     writes: u64,
 }
 
@@ -237,6 +239,11 @@ impl MemoryBackend {
         op: IndexOp<'_>,
     ) -> Result<IndexReply, SessionError> {
         let mut map = self.lock();
+        let cut = map.cuts.get(&keys.index).copied();
+        if let IndexOp::Take { now_ms, .. } = op {
+            map.cuts
+                .insert(keys.index.clone(), cut.unwrap_or(now_ms).max(now_ms));
+        }
         let index = map.users.entry(keys.index.clone()).or_default();
         let mut reply = IndexReply::default();
         match op {
@@ -245,8 +252,12 @@ impl MemoryBackend {
                 key,
                 deadline_ms,
                 now_ms,
+                started_ms,
             } => {
-                index.insert(id, (key.clone(), deadline_ms));
+                if cut.is_none_or(|cut| started_ms >= cut) {
+                    index.insert(id, (key.clone(), deadline_ms));
+                    reply.indexed = true;
+                }
                 index.retain(|_, (_, deadline)| *deadline > now_ms);
             }
             IndexOp::Move { id, key } => {
@@ -261,7 +272,7 @@ impl MemoryBackend {
                     .filter_map(|id| index.remove(id).map(|(key, _)| key))
                     .collect();
             }
-            IndexOp::Take { keep } => {
+            IndexOp::Take { keep, .. } => {
                 let kept = keep.and_then(|k| index.remove_entry(&k));
                 reply.keys = index.drain().map(|(_, (key, _))| key).collect();
                 index.extend(kept);

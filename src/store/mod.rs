@@ -108,25 +108,32 @@ impl Loaded {
 /// A change to a user's index of sessions (see `user.lua`).
 #[derive(Debug)]
 pub(crate) enum IndexOp<'a> {
-    /// Index a session that logs in; drop entries past their deadline.
+    /// Index a session that logs in; drop entries past their deadline. Refused (nothing
+    /// indexed, `indexed` false) when the login's request started before the user's sessions
+    /// were last ended.
     Add {
         id: uuid::Uuid,
         key: &'a StoreKey,
         deadline_ms: i64,
         now_ms: i64,
+        started_ms: i64,
     },
     /// The session got a new key; `false` when it is no longer indexed.
     Move { id: uuid::Uuid, key: &'a StoreKey },
     /// Forget these sessions, returning their keys.
     Remove(Vec<uuid::Uuid>),
-    /// Forget every session but `keep`, returning their keys.
-    Take { keep: Option<uuid::Uuid> },
+    /// Forget every session but `keep`, returning their keys; refuse logins whose request
+    /// started before `now_ms`.
+    Take {
+        keep: Option<uuid::Uuid>,
+        now_ms: i64,
+    },
 }
 
 /// What an [`IndexOp`] returned.
 #[derive(Debug, Default)]
 pub(crate) struct IndexReply {
-    /// `Move`: the session was still indexed.
+    /// `Add`: the session was indexed; `Move`: it still was.
     pub(crate) indexed: bool,
     /// `Take`, `Remove`: the keys of the sessions taken out of the index.
     pub(crate) keys: Vec<StoreKey>,

@@ -270,12 +270,14 @@ impl RedisBackend {
                         key,
                         deadline_ms,
                         now_ms,
+                        started_ms,
                     } => {
                         cmd.arg("add")
                             .arg(id.to_string())
                             .arg(key.as_str())
                             .arg(deadline_ms)
-                            .arg(now_ms);
+                            .arg(now_ms)
+                            .arg(started_ms);
                     }
                     IndexOp::Move { id, key } => {
                         cmd.arg("move").arg(id.to_string()).arg(key.as_str());
@@ -286,9 +288,10 @@ impl RedisBackend {
                             cmd.arg(id.to_string());
                         }
                     }
-                    IndexOp::Take { keep } => {
+                    IndexOp::Take { keep, now_ms } => {
                         cmd.arg("take")
-                            .arg(keep.map(|k| k.to_string()).unwrap_or_default());
+                            .arg(keep.map(|k| k.to_string()).unwrap_or_default())
+                            .arg(now_ms);
                     }
                 },
             )

@@ -1,0 +1,463 @@
+//! A user's sessions: public ids, login and logout, listing, ending one or all of them, the
+//! race of "end all" against logins under way, a clean index, and 10,000 sessions; on the
+//! in-process store, a standalone server and a 3-master Cluster (where the user's index and
+//! the sessions live in different slots).
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::{routing::get, Router};
+use common::record::record;
+use common::topology::Cluster;
+use common::{builder, Browser, RedisServer};
+use serde_json::json;
+use tokio::task::JoinSet;
+use tower_redis_session::{Session, SessionError, SessionStore, SessionStoreBuilder};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    Redis,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Cluster,
+}
+
+struct Fixture {
+    store: SessionStore,
+    _redis: Option<RedisServer>,
+    _cluster: Option<Cluster>,
+}
+
+async fn fixture(
+    kind: Kind,
+    configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder,
+) -> Fixture {
+    let (b, redis, cluster) = match kind {
+        Kind::Memory => (builder().memory(), None, None),
+        Kind::Redis => {
+            let r = RedisServer::start();
+            (builder().redis_url(r.url()), Some(r), None)
+        }
+        Kind::Cluster => {
+            let c = tokio::task::spawn_blocking(|| Cluster::start(0))
+                .await
+                .unwrap();
+            (cluster_builder(&c), None, Some(c))
+        }
+    };
+    Fixture {
+        store: configure(b).build().await.expect("store"),
+        _redis: redis,
+        _cluster: cluster,
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_builder(c: &Cluster) -> SessionStoreBuilder {
+    builder().redis_cluster(c.urls())
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_builder(_: &Cluster) -> SessionStoreBuilder {
+    unreachable!("needs the `cluster` feature")
+}
+
+/// Routes for logging in and out, and for telling who and which session a request is.
+fn app(store: &SessionStore) -> Router {
+    Router::new()
+        .route(
+            "/login/{user}/{device}",
+            get(
+                |s: Session, Path((user, device)): Path<(String, String)>| async move {
+                    s.login(&user).await?;
+                    s.insert("device", &device)?;
+                    Ok::<_, SessionError>(s.id().map(|i| i.to_string()).unwrap_or_default())
+                },
+            ),
+        )
+        .route(
+            "/slow-login/{ms}/{user}/{device}",
+            get(
+                |s: Session, Path((ms, user, device)): Path<(u64, String, String)>| async move {
+                    // The request is under way before it logs in.
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    s.login(&user).await?;
+                    s.insert("device", &device)?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/whoami",
+            get(|s: Session| async move {
+                let user = s.user_id().await?.unwrap_or_else(|| "nobody".into());
+                let id = s
+                    .id()
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "none".into());
+                Ok::<_, SessionError>(format!("{user} {id}"))
+            }),
+        )
+        .route(
+            "/set/{k}/{v}",
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    s.insert(&k, &v)?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/get/{k}",
+            get(|s: Session, Path(k): Path<String>| async move {
+                Ok::<_, SessionError>(s.get::<String>(&k).await?.unwrap_or_else(|| "none".into()))
+            }),
+        )
+        .route(
+            "/regenerate",
+            get(|s: Session| async move {
+                s.regenerate().await?;
+                Ok::<_, SessionError>(s.id().map(|i| i.to_string()).unwrap_or_default())
+            }),
+        )
+        .route(
+            "/logout",
+            get(|s: Session| async move {
+                s.logout().await?;
+                Ok::<_, SessionError>("bye")
+            }),
+        )
+        .layer(store.layer())
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Memory).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Redis).await })*
+        }
+        #[cfg(feature = "cluster")]
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Cluster).await })*
+        }
+    };
+}
+
+on_every_backend!(
+    the_public_id_is_stable_and_never_a_cookie,
+    sessions_are_listed_and_ended_one_by_one,
+    end_all_but_the_current_one,
+    logging_in_as_another_user_starts_afresh,
+    logout_leaves_the_list,
+    expired_sessions_leave_the_index,
+    end_all_against_logins_under_way,
+);
+
+async fn login(app: &Router, user: &str, device: &str) -> (Browser, String) {
+    let mut b = Browser::new(app.clone());
+    let r = b.get(&format!("/login/{user}/{device}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    (b, r.body)
+}
+
+async fn the_public_id_is_stable_and_never_a_cookie(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let mut b = Browser::new(app.clone());
+    assert_eq!(b.get("/whoami").await.body, "nobody none");
+    b.get("/set/a/1").await;
+    let id = b
+        .get("/whoami")
+        .await
+        .body
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    uuid::Uuid::parse_str(&id).expect("a UUID");
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    // It survives a new secret, and a login: the same session.
+    assert_eq!(b.get("/regenerate").await.body, id);
+    let (cookie_before, r) = (b.cookie.clone(), b.get("/login/alice/laptop").await);
+    assert_eq!(r.body, id);
+    assert_ne!(b.cookie, cookie_before, "a login gives a new secret");
+    assert_eq!(b.get("/whoami").await.body, format!("alice {id}"));
+    // The id is never accepted in place of the secret.
+    for forged in [
+        format!("session={id}"),
+        format!("session={}", id.replace('-', "")),
+    ] {
+        let r = common::send(&app, "/whoami", Some(&forged)).await;
+        assert_eq!(r.body, "nobody none", "{forged}");
+    }
+    // And it does not lead to the secret: the cookie's token is not derived from it.
+    let cookie = b.cookie.clone().unwrap();
+    assert!(!cookie.contains(&id) && !cookie.contains(&id.replace('-', "")));
+}
+
+async fn sessions_are_listed_and_ended_one_by_one(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let (mut laptop, laptop_id) = login(&app, "alice", "laptop").await;
+    let (mut phone, phone_id) = login(&app, "alice", "phone").await;
+    let (mut tablet, _) = login(&app, "alice", "tablet").await;
+    let (mut bob, _) = login(&app, "bob", "pc").await;
+    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let mut devices: Vec<String> = listed
+        .iter()
+        .map(|s| s.fields["device"].as_str().unwrap().to_string())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["laptop", "phone", "tablet"]);
+    let now = SystemTime::now();
+    for s in &listed {
+        assert!(s.created <= s.last_seen && s.last_seen <= now + Duration::from_secs(1));
+        assert!(s.expires > now && s.expires <= now + Duration::from_secs(1800));
+    }
+    assert!(listed.iter().any(|s| s.id.to_string() == laptop_id));
+    // "Log out this device": the phone.
+    let phone_uuid = uuid::Uuid::parse_str(&phone_id).unwrap();
+    assert!(f.store.end_session("alice", phone_uuid).await.unwrap());
+    assert!(
+        !f.store.end_session("alice", phone_uuid).await.unwrap(),
+        "only once"
+    );
+    assert!(phone.get("/whoami").await.body.starts_with("nobody"));
+    assert!(laptop.get("/whoami").await.body.starts_with("alice"));
+    assert!(tablet.get("/whoami").await.body.starts_with("alice"));
+    assert!(bob.get("/whoami").await.body.starts_with("bob"));
+    // Someone else's session is not ended through another user's name.
+    let bob_id = f.store.user_sessions("bob", &[]).await.unwrap()[0].id;
+    assert!(!f.store.end_session("alice", bob_id).await.unwrap());
+    assert!(bob.get("/whoami").await.body.starts_with("bob"));
+    assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 2);
+}
+
+async fn end_all_but_the_current_one(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let (mut current, current_id) = login(&app, "alice", "laptop").await;
+    let mut others = Vec::new();
+    for d in ["phone", "tablet", "tv"] {
+        others.push(login(&app, "alice", d).await.0);
+    }
+    let (mut bob, _) = login(&app, "bob", "pc").await;
+    let keep = uuid::Uuid::parse_str(&current_id).unwrap();
+    assert_eq!(
+        f.store
+            .end_user_sessions("alice", Some(keep))
+            .await
+            .unwrap(),
+        3
+    );
+    for b in &mut others {
+        assert!(b.get("/whoami").await.body.starts_with("nobody"));
+        // Their writes are refused: the ended session is never re-created.
+        assert_eq!(b.get("/set/x/1").await.status, StatusCode::CONFLICT);
+    }
+    assert_eq!(
+        current.get("/whoami").await.body,
+        format!("alice {current_id}")
+    );
+    assert!(bob.get("/whoami").await.body.starts_with("bob"));
+    let listed = f.store.user_sessions("alice", &[]).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), [keep]);
+    // Then all of them.
+    assert_eq!(f.store.end_user_sessions("alice", None).await.unwrap(), 1);
+    assert!(current.get("/whoami").await.body.starts_with("nobody"));
+    // A new login works again.
+    let (mut again, _) = login(&app, "alice", "laptop").await;
+    assert!(again.get("/whoami").await.body.starts_with("alice"));
+}
+
+async fn logging_in_as_another_user_starts_afresh(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let mut b = Browser::new(app.clone());
+    b.get("/set/cart/full").await;
+    b.get("/login/alice/laptop").await;
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        "full",
+        "an anonymous cart is kept at login"
+    );
+    b.get("/set/secret/alices").await;
+    b.get("/login/bob/laptop").await;
+    assert_eq!(
+        b.get("/get/secret").await.body,
+        "none",
+        "alice's data is not bob's"
+    );
+    assert!(b.get("/whoami").await.body.starts_with("bob"));
+    assert!(f
+        .store
+        .user_sessions("alice", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(f.store.user_sessions("bob", &[]).await.unwrap().len(), 1);
+}
+
+async fn logout_leaves_the_list(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let (mut b, _) = login(&app, "alice", "laptop").await;
+    let (_c, _) = login(&app, "alice", "phone").await;
+    let r = b.get("/logout").await;
+    assert!(r.set_cookie[0].contains("Max-Age=0"));
+    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fields["device"], "phone");
+}
+
+async fn expired_sessions_leave_the_index(kind: Kind) {
+    let f = fixture(kind, |b| {
+        b.idle_timeout(Duration::from_millis(300))
+            .absolute_timeout(Duration::from_millis(600))
+    })
+    .await;
+    let app = app(&f.store);
+    for d in ["a", "b", "c"] {
+        login(&app, "alice", d).await;
+    }
+    assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 3);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Idle-expired: not listed, and their entries are dropped on the way.
+    assert!(f
+        .store
+        .user_sessions("alice", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // Past their absolute deadline, the index itself expires in Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(redis) = &f._redis {
+        assert!(
+            redis.keys().iter().all(|k| !k.contains(":u:")),
+            "{:?}",
+            redis.keys()
+        );
+    }
+}
+
+/// "End all" while logins of the same user are under way. The boundary is the moment the
+/// call starts: every login whose request started before it ends up without a session
+/// (refused with 409, or ended); the race took place (some such logins were still under way
+/// when "end all" began).
+async fn end_all_against_logins_under_way(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let rounds = common::record::iterations(6);
+    let (mut under_way, mut before_dead, mut after_alive, mut refused) = (0, 0, 0, 0);
+    let mut survived = 0;
+    for round in 0..rounds {
+        let mut tasks = JoinSet::new();
+        for i in 0..12u64 {
+            let app = app.clone();
+            tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 2)).await;
+                let started = SystemTime::now();
+                let mut b = Browser::new(app);
+                let wait = (i * 7 + round as u64 * 5) % 40;
+                let r = b.get(&format!("/slow-login/{wait}/alice/d{i}")).await;
+                (started, SystemTime::now(), r.status, b)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let cut = SystemTime::now();
+        f.store.end_user_sessions("alice", None).await.unwrap();
+        while let Some(r) = tasks.join_next().await {
+            let (started, done, status, mut b) = r.unwrap();
+            let alive =
+                status == StatusCode::OK && b.get("/whoami").await.body.starts_with("alice");
+            if status == StatusCode::CONFLICT {
+                refused += 1;
+            }
+            // A margin of 2 ms either side of the cut, where the test cannot tell.
+            if ms(started) + 2 < ms(cut) {
+                if alive {
+                    survived += 1;
+                }
+                before_dead += 1;
+                if done > cut {
+                    under_way += 1;
+                }
+            } else if ms(started) > ms(cut) + 2 && alive {
+                after_alive += 1;
+            }
+        }
+        f.store.end_user_sessions("alice", None).await.unwrap();
+    }
+    record(
+        &format!("end_all_race_{kind:?}").to_lowercase(),
+        json!({"rounds": rounds, "logins_started_before": before_dead,
+               "of_which_under_way": under_way, "refused_with_409": refused,
+               "survived_of_those": survived, "logins_after_alive": after_alive}),
+    );
+    assert_eq!(survived, 0, "a login started before `end all` survived it");
+    assert!(under_way > 0, "no login was under way when `end all` began");
+}
+
+/// 10,000 sessions of one user: listed and ended, each timed.
+async fn ten_thousand(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let n = 10_000usize;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for worker in 0..16 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            for i in (worker..n).step_by(16) {
+                let mut b = Browser::new(app.clone());
+                let r = b.get(&format!("/login/alice/d{i}")).await;
+                assert_eq!(r.status, StatusCode::OK);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let logins = start.elapsed();
+    let start = Instant::now();
+    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
+    let list_time = start.elapsed();
+    assert_eq!(listed.len(), n);
+    let start = Instant::now();
+    assert_eq!(f.store.end_user_sessions("alice", None).await.unwrap(), n);
+    let end_time = start.elapsed();
+    assert!(f
+        .store
+        .user_sessions("alice", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // Bounded: generous, for a debug build on a shared 2-core machine.
+    assert!(list_time < Duration::from_secs(30) && end_time < Duration::from_secs(30));
+    record(
+        &format!("ten_thousand_{kind:?}").to_lowercase(),
+        json!({"sessions": n, "login_all_ms": logins.as_millis(),
+               "list_ms": list_time.as_millis(), "end_all_ms": end_time.as_millis()}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sessions_of_one_user() {
+    ten_thousand(Kind::Redis).await;
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sessions_of_one_user_on_a_cluster() {
+    ten_thousand(Kind::Cluster).await;
+}
