@@ -19,10 +19,10 @@
 use std::time::Duration;
 
 use axum::{
-    extract::Form,
-    http::StatusCode,
+    extract::{Form, Path, State},
+    http::{header::USER_AGENT, HeaderMap, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
-    routing::get,
+    routing::{get, post},
     Router,
 };
 use serde::Deserialize;
@@ -34,7 +34,11 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
         .route("/logout", get(logout).post(logout))
+        .route("/sessions", get(sessions))
+        .route("/sessions/end-others", post(end_others))
+        .route("/sessions/{id}/end", post(end_one))
         .layer(store.layer())
+        .with_state(store.clone())
 }
 
 async fn index(session: Session) -> Result<Html<String>, SessionError> {
@@ -47,7 +51,7 @@ async fn index(session: Session) -> Result<Html<String>, SessionError> {
     Ok(Html(format!(
         "<p>Logged in as {}</p><p>Visits: {visits}</p>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
-         <p><a href=\"/logout\">Log out</a></p>",
+         <p><a href=\"/logout\">Log out</a> · <a href=\"/sessions\">Your sessions</a></p>",
         escape(&user)
     )))
 }
@@ -65,25 +69,93 @@ struct Login {
     username: String,
 }
 
-async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, SessionError> {
+async fn login(
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Result<Response, SessionError> {
     let name = form.username.trim();
     if name.is_empty() || name.len() > 64 {
         return Ok((StatusCode::BAD_REQUEST, "username: 1 to 64 characters").into_response());
     }
-    // The visit counter belongs to the user: logging in as someone else starts from that
-    // user's state, never from the previous user's.
-    if session.get::<String>("username").await?.as_deref() != Some(name) {
-        session.clear()?;
-    }
+    // A new secret (an id planted before login is worthless), the session joins the user's
+    // sessions, and logging in as someone else starts from that user's state (the visit
+    // counter belongs to the user), never from the previous user's.
+    session.login(name).await?;
     session.insert("username", name)?;
-    // A new id after login, so an id planted before login is worthless.
-    session.regenerate().await?;
+    let device = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown device");
+    session.insert("device", &device.chars().take(120).collect::<String>())?;
     Ok(Redirect::to("/").into_response())
 }
 
 async fn logout(session: Session) -> Result<Redirect, SessionError> {
-    session.destroy().await?;
+    session.logout().await?;
     Ok(Redirect::to("/"))
+}
+
+/// "Your sessions": every device the user is logged in on, with a button to log out each,
+/// and one for all but this one.
+async fn sessions(
+    session: Session,
+    State(store): State<SessionStore>,
+) -> Result<Response, SessionError> {
+    let Some(user) = session.user_id().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let current = session.id();
+    let mut rows = String::new();
+    for s in store.user_sessions(&user, &["device"]).await? {
+        let device = s
+            .fields
+            .get("device")
+            .and_then(|d| d.as_str())
+            .unwrap_or("?");
+        let ago = s.last_seen.elapsed().map_or(0, |d| d.as_secs());
+        let this = if Some(s.id) == current {
+            " (this device)"
+        } else {
+            ""
+        };
+        rows.push_str(&format!(
+            "<li>{}{this}, last seen {ago} s ago \
+             <form method=\"post\" action=\"/sessions/{}/end\" style=\"display:inline\">\
+             <button type=\"submit\">Log out this device</button></form></li>",
+            escape(device),
+            s.id
+        ));
+    }
+    Ok(Html(format!(
+        "<h1>Your sessions</h1><ul>{rows}</ul>\
+         <form method=\"post\" action=\"/sessions/end-others\">\
+         <button type=\"submit\">Log out everywhere else</button></form>\
+         <p><a href=\"/\">Back</a></p>"
+    ))
+    .into_response())
+}
+
+async fn end_one(
+    session: Session,
+    State(store): State<SessionStore>,
+    Path(id): Path<String>,
+) -> Result<Redirect, SessionError> {
+    let (Some(user), Ok(id)) = (session.user_id().await?, uuid::Uuid::parse_str(&id)) else {
+        return Ok(Redirect::to("/sessions"));
+    };
+    store.end_session(&user, id).await?;
+    Ok(Redirect::to("/sessions"))
+}
+
+async fn end_others(
+    session: Session,
+    State(store): State<SessionStore>,
+) -> Result<Redirect, SessionError> {
+    if let Some(user) = session.user_id().await? {
+        store.end_user_sessions(&user, session.id()).await?;
+    }
+    Ok(Redirect::to("/sessions"))
 }
 
 fn escape(text: &str) -> String {

@@ -151,6 +151,45 @@ async fn example_flow(store: SessionStore) {
 
     let (status, _, _, _) = http(addr, "POST", "/login", None, Some("username=")).await;
     assert_eq!(status, 400);
+
+    // "Your sessions": carol on two devices; one logs out the other.
+    let login = |device: usize| async move {
+        let (_, cookies, _, _) = http(addr, "POST", "/login", None, Some("username=carol")).await;
+        (device, pair(&cookies[0]))
+    };
+    let ((_, first), (_, second)) = (login(1).await, login(2).await);
+    let (status, _, _, page) = http(addr, "GET", "/sessions", Some(&first), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("<li>").count(), 2, "{page}");
+    assert_eq!(page.matches("(this device)").count(), 1, "{page}");
+    assert!(page.contains("action=\"/sessions/end-others\""), "{page}");
+    let (status, _, location, _) =
+        http(addr, "POST", "/sessions/end-others", Some(&first), Some("")).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/sessions")));
+    let (_, _, _, body) = http(addr, "GET", "/", Some(&second), None).await;
+    assert!(
+        body.contains("You are not logged in"),
+        "the other device: {body}"
+    );
+    let (_, _, _, page) = http(addr, "GET", "/sessions", Some(&first), None).await;
+    assert_eq!(page.matches("<li>").count(), 1, "{page}");
+    // "Log out this device" on itself.
+    let id = page
+        .split("/sessions/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a session id in the page")
+        .to_string();
+    http(
+        addr,
+        "POST",
+        &format!("/sessions/{id}/end"),
+        Some(&first),
+        Some(""),
+    )
+    .await;
+    let (_, _, location, _) = http(addr, "GET", "/sessions", Some(&first), None).await;
+    assert_eq!(location.as_deref(), Some("/login"), "logged out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

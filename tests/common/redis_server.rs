@@ -139,10 +139,12 @@ impl RedisServer {
         self.cmd(&["KEYS", "*"])
     }
 
-    /// Keys of live sessions: every key but the markers that ended sessions leave behind.
+    /// Keys of live sessions: every key but the markers that ended sessions leave behind and
+    /// the users' indexes of sessions (`<prefix>u:{..}`).
     pub fn sessions(&self) -> Vec<String> {
         self.keys()
             .into_iter()
+            .filter(|k| !k.contains("u:{"))
             .filter(|k| {
                 let created: Option<String> = self.cmd(&["HGET", k, ""]);
                 created.as_deref() != Some("ended")
