@@ -44,6 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 /// at error level for 5xx, with its source chain, and at debug level otherwise.
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
+        crate::observe::answered(&self);
         let status = self.status();
         if status.is_server_error() {
             let mut chain = String::new();

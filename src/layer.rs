@@ -173,6 +173,7 @@ fn finish<B>(session: &Session, response: &mut Response<B>) {
 /// The handler's response is dropped: it would claim a change that was not saved.
 fn error_response<B: Default>(error: &SessionError, idempotent: bool) -> Response<B> {
     tracing::warn!(%error, "session changes not saved");
+    crate::observe::answered(error);
     let mut response = Response::new(B::default());
     *response.status_mut() = error.status();
     if idempotent && error.status() == http::StatusCode::SERVICE_UNAVAILABLE {

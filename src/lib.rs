@@ -60,6 +60,7 @@
 //! - `tls`: `rediss://` URLs, with rustls; a private CA and client certificates.
 //! - `deadpool-redis`: hand in the `deadpool_redis::Pool` the application already has.
 //! - `aws-iam`: ElastiCache IAM authentication tokens (`ElastiCacheIam`).
+//! - `metrics`: counters and histograms through the `metrics` facade (see the README).
 //!
 //! Standalone servers (TCP, TLS, unix socket), Sentinel, Cluster, ACL users and expiring
 //! credentials: see the README's Deployments section.
@@ -74,6 +75,7 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod layer;
+mod observe;
 mod session;
 mod state;
 mod store;

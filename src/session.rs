@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cookie::{Meta, Verified};
 use crate::error::SessionError;
+use crate::observe::{count, observe};
 use crate::state::StoreInner;
 use crate::store::{now_ms, Counter, Found, IndexOp, Mode, Outcome, Write, META_IDLE, META_USER};
 use crate::token::{StoreKey, Token, UserHandle};
@@ -246,7 +247,14 @@ impl Session {
                 }
             }
         };
-        let found = store.backend.load(&key, ttl).await?;
+        let id = self.state().id;
+        let found = observe("load", id, store.backend.load(&key, ttl)).await?;
+        let result = match &found {
+            Found::Live(_) => "hit",
+            Found::Absent => "miss",
+            Found::Ended => "ended",
+        };
+        count("session_loaded_total", &[("result", result)], 1);
         let mut state = self.state();
         if state.data.is_some() || state.key.as_ref() != Some(&key) {
             return Ok(()); // loaded meanwhile, or the id changed: that copy wins
@@ -501,7 +509,8 @@ impl Session {
                         base,
                         max_keys: (unloaded && matches!(mode, Mode::Update)).then_some(max_keys),
                     };
-                    store.backend.incr(&store_key, &counter).await
+                    let id = self.state().id;
+                    observe("incr", id, store.backend.incr(&store_key, &counter)).await
                 },
             )
             .await?
@@ -615,7 +624,9 @@ impl Session {
         // The old session ends, and the user's index learns the new key, in one round trip.
         let ending = async {
             match &old {
-                Some((key, ttl)) => store.backend.end(key, *ttl, true).await.map(Some),
+                Some((key, ttl)) => observe("end", Some(id), store.backend.end(key, *ttl, true))
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         };
@@ -634,15 +645,21 @@ impl Session {
                 (None, Some(h)) => (h.keys(&store.prefix), IndexOp::Move { id, key: &new_key }),
                 (None, None) => return Ok(None),
             };
-            store.backend.index(&keys, op).await.map(Some)
+            observe("index", Some(id), store.backend.index(&keys, op))
+                .await
+                .map(Some)
         };
         let leaving = async {
             match &old_user {
-                Some(h) if switching => store
-                    .backend
-                    .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id]))
-                    .await
-                    .map(drop),
+                Some(h) if switching => observe(
+                    "index",
+                    Some(id),
+                    store
+                        .backend
+                        .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id])),
+                )
+                .await
+                .map(drop),
                 _ => Ok(()),
             }
         };
@@ -730,12 +747,15 @@ impl Session {
                             delete: Vec::new(),
                             check: None,
                         };
-                        store.backend.save(&key, &write).await
+                        observe("save", Some(id), store.backend.save(&key, &write)).await
                     }
                 },
             )
             .await;
-        if !matches!(result, Ok(Some(()))) {
+        if matches!(result, Ok(Some(()))) {
+            let login = if bind.is_some() { "true" } else { "false" };
+            count("session_regenerated_total", &[("login", login)], 1);
+        } else {
             // The old session is gone and the new one was not stored.
             let ended = matches!(result, Err(SessionError::Ended));
             self.state()
@@ -759,17 +779,23 @@ impl Session {
         };
         let ending = async {
             match (key, ttl) {
-                (Some(key), Some(ttl)) => store.backend.end(&key, ttl, false).await,
+                (Some(key), Some(ttl)) => {
+                    observe("end", id, store.backend.end(&key, ttl, false)).await
+                }
                 _ => Ok(Found::Absent),
             }
         };
         let leaving = async {
             match (user, id) {
-                (Some(h), Some(id)) => store
-                    .backend
-                    .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id]))
-                    .await
-                    .map(drop),
+                (Some(h), Some(id)) => observe(
+                    "index",
+                    Some(id),
+                    store
+                        .backend
+                        .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id])),
+                )
+                .await
+                .map(drop),
                 _ => Ok(()),
             }
         };
@@ -785,6 +811,7 @@ impl Session {
         // its own marker): the user asked to be logged out in this browser.
         state.destroyed = true;
         state.modified = true;
+        count("session_destroyed_total", &[], 1);
         Ok(())
     }
 
@@ -844,6 +871,7 @@ impl Session {
             match outcome {
                 Outcome::Done((value, ttl)) => {
                     if let Some(token) = fresh {
+                        count("session_created_total", &[], 1);
                         state.token = Some(token);
                         state.key = Some(key);
                         state.created_ms = Some(created_ms);
@@ -923,6 +951,7 @@ impl Session {
             .iter()
             .any(|(k, v)| v.is_some() && !crate::store::is_meta(k));
         let create = if has_sets { Create::Yes } else { Create::No };
+        let this = &self;
         self.write_with(None, create, |store, key, mode, ttl| {
             let changes = &changes;
             let update = matches!(mode, Mode::Update);
@@ -946,7 +975,14 @@ impl Session {
                     },
                     check: (unloaded && update && has_sets).then_some(limits),
                 };
-                store.backend.save(&key, &write).await
+                let bytes: usize = write.set.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let id = this.state().id;
+                let saved = observe("save", id, store.backend.save(&key, &write)).await;
+                if matches!(saved, Ok(Outcome::Done(()))) {
+                    count("session_saved_total", &[], 1);
+                    count("session_bytes_written_total", &[], bytes as u64);
+                }
+                saved
             }
         })
         .await

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cookie::CookieCodec;
 use crate::error::SessionError;
+use crate::observe::observe;
 use crate::store::{now_ms, Backend, Found, IndexOp, Lifetimes, Limits};
 use crate::token::UserHandle;
 use crate::touch::Toucher;
@@ -103,7 +104,7 @@ impl SessionStore {
     ) -> Result<Vec<SessionInfo>, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let now = now_ms();
-        let listed = self.inner.backend.list(&keys, now, fields).await?;
+        let listed = observe("list", None, self.inner.backend.list(&keys, now, fields)).await?;
         let (mut sessions, mut stale) = (Vec::new(), Vec::new());
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for entry in listed {
@@ -177,17 +178,11 @@ impl SessionStore {
         except: Option<uuid::Uuid>,
     ) -> Result<usize, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
-        let taken = self
-            .inner
-            .backend
-            .index(
-                &keys,
-                IndexOp::Take {
-                    keep: except,
-                    now_ms: now_ms(),
-                },
-            )
-            .await?;
+        let take = IndexOp::Take {
+            keep: except,
+            now_ms: now_ms(),
+        };
+        let taken = observe("index", None, self.inner.backend.index(&keys, take)).await?;
         self.end_keys(&taken.keys).await?;
         Ok(taken.keys.len())
     }
@@ -195,7 +190,12 @@ impl SessionStore {
     /// Ends sessions by key: each becomes an ended marker for as long as a cookie could be.
     async fn end_keys(&self, keys: &[crate::token::StoreKey]) -> Result<(), SessionError> {
         let marker_ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
-        self.inner.backend.end_many(keys, marker_ttl).await
+        observe(
+            "end_many",
+            None,
+            self.inner.backend.end_many(keys, marker_ttl),
+        )
+        .await
     }
 
     /// Whether this store keeps sessions in Redis (rather than in process memory).

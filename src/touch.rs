@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::observe::{count, observe};
 use crate::store::{now_ms, Backend};
 use crate::token::{StoreKey, Token};
 
@@ -44,6 +45,7 @@ impl Toucher {
     pub(crate) fn touch(&self, token: Token, deadline_ms: i64) {
         if self.tx.try_send((token, deadline_ms)).is_err() {
             tracing::debug!("session refresh queue full; skipping one refresh");
+            count("session_refreshes_total", &[("outcome", "dropped")], 1);
         }
     }
 }
@@ -71,6 +73,7 @@ impl TouchWorker {
                     Err(_) => break,
                 }
             }
+            let queued_count = queued.len();
             for (token, deadline) in queued.drain(..) {
                 let slot = latest.entry(token).or_insert(deadline);
                 *slot = (*slot).max(deadline);
@@ -82,6 +85,7 @@ impl TouchWorker {
             if sent.len() > RECENT {
                 sent.clear();
             }
+            let asked = queued_count;
             let batch: Vec<(StoreKey, i64)> = latest
                 .drain()
                 .map(|(token, deadline)| (token.store_key(&prefix), deadline))
@@ -90,12 +94,30 @@ impl TouchWorker {
                     sent.get(key).is_none_or(|last| deadline - last >= step)
                 })
                 .collect();
+            let skipped = asked.saturating_sub(batch.len());
+            count(
+                "session_refreshes_total",
+                &[("outcome", "skipped")],
+                skipped as u64,
+            );
             if batch.is_empty() {
                 continue;
             }
-            match backend.touch(&batch).await {
-                Ok(()) => sent.extend(batch),
+            match observe("refresh", None, backend.touch(&batch)).await {
+                Ok(()) => {
+                    count(
+                        "session_refreshes_total",
+                        &[("outcome", "sent")],
+                        batch.len() as u64,
+                    );
+                    sent.extend(batch);
+                }
                 Err(e) => {
+                    count(
+                        "session_refreshes_total",
+                        &[("outcome", "dropped")],
+                        batch.len() as u64,
+                    );
                     tracing::warn!(error = %e, sessions = batch.len(), "session expiry refresh failed")
                 }
             }

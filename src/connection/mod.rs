@@ -299,6 +299,7 @@ impl Shared {
         if live.as_ref().is_some_and(|l| l.id == id) {
             *live = None;
             self.stats.retired.fetch_add(1, Ordering::Relaxed);
+            crate::observe::count("session_connections_retired_total", &[], 1);
             tracing::warn!(connection = id, reason = why, "Redis connection retired");
             self.wake.notify_one();
         }
@@ -347,6 +348,7 @@ async fn maintain(shared: Weak<Shared>) {
         };
         this.set_backoff(true, None);
         this.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        crate::observe::count("session_connection_attempts_total", &[], 1);
         let closed = Arc::new(AtomicBool::new(false));
         let opened = tokio::time::timeout(
             this.connect_timeout,
