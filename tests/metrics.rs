@@ -151,4 +151,10 @@ async fn operators_see_what_the_store_did() {
     let mut lines: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
     lines.sort();
     println!("{}", lines.join("\n"));
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("op=\"load\"") && l.contains("ok"))
+    {
+        println!("{line}");
+    }
 }

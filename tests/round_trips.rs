@@ -209,6 +209,17 @@ async fn regenerate_is_two_round_trips() {
 }
 
 #[tokio::test]
+async fn login_is_three_round_trips_two_of_them_at_once() {
+    let (redis, _store, b) = setup().await;
+    let (n, r) = measure(&redis, &b, &["/set/cart/full"], "/login/alice").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        n, 3,
+        "end the old hash and index the new key (at once), then create the new one"
+    );
+}
+
+#[tokio::test]
 async fn read_sends_nothing_after_the_response_either() {
     let (redis, _store, mut b) = setup().await;
     b.get("/set/user/alice").await;

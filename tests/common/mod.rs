@@ -38,6 +38,7 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/clear", get(clear))
         .route("/incr/{k}/{n}", get(incr))
         .route("/regenerate", get(regenerate))
+        .route("/login/{user}", get(login))
         .route("/destroy", get(destroy))
         .route("/untouched", get(|| async { "no session here" }))
         .route(
@@ -189,6 +190,11 @@ async fn incr(session: Session, Path((k, n)): Path<(String, i64)>) -> Result<Str
 
 async fn regenerate(session: Session) -> Result<&'static str, SessionError> {
     session.regenerate().await?;
+    Ok("ok")
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+    session.login(&user).await?;
     Ok("ok")
 }
 
