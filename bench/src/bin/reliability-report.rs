@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 31] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 36] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -66,6 +66,16 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 31] = [
      "`tests/failover.rs` a_large_session_does_not_stall_small_reads", Some("large_session"), None),
     ("`wait_for_replicas`: writes wait for the replicas in their own round trip; too few replicas: 503 after the timeout (write latencies, debug build)",
      "`tests/deployments.rs` waiting_for_replicas", Some("wait_for_replicas"), None),
+    ("\"End all sessions\" of a user, racing logins of the same user (standalone): every login whose request started before the call has no session afterwards (409, or ended)",
+     "`tests/user_sessions.rs` redis::end_all_against_logins_under_way", Some("end_all_race_redis"), None),
+    ("The same race on a 3-master Cluster (the user's index and the sessions in different slots)",
+     "`tests/user_sessions.rs` cluster::end_all_against_logins_under_way", Some("end_all_race_cluster"), None),
+    ("10,000 sessions of one user: listed and ended within a bounded time (standalone; debug build)",
+     "`tests/user_sessions.rs` ten_thousand_sessions_of_one_user", Some("ten_thousand_redis"), None),
+    ("10,000 sessions of one user on a Cluster (debug build)",
+     "`tests/user_sessions.rs` ten_thousand_sessions_of_one_user_on_a_cluster", Some("ten_thousand_cluster"), None),
+    ("A user's sessions listed, ended one by one or all but the current; the index cleaned of expired ones; on memory, standalone and Cluster",
+     "`tests/user_sessions.rs` {memory,redis,cluster}::*", None, None),
     ("Key rotation: a cookie signed with an old key is accepted and re-issued with the new key; one signed with a removed key is rejected",
      "`tests/http.rs` signing_keys_rotate", None, None),
     ("The absolute timeout ends a session even under constant activity",
