@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cookie::CookieCodec;
 use crate::error::SessionError;
 use crate::observe::observe;
-use crate::store::{now_ms, Backend, Found, IndexOp, Lifetimes, Limits};
+use crate::store::{now_ms, Backend, IndexOp, Lifetimes, Limits};
 use crate::token::UserHandle;
 use crate::touch::Toucher;
 
@@ -64,20 +64,6 @@ impl std::fmt::Debug for SessionStore {
 }
 
 impl SessionStore {
-    /// Benchmark support, not API: the floor. One load-script round trip on the raw store key
-    /// `key` through this store's pool, with none of the session logic around it. Returns
-    /// the number of fields read.
-    #[doc(hidden)]
-    pub async fn __floor_load(&self, key: &str) -> Result<usize, crate::SessionError> {
-        let key = crate::token::StoreKey::from_raw(key.to_owned());
-        let ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
-        let loaded = self.inner.backend.load(&key, ttl).await?;
-        Ok(match loaded {
-            Found::Live(l) => l.fields.len(),
-            _ => 0,
-        })
-    }
-
     /// What the connection layer has done so far (zeros for the in-process backend).
     pub fn stats(&self) -> StoreStats {
         match &*self.inner.backend {
