@@ -1,5 +1,6 @@
 //! Metrics and traces for operators: a recorder of the `metrics` facade and a `tracing`
-//! subscriber see a scripted sequence of requests, and the counts are what the sequence did.
+//! subscriber see a scripted sequence of requests (Redis, then the in-process backend), and
+//! the counts are what the sequence did.
 //! One test in this binary: both the recorder and the subscriber are process-wide.
 #![cfg(feature = "metrics")]
 
@@ -147,6 +148,20 @@ async fn operators_see_what_the_store_did() {
         assert_eq!(t.len(), 43);
         assert!(!log.contains(&t), "a token in the traces");
     }
+    // The in-process backend reports the same events.
+    let memory = builder().memory().build().await.unwrap();
+    let mut dave = Browser::new(common::app(&memory));
+    dave.get("/set/user/dave").await;
+    assert_eq!(dave.get("/get/user").await.body, "dave");
+    dave.get("/destroy").await;
+    let after = snapshot(&snapshotter);
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - m.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("session_created_total"), 1);
+    assert_eq!(delta("session_saved_total"), 1);
+    assert_eq!(delta("session_loaded_total{result=hit}"), 1);
+    assert_eq!(delta("session_destroyed_total"), 1);
+    assert_eq!(delta("session_store_operations_total{op=save}"), 1);
+
     // What an operator sees, for the README.
     let mut lines: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
     lines.sort();
