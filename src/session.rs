@@ -649,20 +649,7 @@ impl Session {
                 .await
                 .map(Some)
         };
-        let leaving = async {
-            match &old_user {
-                Some(h) if switching => observe(
-                    "index",
-                    Some(id),
-                    store
-                        .backend
-                        .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id])),
-                )
-                .await
-                .map(drop),
-                _ => Ok(()),
-            }
-        };
+        let leaving = self.leave_index(old_user.as_ref().filter(|_| switching), Some(id));
         let (ended, indexed, left) = futures_util::future::join3(ending, indexing, leaving).await;
         let (ended, indexed) = (ended?, indexed?);
         if let Err(e) = left {
@@ -764,6 +751,26 @@ impl Session {
         result.map(drop)
     }
 
+    /// Takes session `id` out of `user`'s index (nothing to do without either).
+    async fn leave_index(
+        &self,
+        user: Option<&UserHandle>,
+        id: Option<uuid::Uuid>,
+    ) -> Result<(), SessionError> {
+        let (Some(user), Some(id)) = (user, id) else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let keys = user.keys(&store.prefix);
+        observe(
+            "index",
+            Some(id),
+            store.backend.index(&keys, IndexOp::Remove(vec![id])),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Ends the session (logout): it is ended in the store now, taken out of its user's
     /// sessions, and the response expires the cookie. Writes made afterwards in this request
     /// start a new session.
@@ -785,20 +792,7 @@ impl Session {
                 _ => Ok(Found::Absent),
             }
         };
-        let leaving = async {
-            match (user, id) {
-                (Some(h), Some(id)) => observe(
-                    "index",
-                    Some(id),
-                    store
-                        .backend
-                        .index(&h.keys(&store.prefix), IndexOp::Remove(vec![id])),
-                )
-                .await
-                .map(drop),
-                _ => Ok(()),
-            }
-        };
+        let leaving = self.leave_index(user.as_ref(), id);
         let (found, left) = futures_util::future::join(ending, leaving).await;
         let found = found?;
         if let Err(e) = left {

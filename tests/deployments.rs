@@ -5,15 +5,15 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use common::credentials::Password;
 use common::record::record;
 use common::topology::{Sentinels, SERVICE};
 use common::{app, builder, Browser, RedisServer};
 use serde_json::json;
-use tower_redis_session::{ConfigError, Credentials, CredentialsFuture, CredentialsProvider};
+use tower_redis_session::ConfigError;
 
 /// Sets, reads, counts and ends a session through `store`.
 async fn smoke(store: &tower_redis_session::SessionStore) {
@@ -188,45 +188,29 @@ async fn deployment_mistakes_are_clear_errors() {
     }
 }
 
-/// Hands out `good` until told to hand out a wrong password.
-struct Switchable(Arc<Mutex<String>>);
-
-impl CredentialsProvider for Switchable {
-    fn credentials(&self) -> CredentialsFuture<'_> {
-        let password = self.0.lock().map(|p| p.clone()).unwrap_or_default();
-        Box::pin(async move {
-            Ok(Credentials {
-                username: Some("app".into()),
-                password,
-                expires_at: Some(SystemTime::now() + Duration::from_millis(600)),
-            })
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_reauthentication_fails_is_retired() {
     let redis = RedisServer::start();
     let _: () = redis.cmd(&["ACL", "SETUSER", "app", "on", ">good", "~*", "&*", "+@all"]);
-    let password = Arc::new(Mutex::new("good".to_string()));
+    let password = Password::new("good", Duration::from_millis(600));
     let store = builder()
         .redis_url(redis.url())
         .pool_size(2)
-        .credentials_provider(Switchable(Arc::clone(&password)))
+        .credentials_provider(password.clone())
         .credentials_refresh_ahead(Duration::from_millis(400))
         .build()
         .await
         .unwrap();
     smoke(&store).await;
     assert_eq!(store.stats().connections_retired, 0);
-    *password.lock().unwrap() = "wrong".into();
+    password.set("wrong");
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.stats().connections_retired < 2 {
         assert!(Instant::now() < deadline, "{:?}", store.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Back to the right secret: new connections authenticate, and service resumes.
-    *password.lock().unwrap() = "good".into();
+    password.set("good");
     let mut b = Browser::new(app(&store));
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.get("/set/a/1").await.status != StatusCode::OK {

@@ -10,21 +10,33 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::Router;
+use common::credentials::Password;
 use common::record::record;
 use common::topology::{Cluster, Sentinels, SERVICE};
 use common::{app, builder, Browser, RedisServer};
 use serde_json::json;
 use tokio::task::JoinSet;
-use tower_redis_session::{Credentials, CredentialsFuture, CredentialsProvider};
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// What a request may take beyond the command timeout: scheduling on a busy 2-core machine.
 const SLACK: Duration = Duration::from_millis(700);
+
+/// A store on `deployment` with the fault tests' timeouts.
+async fn store(
+    deployment: tower_redis_session::SessionStoreBuilder,
+) -> tower_redis_session::SessionStore {
+    deployment
+        .command_timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .build()
+        .await
+        .expect("store")
+}
 
 /// One answer a client got.
 struct Seen {
@@ -161,13 +173,7 @@ impl Figures {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_primary_killed_under_load() {
     let mut s = tokio::task::spawn_blocking(Sentinels::start).await.unwrap();
-    let store = builder()
-        .redis_sentinel(SERVICE, s.urls())
-        .command_timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .build()
-        .await
-        .unwrap();
+    let store = store(builder().redis_sentinel(SERVICE, s.urls())).await;
     let app = app(&store);
     let start = Instant::now();
     let run = load(&app, 4, start + Duration::from_secs(14));
@@ -195,13 +201,7 @@ async fn sentinel_primary_killed_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_failover_with_the_old_primary_still_up() {
     let s = tokio::task::spawn_blocking(Sentinels::start).await.unwrap();
-    let store = builder()
-        .redis_sentinel(SERVICE, s.urls())
-        .command_timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .build()
-        .await
-        .unwrap();
+    let store = store(builder().redis_sentinel(SERVICE, s.urls())).await;
     let app = app(&store);
     let old = s.primary_port().expect("primary");
     let start = Instant::now();
@@ -242,13 +242,7 @@ async fn cluster_master_killed_and_replica_promoted() {
     let mut cluster = tokio::task::spawn_blocking(|| Cluster::start(1))
         .await
         .unwrap();
-    let store = builder()
-        .redis_cluster(cluster.urls())
-        .command_timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .build()
-        .await
-        .unwrap();
+    let store = store(builder().redis_cluster(cluster.urls())).await;
     let app = app(&store);
     let start = Instant::now();
     let run = load(&app, 4, start + Duration::from_secs(12));
@@ -350,13 +344,7 @@ fn asking_calls(cluster: &Cluster) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_for_five_seconds_costs_a_handful_of_connection_attempts() {
     let mut redis = RedisServer::start();
-    let store = builder()
-        .redis_url(redis.url())
-        .command_timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .build()
-        .await
-        .unwrap();
+    let store = store(builder().redis_url(redis.url())).await;
     let app = app(&store);
     let start = Instant::now();
     let run = load(&app, 8, start + Duration::from_secs(8));
@@ -389,30 +377,14 @@ async fn redis_down_for_five_seconds_costs_a_handful_of_connection_attempts() {
     record("outage_attempts", j);
 }
 
-/// The password of the ACL user `app`, as an operator rotates it.
-struct Rotating(Arc<Mutex<String>>);
-
-impl CredentialsProvider for Rotating {
-    fn credentials(&self) -> CredentialsFuture<'_> {
-        let password = self.0.lock().map(|p| p.clone()).unwrap_or_default();
-        Box::pin(async move {
-            Ok(Credentials {
-                username: Some("app".into()),
-                password,
-                expires_at: Some(SystemTime::now() + Duration::from_millis(1500)),
-            })
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_rotated_every_second_under_load() {
     let redis = RedisServer::start();
     let _: () = redis.cmd(&["ACL", "SETUSER", "app", "on", ">p0", "~*", "&*", "+@all"]);
-    let current = Arc::new(Mutex::new("p0".to_string()));
+    let current = Password::new("p0", Duration::from_millis(1500));
     let store = builder()
         .redis_url(redis.url())
-        .credentials_provider(Rotating(Arc::clone(&current)))
+        .credentials_provider(current.clone())
         .credentials_refresh_ahead(Duration::from_millis(1000))
         .build()
         .await
@@ -426,7 +398,7 @@ async fn password_rotated_every_second_under_load() {
         for i in 1..=5 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _: () = redis.cmd(&["ACL", "SETUSER", "app", &format!(">p{i}")]);
-            *current.lock().unwrap() = format!("p{i}");
+            current.set(&format!("p{i}"));
             if i >= 2 {
                 // The one before last stops working: connections must have moved on.
                 let _: () = redis.cmd(&["ACL", "SETUSER", "app", &format!("<p{}", i - 2)]);

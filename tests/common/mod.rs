@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod credentials;
 pub mod record;
 mod redis_server;
 pub mod topology;
