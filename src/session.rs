@@ -622,35 +622,49 @@ impl Session {
         let created_ms = created.unwrap_or(now);
         let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
         // The old session ends, and the user's index learns the new key, in one round trip.
-        let ending = async {
-            match &old {
-                Some((key, ttl)) => observe("end", Some(id), store.backend.end(key, *ttl, true))
-                    .await
-                    .map(Some),
-                None => Ok(None),
+        let index = match (&handle, &old_user) {
+            (Some(h), _) => Some((
+                h.keys(&store.prefix),
+                IndexOp::Add {
+                    id,
+                    key: &new_key,
+                    deadline_ms: created_ms.saturating_add(absolute),
+                    now_ms: now,
+                    started_ms: self.inner.started_ms,
+                },
+            )),
+            (None, Some(h)) => Some((h.keys(&store.prefix), IndexOp::Move { id, key: &new_key })),
+            (None, None) => None,
+        };
+        let first = async {
+            match (&old, index) {
+                (Some((key, ttl)), Some((keys, op))) => {
+                    let both = async {
+                        let (ended, indexed) =
+                            store.backend.end_and_index(key, *ttl, &keys, op).await;
+                        Ok((ended.map(Some), indexed.map(Some)))
+                    };
+                    observe("end_and_index", Some(id), both)
+                        .await
+                        .unwrap_or_else(|e: SessionError| (Err(e), Ok(None)))
+                }
+                (Some((key, ttl)), None) => (
+                    observe("end", Some(id), store.backend.end(key, *ttl, true))
+                        .await
+                        .map(Some),
+                    Ok(None),
+                ),
+                (None, Some((keys, op))) => (
+                    Ok(None),
+                    observe("index", Some(id), store.backend.index(&keys, op))
+                        .await
+                        .map(Some),
+                ),
+                (None, None) => (Ok(None), Ok(None)),
             }
         };
-        let indexing = async {
-            let (keys, op) = match (&handle, &old_user) {
-                (Some(h), _) => (
-                    h.keys(&store.prefix),
-                    IndexOp::Add {
-                        id,
-                        key: &new_key,
-                        deadline_ms: created_ms.saturating_add(absolute),
-                        now_ms: now,
-                        started_ms: self.inner.started_ms,
-                    },
-                ),
-                (None, Some(h)) => (h.keys(&store.prefix), IndexOp::Move { id, key: &new_key }),
-                (None, None) => return Ok(None),
-            };
-            observe("index", Some(id), store.backend.index(&keys, op))
-                .await
-                .map(Some)
-        };
         let leaving = self.leave_index(old_user.as_ref().filter(|_| switching), Some(id));
-        let (ended, indexed, left) = futures_util::future::join3(ending, indexing, leaving).await;
+        let ((ended, indexed), left) = futures_util::future::join(first, leaving).await;
         let (ended, indexed) = (ended?, indexed?);
         if let Err(e) = left {
             tracing::debug!(error = %e, "could not take the session out of the previous user's index");

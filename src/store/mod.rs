@@ -286,6 +286,23 @@ impl Backend {
         dispatch!(self, b => b.end(key, marker_ttl, read).await)
     }
 
+    /// Ends `old` (reading it) and applies `op` to a user's index, in one round trip.
+    pub(crate) async fn end_and_index(
+        &self,
+        old: &StoreKey,
+        marker_ttl: Duration,
+        keys: &UserKeys,
+        op: IndexOp<'_>,
+    ) -> (
+        Result<Found, SessionError>,
+        Result<IndexReply, SessionError>,
+    ) {
+        match self {
+            Backend::Redis(b) => b.end_and_index(old, marker_ttl, keys, op).await,
+            Backend::Memory(b) => (b.end(old, marker_ttl, true).await, b.index(keys, op).await),
+        }
+    }
+
     /// Applies `op` to the user's index (keys from [`UserHandle::keys`](crate::token::UserHandle::keys)).
     pub(crate) async fn index(
         &self,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, Value};
 
 use super::{
@@ -258,58 +259,94 @@ impl RedisBackend {
             IndexOp::Take { .. } => Repeat::Never,
             _ => Repeat::Safe,
         };
+        let user_keys = [&keys.index, &keys.ids];
         let reply = self
-            .eval_keys(
-                &self.scripts.user,
-                &[&keys.index, &keys.ids],
-                repeat,
-                None,
-                |cmd| match &op {
-                    IndexOp::Add {
-                        id,
-                        key,
-                        deadline_ms,
-                        now_ms,
-                        started_ms,
-                    } => {
-                        cmd.arg("add")
-                            .arg(id.to_string())
-                            .arg(key.as_str())
-                            .arg(deadline_ms)
-                            .arg(now_ms)
-                            .arg(started_ms);
-                    }
-                    IndexOp::Move { id, key } => {
-                        cmd.arg("move").arg(id.to_string()).arg(key.as_str());
-                    }
-                    IndexOp::Remove(ids) => {
-                        cmd.arg("remove");
-                        for id in ids {
-                            cmd.arg(id.to_string());
-                        }
-                    }
-                    IndexOp::Take { keep, now_ms } => {
-                        cmd.arg("take")
-                            .arg(keep.map(|k| k.to_string()).unwrap_or_default())
-                            .arg(now_ms);
-                    }
-                },
-            )
+            .eval_keys(&self.scripts.user, &user_keys, repeat, None, |cmd| {
+                index_args(cmd, &op)
+            })
             .await?;
-        Ok(match reply {
-            Value::Int(n) => IndexReply {
-                indexed: n == 1,
-                keys: Vec::new(),
-            },
-            Value::Array(items) => IndexReply {
-                indexed: false,
-                keys: items
-                    .into_iter()
-                    .map(|v| text(v).map(StoreKey::from_raw))
-                    .collect::<Result<_, _>>()?,
-            },
-            other => return Err(unexpected(&other)),
-        })
+        index_reply(reply)
+    }
+
+    /// Ends `old` (reading it) and applies `op` to a user's index, in one round trip: one
+    /// pipeline on a single server (the first half of a login), both at once on a cluster,
+    /// where the two keys live on different nodes.
+    pub(crate) async fn end_and_index(
+        &self,
+        old: &StoreKey,
+        marker_ttl: Duration,
+        keys: &UserKeys,
+        op: IndexOp<'_>,
+    ) -> (
+        Result<Found, SessionError>,
+        Result<IndexReply, SessionError>,
+    ) {
+        if self.connections.is_cluster() || self.wait.is_some() {
+            return futures_util::future::join(
+                self.end(old, marker_ttl, true),
+                self.index(keys, op),
+            )
+            .await;
+        }
+        let script = |lua: &Lua, sha: bool, keys: &[&StoreKey], args: &dyn Fn(&mut Cmd)| {
+            let mut cmd = redis::cmd(if sha { "EVALSHA" } else { "EVAL" });
+            cmd.arg(if sha { lua.sha.as_str() } else { lua.source })
+                .arg(keys.len());
+            for key in keys {
+                cmd.arg(key.as_str());
+            }
+            args(&mut cmd);
+            cmd
+        };
+        let end_args = |cmd: &mut Cmd| {
+            cmd.arg(millis(marker_ttl)).arg("1");
+        };
+        let index_args = |cmd: &mut Cmd| index_args(cmd, &op);
+        let user_keys = [&keys.index, &keys.ids];
+        let (s, k) = (&self.scripts, [old]);
+        let by_sha = [
+            script(&s.end, true, &k, &end_args),
+            script(&s.user, true, &user_keys, &index_args),
+        ];
+        let by_source = [
+            script(&s.end, false, &k, &end_args),
+            script(&s.user, false, &user_keys, &index_args),
+        ];
+        let (by_sha, by_source) = (&by_sha, &by_source);
+        let replies = self
+            .connections
+            .run(Repeat::Never, |mut conn| async move {
+                let mut pipe = redis::pipe();
+                for cmd in by_sha {
+                    pipe.add_command(cmd.clone());
+                }
+                let mut replies = conn.req_packed_commands(&pipe, 0, 2).await?;
+                // A script Redis lost (restart, flush) did not run: send its source.
+                for (reply, source) in replies.iter_mut().zip(by_source) {
+                    if matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
+                        *reply = conn.req_packed_command(source).await?;
+                    }
+                }
+                Ok(replies)
+            })
+            .await;
+        let mut replies = match replies {
+            Ok(replies) => replies.into_iter(),
+            Err(e) => {
+                let again = SessionError::Unavailable(StoreError::Connect(e.to_string()));
+                return (Err(e), Err(again));
+            }
+        };
+        let mut next = || -> Result<Value, SessionError> {
+            replies
+                .next()
+                .ok_or_else(|| unexpected(&Value::Nil))?
+                .extract_error()
+                .map_err(crate::connection::classify)
+        };
+        let ended = next().and_then(parse_hash);
+        let indexed = next().and_then(index_reply);
+        (ended, indexed)
     }
 
     pub(crate) async fn list(
@@ -462,6 +499,58 @@ impl RedisBackend {
         }
         Ok(reply)
     }
+}
+
+/// The arguments of `user.lua` for `op`.
+fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
+    match op {
+        IndexOp::Add {
+            id,
+            key,
+            deadline_ms,
+            now_ms,
+            started_ms,
+        } => {
+            cmd.arg("add")
+                .arg(id.to_string())
+                .arg(key.as_str())
+                .arg(deadline_ms)
+                .arg(now_ms)
+                .arg(started_ms);
+        }
+        IndexOp::Move { id, key } => {
+            cmd.arg("move").arg(id.to_string()).arg(key.as_str());
+        }
+        IndexOp::Remove(ids) => {
+            cmd.arg("remove");
+            for id in ids {
+                cmd.arg(id.to_string());
+            }
+        }
+        IndexOp::Take { keep, now_ms } => {
+            cmd.arg("take")
+                .arg(keep.map(|k| k.to_string()).unwrap_or_default())
+                .arg(now_ms);
+        }
+    }
+}
+
+/// What `user.lua` answered.
+fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
+    Ok(match reply {
+        Value::Int(n) => IndexReply {
+            indexed: n == 1,
+            keys: Vec::new(),
+        },
+        Value::Array(items) => IndexReply {
+            indexed: false,
+            keys: items
+                .into_iter()
+                .map(|v| text(v).map(StoreKey::from_raw))
+                .collect::<Result<_, _>>()?,
+        },
+        other => return Err(unexpected(&other)),
+    })
 }
 
 fn millis(d: Duration) -> u64 {
