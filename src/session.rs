@@ -582,11 +582,15 @@ impl Session {
         Ok(self.state().user_id.clone())
     }
 
-    /// A new secret for the session; with `bind`, bound to that user.
+    /// A new secret for the session; with `bind`, bound to that user. In order: the old
+    /// session is read and ended, then the user's index learns the new key (only if it still
+    /// holds the old one, and for a login only if the user's sessions were not ended since
+    /// this request started), then the new session is created under the key the index
+    /// announced. "End all" can strike between any two steps and still end this session.
     async fn renew(&self, bind: Option<&str>) -> Result<(), SessionError> {
         let store = Arc::clone(&self.inner.store);
         let now = now_ms();
-        let (old, was, old_user, id, created) = {
+        let (old, was, cookie_user, id) = {
             let mut state = self.state();
             if state.stored == Stored::Ended {
                 if bind.is_none() {
@@ -603,84 +607,31 @@ impl Session {
                 // No session: a new secret is drawn when something is written.
                 return Ok(());
             }
-            let created = if old.is_some() {
-                state.created_ms
-            } else {
-                None
-            };
-            (old, state.stored, state.user.clone(), state.id, created)
+            (old, state.stored, state.user.clone(), state.id)
         };
-        let handle = bind.map(UserHandle::of);
-        // Logging in as someone else replaces the previous user's data.
-        let switching = handle.is_some() && old_user.is_some() && handle != old_user;
-        if switching {
-            self.clear()?;
-        }
-        let id = id.unwrap_or_else(uuid::Uuid::now_v7);
-        let token = Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
-        let new_key = token.store_key(&store.prefix);
-        let created_ms = created.unwrap_or(now);
-        let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
-        // The old session ends, and the user's index learns the new key, in one round trip.
-        let index = match (&handle, &old_user) {
-            (Some(h), _) => Some((
-                h.keys(&store.prefix),
-                IndexOp::Add {
-                    id,
-                    key: &new_key,
-                    deadline_ms: created_ms.saturating_add(absolute),
-                    now_ms: now,
-                    started_ms: self.inner.started_ms,
-                },
-            )),
-            (None, Some(h)) => Some((h.keys(&store.prefix), IndexOp::Move { id, key: &new_key })),
-            (None, None) => None,
-        };
-        let first = async {
-            match (&old, index) {
-                (Some((key, ttl)), Some((keys, op))) => {
-                    let both = async {
-                        let (ended, indexed) =
-                            store.backend.end_and_index(key, *ttl, &keys, op).await;
-                        Ok((ended.map(Some), indexed.map(Some)))
-                    };
-                    observe("end_and_index", Some(id), both)
-                        .await
-                        .unwrap_or_else(|e: SessionError| (Err(e), Ok(None)))
-                }
-                (Some((key, ttl)), None) => (
-                    observe("end", Some(id), store.backend.end(key, *ttl, true))
-                        .await
-                        .map(Some),
-                    Ok(None),
-                ),
-                (None, Some((keys, op))) => (
-                    Ok(None),
-                    observe("index", Some(id), store.backend.index(&keys, op))
-                        .await
-                        .map(Some),
-                ),
-                (None, None) => (Ok(None), Ok(None)),
+        let found = match &old {
+            Some((key, ttl)) => {
+                let ended = observe("end", id, store.backend.end(key, *ttl, true)).await?;
+                // The old id is dead from here on: unless a new session is stored (then the
+                // Live arm of `finish` wins), the response drops the old cookie.
+                self.state().destroyed = true;
+                Some(ended)
             }
+            None => None,
         };
-        let leaving = self.leave_index(old_user.as_ref().filter(|_| switching), Some(id));
-        let ((ended, indexed), left) = futures_util::future::join(first, leaving).await;
-        let (ended, indexed) = (ended?, indexed?);
-        if let Err(e) = left {
-            tracing::debug!(error = %e, "could not take the session out of the previous user's index");
-        }
-        let taken = match ended {
+        let taken = match found {
             Some(Found::Live(taken)) => Some(taken),
-            Some(Found::Ended) => {
+            // A session ended elsewhere, or gone while this request ran: a login starts
+            // afresh; anything else is refused.
+            Some(Found::Ended) | Some(Found::Absent) if bind.is_none() && was == Stored::Live => {
                 self.state().forget(Stored::Ended);
                 return Err(SessionError::Ended);
             }
-            Some(Found::Absent) if was == Stored::Live => {
+            Some(Found::Ended) if bind.is_none() => {
                 self.state().forget(Stored::Ended);
                 return Err(SessionError::Ended);
             }
-            // It had expired: the old secret is now marked dead.
-            Some(Found::Absent) | None => None,
+            _ => None,
         };
         if taken.is_none() && bind.is_none() {
             // Regenerating an expired session: writes start a new one, and the response drops
@@ -694,37 +645,98 @@ impl Session {
             state.modified = true;
             return Ok(());
         }
-        if indexed.is_some_and(|r| !r.indexed) {
-            // The user's sessions were ended meanwhile (or since this request started): this
-            // one goes with them.
-            self.state().forget(Stored::Ended);
-            return Err(SessionError::Ended);
-        }
-        let (fields, created_ms) = {
+        // Whom the old session belonged to: its stored user, or the cookie's.
+        let old_user_id = taken.as_ref().and_then(|t| t.user.clone());
+        let old_user = old_user_id
+            .as_deref()
+            .map(UserHandle::of)
+            .or(cookie_user)
+            .filter(|_| taken.is_some());
+        let handle = bind.map(UserHandle::of);
+        // Logging in as someone else replaces the previous user's data, and the session
+        // starts over (a new public id); so does a login from a dead cookie.
+        let switching = handle.is_some() && old_user.is_some() && handle != old_user;
+        let fresh = taken.is_none() || switching;
+        if switching {
             let mut state = self.state();
-            let created = taken.as_ref().map_or(created_ms, |t| t.created_ms);
-            let fields = state.view(taken.map(|t| t.fields).unwrap_or_default());
-            let user_id = match bind {
-                Some(user) => Some(user.to_owned()),
-                None => state.user_id.clone(),
-            };
-            let user = handle.clone().or(old_user);
+            state.changes.clear();
+            state.cleared = true;
+        }
+        let new_id = if fresh {
+            uuid::Uuid::now_v7()
+        } else {
+            id.unwrap_or_else(uuid::Uuid::now_v7)
+        };
+        let created_ms = taken
+            .as_ref()
+            .filter(|_| !fresh)
+            .map_or(now, |t| t.created_ms);
+        let token = Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
+        let new_key = token.store_key(&store.prefix);
+        let old_key = old.as_ref().map(|(key, _)| key);
+        if switching {
+            // Best effort: the previous user's list drops this session once it is ended.
+            if let Err(e) = self.leave_index(old_user.as_ref(), id, old_key).await {
+                tracing::debug!(error = %e, "could not take the session out of the previous user's index");
+            }
+        }
+        let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
+        let index = match (&handle, &old_user) {
+            (Some(h), _) => Some((
+                h.keys(&store.prefix),
+                IndexOp::Add {
+                    id: new_id,
+                    key: &new_key,
+                    old: old_key.filter(|_| !fresh),
+                    deadline_ms: created_ms.saturating_add(absolute),
+                    now_ms: now,
+                    started_ms: self.inner.started_ms,
+                },
+            )),
+            (None, Some(h)) => old_key.map(|old| {
+                (
+                    h.keys(&store.prefix),
+                    IndexOp::Move {
+                        id: new_id,
+                        old,
+                        key: &new_key,
+                    },
+                )
+            }),
+            (None, None) => None,
+        };
+        if let Some((keys, op)) = index {
+            let indexed = observe("index", Some(new_id), store.backend.index(&keys, op)).await?;
+            if !indexed.indexed {
+                // The user's sessions were ended meanwhile (or since this request started):
+                // this one goes with them.
+                self.state().forget(Stored::Ended);
+                self.state().destroyed = true;
+                return Err(SessionError::Ended);
+            }
+        }
+        let (fields, user_id) = {
+            let mut state = self.state();
+            let fields = state.view(if switching {
+                HashMap::new()
+            } else {
+                taken.map(|t| t.fields).unwrap_or_default()
+            });
+            let user_id = bind.map(str::to_owned).or(old_user_id);
+            let user = handle.or(old_user);
             state.forget(Stored::Absent);
-            state.id = Some(id);
+            state.id = Some(new_id);
             state.user = user;
-            state.user_id = user_id;
+            state.user_id = user_id.clone();
             state.data = Some(fields.clone());
-            // The old id is dead from here on: unless the new session is stored (then the
-            // Live arm of `finish` wins), the response drops the old cookie.
-            state.destroyed = true;
+            state.destroyed = old.is_some();
             state.modified = true;
-            (fields, created)
+            (fields, user_id)
         };
         let limits = store.limits;
         too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
         let bytes = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         too_large(crate::store::SESSION_SIZE, bytes, limits.session_bytes)?;
-        let user_id = self.state().user_id.clone();
         // The session keeps its age: a new secret never extends the absolute timeout.
         let result = self
             .write_with(
@@ -748,7 +760,7 @@ impl Session {
                             delete: Vec::new(),
                             check: None,
                         };
-                        observe("save", Some(id), store.backend.save(&key, &write)).await
+                        observe("save", Some(new_id), store.backend.save(&key, &write)).await
                     }
                 },
             )
@@ -759,35 +771,34 @@ impl Session {
         } else {
             // The old session is gone and the new one was not stored.
             let ended = matches!(result, Err(SessionError::Ended));
-            self.state()
-                .forget(if ended { Stored::Ended } else { Stored::Absent });
+            let mut state = self.state();
+            state.forget(if ended { Stored::Ended } else { Stored::Absent });
+            state.destroyed = old.is_some();
         }
         result.map(drop)
     }
 
-    /// Takes session `id` out of `user`'s index (nothing to do without either).
+    /// Takes session `id` (at `key`) out of `user`'s index, if it still holds that key.
     async fn leave_index(
         &self,
         user: Option<&UserHandle>,
         id: Option<uuid::Uuid>,
+        key: Option<&StoreKey>,
     ) -> Result<(), SessionError> {
-        let (Some(user), Some(id)) = (user, id) else {
+        let (Some(user), Some(id), Some(key)) = (user, id, key) else {
             return Ok(());
         };
         let store = &self.inner.store;
         let keys = user.keys(&store.prefix);
-        observe(
-            "index",
-            Some(id),
-            store.backend.index(&keys, IndexOp::Remove(vec![id])),
-        )
-        .await
-        .map(drop)
+        let op = IndexOp::Remove(vec![(id, key.clone())]);
+        observe("index", Some(id), store.backend.index(&keys, op))
+            .await
+            .map(drop)
     }
 
-    /// Ends the session (logout): it is ended in the store now, taken out of its user's
-    /// sessions, and the response expires the cookie. Writes made afterwards in this request
-    /// start a new session.
+    /// Ends the session (logout): it is ended in the store now, then taken out of its
+    /// user's sessions, and the response expires the cookie. Writes made afterwards in this
+    /// request start a new session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let _op = self.inner.op.lock().await;
         let store = &self.inner.store;
@@ -798,21 +809,18 @@ impl Session {
                 .and_then(|created| self.ttl_now(&state, created, now_ms()));
             (state.key(&store.prefix), ttl, state.user.clone(), state.id)
         };
-        let ending = async {
-            match (key, ttl) {
-                (Some(key), Some(ttl)) => {
-                    observe("end", id, store.backend.end(&key, ttl, false)).await
-                }
-                _ => Ok(Found::Absent),
+        let found = match (&key, ttl) {
+            (Some(key), Some(ttl)) => {
+                observe("end", id, store.backend.end(key, ttl, false)).await?
             }
+            _ => Found::Absent,
         };
-        let leaving = self.leave_index(user.as_ref(), id);
-        let (found, left) = futures_util::future::join(ending, leaving).await;
-        let found = found?;
-        if let Err(e) = left {
-            tracing::debug!(error = %e, "could not take the session out of its user's index");
+        // Only a session this request ended leaves the index: an old cookie's successor stays.
+        if matches!(found, Found::Live(_)) {
+            if let Err(e) = self.leave_index(user.as_ref(), id, key.as_ref()).await {
+                tracing::debug!(error = %e, "could not take the session out of its user's index");
+            }
         }
-        let _: Found = found;
         let mut state = self.state();
         state.forget(Stored::Absent);
         // Logging out drops the cookie, whatever the store said (an automatic retry finds

@@ -95,7 +95,11 @@ impl SessionStore {
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for entry in listed {
             let Some(s) = entry.session.filter(|s| s.user.as_deref() == Some(user_id)) else {
-                stale.push(entry.id);
+                // Gone (expired): a stale entry. An ended marker may be a new secret under way
+                // (its entry moves in a moment): left alone, it goes when the marker expires.
+                if !entry.ended {
+                    stale.push((entry.id, entry.key));
+                }
                 continue;
             };
             let expires_ms = now.saturating_add(s.ttl_ms);
@@ -136,28 +140,24 @@ impl SessionStore {
     }
 
     /// Ends one session of `user_id`, by its public id ("log out this device"). Returns
-    /// whether there was such a session.
+    /// whether there was such a session. Safe to repeat after a failure.
     pub async fn end_session(&self, user_id: &str, id: uuid::Uuid) -> Result<bool, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
-        let taken = self
-            .inner
-            .backend
-            .index(&keys, IndexOp::Remove(vec![id]))
-            .await?;
-        self.end_keys(&taken.keys).await?;
-        Ok(!taken.keys.is_empty())
+        let marked = self.index(&keys, IndexOp::Mark(vec![id])).await?;
+        self.end_entries(&keys, marked.entries).await.map(|n| n > 0)
     }
 
     /// Ends every session of `user_id` but `except` (the current one, for "log out
     /// everywhere else"; `None` for all), after a password change, say. Returns how many.
+    /// Safe to repeat after a failure: what was not ended yet is ended then.
     ///
     /// The boundary: the moment this call starts (T, by this server's clock). When it
     /// returns, no request that starts afterwards is served any session of the user that
     /// existed at T: each is ended (its key becomes an ended marker that refuses reads and
-    /// writes). A login whose request started before T and was still under way fails with
-    /// [`SessionError::Ended`] (409) instead of creating a session, whenever it reaches the
-    /// store. A login whose request starts after T is a new login. Between app servers,
-    /// "before" is by their clocks: keep them in sync.
+    /// writes). A login whose request started before T and was still under way either fails
+    /// with [`SessionError::Ended`] (409) or, if it got further, has its session ended before
+    /// this call returns. A login whose request starts after T is a new login. Between app
+    /// servers, "before" is by their clocks: keep them in sync.
     pub async fn end_user_sessions(
         &self,
         user_id: &str,
@@ -168,20 +168,38 @@ impl SessionStore {
             keep: except,
             now_ms: now_ms(),
         };
-        let taken = observe("index", None, self.inner.backend.index(&keys, take)).await?;
-        self.end_keys(&taken.keys).await?;
-        Ok(taken.keys.len())
+        let marked = self.index(&keys, take).await?;
+        self.end_entries(&keys, marked.entries).await
     }
 
-    /// Ends sessions by key: each becomes an ended marker for as long as a cookie could be.
-    async fn end_keys(&self, keys: &[crate::token::StoreKey]) -> Result<(), SessionError> {
+    async fn index(
+        &self,
+        keys: &crate::token::UserKeys,
+        op: IndexOp<'_>,
+    ) -> Result<crate::store::IndexReply, SessionError> {
+        observe("index", None, self.inner.backend.index(keys, op)).await
+    }
+
+    /// Ends marked entries' sessions (each becomes an ended marker for as long as a cookie
+    /// could be), then drops the entries. Every session is attempted; an entry whose session
+    /// could not be ended stays marked, so that a repeat ends it.
+    async fn end_entries(
+        &self,
+        keys: &crate::token::UserKeys,
+        entries: Vec<(uuid::Uuid, crate::token::StoreKey)>,
+    ) -> Result<usize, SessionError> {
         let marker_ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
-        observe(
+        let session_keys: Vec<_> = entries.iter().map(|(_, key)| key.clone()).collect();
+        let ended = observe(
             "end_many",
             None,
-            self.inner.backend.end_many(keys, marker_ttl),
+            self.inner.backend.end_many(&session_keys, marker_ttl),
         )
-        .await
+        .await;
+        ended?;
+        let n = entries.len();
+        self.index(keys, IndexOp::Remove(entries)).await?;
+        Ok(n)
     }
 
     /// Whether this store keeps sessions in Redis (rather than in process memory).

@@ -181,16 +181,6 @@ impl Connector {
         }
     }
 
-    pub(crate) fn is_cluster(&self) -> bool {
-        match self.kind {
-            #[cfg(feature = "cluster")]
-            Kind::Cluster(_) => true,
-            #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
-            Kind::ClusterPool(_) => true,
-            _ => false,
-        }
-    }
-
     /// The ACL user connections log in as when the credentials provider names none.
     pub(crate) fn username(&self) -> Option<&str> {
         match &self.kind {

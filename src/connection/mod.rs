@@ -181,12 +181,6 @@ impl Connections {
         }
     }
 
-    /// Whether the deployment is a Redis Cluster (commands on different keys may go to
-    /// different nodes, so they cannot share a pipeline).
-    pub(crate) fn is_cluster(&self) -> bool {
-        self.shared.connector.is_cluster()
-    }
-
     pub(crate) fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     is_meta, now_ms, Counter, Found, IndexOp, IndexReply, Limits, Listed, ListedSession, Loaded,
-    Mode, Outcome, Write, KEY_COUNT, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::error::SessionError;
 use crate::token::StoreKey;
@@ -28,10 +28,8 @@ struct Entry {
 #[derive(Default)]
 struct Map {
     entries: HashMap<StoreKey, Entry>,
-    /// Users' indexes of sessions (user.lua): by index key, public id → (session key, deadline).
-    users: HashMap<StoreKey, HashMap<uuid::Uuid, (StoreKey, i64)>>,
-    /// Per user: logins whose request started before this are refused (user.lua's cut).
-    cuts: HashMap<StoreKey, i64>,
+    /// Users' indexes of sessions (user.lua), by index key.
+    users: HashMap<StoreKey, UserIndex>,
     writes: u64,
 }
 
@@ -72,6 +70,26 @@ impl Map {
                 }))
             }
         }
+    }
+}
+
+/// One user's index (user.lua): public id → (session key, '!' first when being ended;
+/// deadline), the cut, and when it all expires.
+#[derive(Default)]
+struct UserIndex {
+    entries: HashMap<uuid::Uuid, (String, i64)>,
+    cut: Option<i64>,
+    expires_ms: i64,
+}
+
+impl UserIndex {
+    /// Marks an entry as being ended; its session key.
+    fn mark(&mut self, id: uuid::Uuid) -> Option<StoreKey> {
+        let (key, _) = self.entries.get_mut(&id)?;
+        if !key.starts_with('!') {
+            key.insert(0, '!');
+        }
+        Some(StoreKey::from_raw(key[1..].to_owned()))
     }
 }
 
@@ -238,49 +256,79 @@ impl MemoryBackend {
         keys: &UserKeys,
         op: IndexOp<'_>,
     ) -> Result<IndexReply, SessionError> {
+        let now = now_ms();
         let mut map = self.lock();
-        let cut = map.cuts.get(&keys.index).copied();
-        if let IndexOp::Take { now_ms, .. } = op {
-            map.cuts
-                .insert(keys.index.clone(), cut.unwrap_or(now_ms).max(now_ms));
+        let users = &mut map.users;
+        // The index and its cut expire together (user.lua's PEXPIREAT).
+        if users.get(&keys.index).is_some_and(|u| u.expires_ms <= now) {
+            users.remove(&keys.index);
         }
-        let index = map.users.entry(keys.index.clone()).or_default();
+        let user = users.entry(keys.index.clone()).or_default();
         let mut reply = IndexReply::default();
         match op {
             IndexOp::Add {
                 id,
                 key,
+                old,
                 deadline_ms,
                 now_ms,
                 started_ms,
             } => {
-                if cut.is_none_or(|cut| started_ms >= cut) {
-                    index.insert(id, (key.clone(), deadline_ms));
+                // Indexed under another key than the one this login ends: a stale cookie, or
+                // a session being ended.
+                let stale = user
+                    .entries
+                    .get(&id)
+                    .is_some_and(|(current, _)| old.is_none_or(|o| current != o.as_str()));
+                let refused = user.cut.is_some_and(|cut| started_ms < cut) || stale;
+                if !refused {
+                    user.entries.retain(|_, (_, deadline)| *deadline > now_ms);
+                    let deadline = deadline_ms.min(MAX_DEADLINE_MS);
+                    user.entries.insert(id, (key.as_str().to_owned(), deadline));
                     reply.indexed = true;
                 }
-                index.retain(|_, (_, deadline)| *deadline > now_ms);
             }
-            IndexOp::Move { id, key } => {
-                if let Some(entry) = index.get_mut(&id) {
-                    entry.0 = key.clone();
+            IndexOp::Move { id, old, key } => {
+                if let Some(entry) = user.entries.get_mut(&id).filter(|(k, _)| k == old.as_str()) {
+                    entry.0 = key.as_str().to_owned();
                     reply.indexed = true;
                 }
             }
-            IndexOp::Remove(ids) => {
-                reply.keys = ids
-                    .iter()
-                    .filter_map(|id| index.remove(id).map(|(key, _)| key))
+            IndexOp::Remove(entries) => {
+                for (id, key) in entries {
+                    let holds = user.entries.get(&id).is_some_and(|(k, _)| {
+                        k == key.as_str() || k.strip_prefix('!') == Some(key.as_str())
+                    });
+                    if holds {
+                        user.entries.remove(&id);
+                    }
+                }
+            }
+            IndexOp::Mark(ids) => {
+                for id in ids {
+                    if let Some(key) = user.mark(id) {
+                        reply.entries.push((id, key));
+                    }
+                }
+            }
+            IndexOp::Take { keep, now_ms } => {
+                user.cut = Some(user.cut.unwrap_or(now_ms).max(now_ms));
+                let ids: Vec<uuid::Uuid> = user
+                    .entries
+                    .keys()
+                    .filter(|id| Some(**id) != keep)
+                    .copied()
                     .collect();
-            }
-            IndexOp::Take { keep, .. } => {
-                let kept = keep.and_then(|k| index.remove_entry(&k));
-                reply.keys = index.drain().map(|(_, (key, _))| key).collect();
-                index.extend(kept);
+                for id in ids {
+                    if let Some(key) = user.mark(id) {
+                        reply.entries.push((id, key));
+                    }
+                }
             }
         }
-        if index.is_empty() {
-            map.users.remove(&keys.index);
-        }
+        let last = user.entries.values().map(|(_, d)| *d).max().unwrap_or(0);
+        let cut = user.cut.map_or(0, |c| c.saturating_add(600_000));
+        user.expires_ms = last.max(cut);
         Ok(reply)
     }
 
@@ -294,11 +342,12 @@ impl MemoryBackend {
         let entries: Vec<(uuid::Uuid, StoreKey)> = map
             .users
             .get(&keys.index)
-            .map(|index| {
-                index
+            .filter(|u| u.expires_ms > now_ms)
+            .map(|u| {
+                u.entries
                     .iter()
-                    .filter(|(_, (_, deadline))| *deadline > now_ms)
-                    .map(|(id, (key, _))| (*id, key.clone()))
+                    .filter(|(_, (key, deadline))| *deadline >= now_ms && !key.starts_with('!'))
+                    .map(|(id, (key, _))| (*id, StoreKey::from_raw(key.clone())))
                     .collect()
             })
             .unwrap_or_default();
@@ -306,6 +355,7 @@ impl MemoryBackend {
             .into_iter()
             .map(|(id, key)| {
                 // An ended session's marker is no session to list.
+                let ended = map.live(&key, now_ms).is_some_and(|e| e.ended);
                 let session = map
                     .live(&key, now_ms)
                     .filter(|e| !e.ended)
@@ -316,7 +366,12 @@ impl MemoryBackend {
                         ttl_ms: e.expires_ms - now_ms,
                         values: fields.iter().map(|f| e.fields.get(*f).cloned()).collect(),
                     });
-                Listed { id, session }
+                Listed {
+                    id,
+                    key,
+                    ended,
+                    session,
+                }
             })
             .collect())
     }

@@ -108,22 +108,29 @@ impl Loaded {
 /// A change to a user's index of sessions (see `user.lua`).
 #[derive(Debug)]
 pub(crate) enum IndexOp<'a> {
-    /// Index a session that logs in; drop entries past their deadline. Refused (nothing
-    /// indexed, `indexed` false) when the login's request started before the user's sessions
-    /// were last ended.
+    /// Index a login under `key`. Refused (`indexed` false) when the login's request started
+    /// before the user's sessions were last ended, or when `id` is indexed under another key
+    /// than `old`. Drops entries past their deadline.
     Add {
         id: uuid::Uuid,
         key: &'a StoreKey,
+        old: Option<&'a StoreKey>,
         deadline_ms: i64,
         now_ms: i64,
         started_ms: i64,
     },
-    /// The session got a new key; `false` when it is no longer indexed.
-    Move { id: uuid::Uuid, key: &'a StoreKey },
-    /// Forget these sessions, returning their keys.
-    Remove(Vec<uuid::Uuid>),
-    /// Forget every session but `keep`, returning their keys; refuse logins whose request
-    /// started before `now_ms`.
+    /// The session got a new key; only if it is still indexed under `old`.
+    Move {
+        id: uuid::Uuid,
+        old: &'a StoreKey,
+        key: &'a StoreKey,
+    },
+    /// Drop these entries, each only if it still holds that key.
+    Remove(Vec<(uuid::Uuid, StoreKey)>),
+    /// Mark these entries as being ended; returns them.
+    Mark(Vec<uuid::Uuid>),
+    /// Raise the cut to `now_ms` (logins whose request started before are refused) and mark
+    /// every entry but `keep` as being ended; returns them.
     Take {
         keep: Option<uuid::Uuid>,
         now_ms: i64,
@@ -135,14 +142,21 @@ pub(crate) enum IndexOp<'a> {
 pub(crate) struct IndexReply {
     /// `Add`: the session was indexed; `Move`: it still was.
     pub(crate) indexed: bool,
-    /// `Take`, `Remove`: the keys of the sessions taken out of the index.
-    pub(crate) keys: Vec<StoreKey>,
+    /// `Mark`, `Take`: the entries marked, with their session keys.
+    pub(crate) entries: Vec<(uuid::Uuid, StoreKey)>,
 }
+
+/// Deadlines in the index are clamped here, so that Redis prints them as integers.
+pub(crate) const MAX_DEADLINE_MS: i64 = 1 << 52;
 
 /// A user's indexed session, with what the listing shows of it.
 #[derive(Debug)]
 pub(crate) struct Listed {
     pub(crate) id: uuid::Uuid,
+    pub(crate) key: StoreKey,
+    /// The key holds an ended marker (perhaps of a new secret under way): not listed, but
+    /// not a stale entry either.
+    pub(crate) ended: bool,
     /// `None` when the session is gone or ended (the entry is stale).
     pub(crate) session: Option<ListedSession>,
 }
@@ -284,23 +298,6 @@ impl Backend {
         read: bool,
     ) -> Result<Found, SessionError> {
         dispatch!(self, b => b.end(key, marker_ttl, read).await)
-    }
-
-    /// Ends `old` (reading it) and applies `op` to a user's index, in one round trip.
-    pub(crate) async fn end_and_index(
-        &self,
-        old: &StoreKey,
-        marker_ttl: Duration,
-        keys: &UserKeys,
-        op: IndexOp<'_>,
-    ) -> (
-        Result<Found, SessionError>,
-        Result<IndexReply, SessionError>,
-    ) {
-        match self {
-            Backend::Redis(b) => b.end_and_index(old, marker_ttl, keys, op).await,
-            Backend::Memory(b) => (b.end(old, marker_ttl, true).await, b.index(keys, op).await),
-        }
     }
 
     /// Applies `op` to the user's index (keys from [`UserHandle::keys`](crate::token::UserHandle::keys)).

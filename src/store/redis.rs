@@ -10,12 +10,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, Value};
 
 use super::{
     now_ms, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode, Outcome,
-    Write, ENDED, KEY_COUNT, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::connection::{Conn, Connections, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
@@ -255,98 +254,19 @@ impl RedisBackend {
         keys: &UserKeys,
         op: IndexOp<'_>,
     ) -> Result<IndexReply, SessionError> {
-        let repeat = match op {
-            IndexOp::Take { .. } => Repeat::Never,
-            _ => Repeat::Safe,
-        };
+        // Every action gives the same answer when repeated (an add or a move finds its own
+        // entry; marks and removals are idempotent).
         let user_keys = [&keys.index, &keys.ids];
         let reply = self
-            .eval_keys(&self.scripts.user, &user_keys, repeat, None, |cmd| {
-                index_args(cmd, &op)
-            })
+            .eval_keys(
+                &self.scripts.user,
+                &user_keys,
+                Repeat::Safe,
+                self.wait,
+                |cmd| index_args(cmd, &op),
+            )
             .await?;
         index_reply(reply)
-    }
-
-    /// Ends `old` (reading it) and applies `op` to a user's index, in one round trip: one
-    /// pipeline on a single server (the first half of a login), both at once on a cluster,
-    /// where the two keys live on different nodes.
-    pub(crate) async fn end_and_index(
-        &self,
-        old: &StoreKey,
-        marker_ttl: Duration,
-        keys: &UserKeys,
-        op: IndexOp<'_>,
-    ) -> (
-        Result<Found, SessionError>,
-        Result<IndexReply, SessionError>,
-    ) {
-        if self.connections.is_cluster() || self.wait.is_some() {
-            return futures_util::future::join(
-                self.end(old, marker_ttl, true),
-                self.index(keys, op),
-            )
-            .await;
-        }
-        let script = |lua: &Lua, sha: bool, keys: &[&StoreKey], args: &dyn Fn(&mut Cmd)| {
-            let mut cmd = redis::cmd(if sha { "EVALSHA" } else { "EVAL" });
-            cmd.arg(if sha { lua.sha.as_str() } else { lua.source })
-                .arg(keys.len());
-            for key in keys {
-                cmd.arg(key.as_str());
-            }
-            args(&mut cmd);
-            cmd
-        };
-        let end_args = |cmd: &mut Cmd| {
-            cmd.arg(millis(marker_ttl)).arg("1");
-        };
-        let index_args = |cmd: &mut Cmd| index_args(cmd, &op);
-        let user_keys = [&keys.index, &keys.ids];
-        let (s, k) = (&self.scripts, [old]);
-        let by_sha = [
-            script(&s.end, true, &k, &end_args),
-            script(&s.user, true, &user_keys, &index_args),
-        ];
-        let by_source = [
-            script(&s.end, false, &k, &end_args),
-            script(&s.user, false, &user_keys, &index_args),
-        ];
-        let (by_sha, by_source) = (&by_sha, &by_source);
-        let replies = self
-            .connections
-            .run(Repeat::Never, |mut conn| async move {
-                let mut pipe = redis::pipe();
-                for cmd in by_sha {
-                    pipe.add_command(cmd.clone());
-                }
-                let mut replies = conn.req_packed_commands(&pipe, 0, 2).await?;
-                // A script Redis lost (restart, flush) did not run: send its source.
-                for (reply, source) in replies.iter_mut().zip(by_source) {
-                    if matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
-                        *reply = conn.req_packed_command(source).await?;
-                    }
-                }
-                Ok(replies)
-            })
-            .await;
-        let mut replies = match replies {
-            Ok(replies) => replies.into_iter(),
-            Err(e) => {
-                let again = SessionError::Unavailable(StoreError::Connect(e.to_string()));
-                return (Err(e), Err(again));
-            }
-        };
-        let mut next = || -> Result<Value, SessionError> {
-            replies
-                .next()
-                .ok_or_else(|| unexpected(&Value::Nil))?
-                .extract_error()
-                .map_err(crate::connection::classify)
-        };
-        let ended = next().and_then(parse_hash);
-        let indexed = next().and_then(index_reply);
-        (ended, indexed)
     }
 
     pub(crate) async fn list(
@@ -369,10 +289,11 @@ impl RedisBackend {
                 pipe.query_async(&mut conn).await
             })
             .await?;
+        // Entries being ended ('!' key) are listed no more.
         let entries: Vec<(uuid::Uuid, StoreKey)> = ids
             .into_iter()
             .filter_map(|id| {
-                let key = map.get(&id)?.clone();
+                let key = map.get(&id).filter(|k| !k.starts_with('!'))?.clone();
                 Some((uuid::Uuid::parse_str(&id).ok()?, StoreKey::from_raw(key)))
             })
             .collect();
@@ -401,12 +322,13 @@ impl RedisBackend {
         Ok(entries
             .into_iter()
             .zip(replies)
-            .map(|((id, _), (mut values, ttl_ms))| {
+            .map(|((id, key), (mut values, ttl_ms))| {
                 let mut head = values.drain(..3.min(values.len()));
                 let created = head.next().flatten();
                 let user = head.next().flatten();
                 let idle = head.next().flatten();
                 drop(head);
+                let ended = created.as_deref() == Some(ENDED);
                 let session = created
                     .and_then(|c| c.parse::<i64>().ok())
                     .filter(|_| ttl_ms > 0)
@@ -417,7 +339,12 @@ impl RedisBackend {
                         ttl_ms,
                         values,
                     });
-                Listed { id, session }
+                Listed {
+                    id,
+                    key,
+                    ended,
+                    session,
+                }
             })
             .collect())
     }
@@ -427,8 +354,10 @@ impl RedisBackend {
         keys: &[StoreKey],
         marker_ttl: Duration,
     ) -> Result<(), SessionError> {
+        // Every one is attempted, whatever becomes of the others.
         let ends = keys.iter().map(|key| self.end(key, marker_ttl, false));
-        futures_util::future::try_join_all(ends).await.map(drop)
+        let results = futures_util::future::join_all(ends).await;
+        results.into_iter().collect::<Result<Vec<_>, _>>().map(drop)
     }
 
     /// Runs a script by its SHA1, sending the source only if Redis (or, on a cluster, the
@@ -507,6 +436,7 @@ fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
         IndexOp::Add {
             id,
             key,
+            old,
             deadline_ms,
             now_ms,
             started_ms,
@@ -514,15 +444,25 @@ fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
             cmd.arg("add")
                 .arg(id.to_string())
                 .arg(key.as_str())
-                .arg(deadline_ms)
+                .arg(old.map_or("", StoreKey::as_str))
+                .arg(deadline_ms.min(&MAX_DEADLINE_MS))
                 .arg(now_ms)
                 .arg(started_ms);
         }
-        IndexOp::Move { id, key } => {
-            cmd.arg("move").arg(id.to_string()).arg(key.as_str());
+        IndexOp::Move { id, old, key } => {
+            cmd.arg("move")
+                .arg(id.to_string())
+                .arg(old.as_str())
+                .arg(key.as_str());
         }
-        IndexOp::Remove(ids) => {
+        IndexOp::Remove(entries) => {
             cmd.arg("remove");
+            for (id, key) in entries {
+                cmd.arg(id.to_string()).arg(key.as_str());
+            }
+        }
+        IndexOp::Mark(ids) => {
+            cmd.arg("mark");
             for id in ids {
                 cmd.arg(id.to_string());
             }
@@ -535,20 +475,26 @@ fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
     }
 }
 
-/// What `user.lua` answered.
+/// What `user.lua` answered: a status, or `id, key` pairs.
 fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
     Ok(match reply {
         Value::Int(n) => IndexReply {
             indexed: n == 1,
-            keys: Vec::new(),
+            entries: Vec::new(),
         },
-        Value::Array(items) => IndexReply {
-            indexed: false,
-            keys: items
-                .into_iter()
-                .map(|v| text(v).map(StoreKey::from_raw))
-                .collect::<Result<_, _>>()?,
-        },
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut entries = Vec::new();
+            while let (Some(id), Some(key)) = (items.next(), items.next()) {
+                let id = uuid::Uuid::parse_str(&text(id)?)
+                    .map_err(|_| SessionError::Corrupt("a user's index holds a bad id".into()))?;
+                entries.push((id, StoreKey::from_raw(text(key)?)));
+            }
+            IndexReply {
+                indexed: false,
+                entries,
+            }
+        }
         other => return Err(unexpected(&other)),
     })
 }
