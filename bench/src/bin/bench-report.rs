@@ -21,7 +21,7 @@ const GROUPS: [(&str, &str); 3] = [
 /// Scenarios in report order: (criterion id stem, label, sized?).
 const SCENARIOS: [(&str, &str, bool); 10] = [
     ("no-layer", "(a) no session layer", false),
-    ("floor", "(b) floor: load by hand, same pool", true),
+    ("floor", "(b) floor: load by hand, own connection", true),
     ("floor-direct", "(b') floor call alone, no router", true),
     ("read", "(c) read a value", true),
     ("write", "(d) write a value", true),
@@ -344,7 +344,7 @@ fn markdown(report: &Report) -> String {
         "\n## Latency per request (µs, median)\n\n![latency per scenario](docs/latency.svg)\n\n\
          Small session: 3 short fields; large: 50 fields, about 4 KB. The floor is a request on \
          the same router without the session layer whose handler sends our load pipeline \
-         (`HGETALL` + `PEXPIRE`) by hand through the store's own pool: one round trip, the least \
+         (`HGETALL` + `PEXPIRE`) by hand on the bench's own multiplexed connection: one round trip, the least \
          a session read can cost. tower-sessions 0.14 with tower-sessions-redis-store 0.16 runs in \
          the same process against the same redis-server; its default mode does not slide expiry \
          on reads, `always_save` does.\n\n\
