@@ -79,8 +79,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let store = &self.store.inner;
-        let verified = store.codec.verify(req.headers(), now_ms());
-        let session = Session::new(std::sync::Arc::clone(store), verified);
+        let now = now_ms();
+        let verified = store.codec.verify(req.headers(), now);
+        let session = Session::new(std::sync::Arc::clone(store), verified, now);
         req.extensions_mut().insert(session.clone());
         // A failed save must not invite the client to repeat a request that is not idempotent.
         let idempotent = req.method().is_idempotent();

@@ -140,6 +140,16 @@ impl State {
         stored
     }
 
+    /// The session turned out not to exist: start over without one, keeping the values this
+    /// request staged (they create a new session when written; removals have nothing left
+    /// to remove).
+    fn start_over(&mut self) {
+        let changes = std::mem::take(&mut self.changes);
+        self.forget(Stored::Absent);
+        self.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
+        self.data = Some(self.view(HashMap::new()));
+    }
+
     /// Drops every trace of the current session from this handle.
     fn forget(&mut self, stored: Stored) {
         self.token = None;
@@ -168,7 +178,8 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>) -> Self {
+    /// The session of a request that started at `now_ms`, with the cookie it carried.
+    pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>, now_ms: i64) -> Self {
         let persistent = store.codec.attributes.persistent;
         let (token, meta, stored, stale_key) = match verified {
             Some(v) => (Some(v.token), Some(v.meta), Stored::Unknown, v.stale_key),
@@ -200,7 +211,7 @@ impl Session {
                 store,
                 state: Mutex::new(state),
                 op: tokio::sync::Mutex::new(()),
-                started_ms: now_ms(),
+                started_ms: now_ms,
             }),
         }
     }
@@ -220,6 +231,13 @@ impl Session {
         lifetimes.ttl(lifetimes.idle(state.idle_ms), created_ms, now)
     }
 
+    /// The TTL the current session (by its signed creation time) gets if touched now.
+    fn session_ttl(&self, state: &State, now: i64) -> Option<Duration> {
+        state
+            .created_ms
+            .and_then(|created| self.ttl_now(state, created, now))
+    }
+
     /// Reads the session from the store and slides its expiry, in one round trip. Reads call
     /// it for you; call it yourself only to load ahead. Does nothing if the session is loaded
     /// already or if the request carried no valid session cookie, and needs no round trip for
@@ -227,16 +245,14 @@ impl Session {
     pub async fn load(&self) -> Result<(), SessionError> {
         let _op = self.inner.op.lock().await;
         let store = &self.inner.store;
-        let (key, ttl) = {
+        let (key, ttl, id) = {
             let mut state = self.state();
             if state.data.is_some() {
                 return Ok(());
             }
-            let ttl = state
-                .created_ms
-                .and_then(|created| self.ttl_now(&state, created, now_ms()));
+            let ttl = self.session_ttl(&state, now_ms());
             match (state.key(&store.prefix), ttl) {
-                (Some(key), Some(ttl)) => (key, ttl),
+                (Some(key), Some(ttl)) => (key, ttl, state.id),
                 // Past the absolute timeout: the store let it expire at that moment.
                 _ => {
                     if state.stored == Stored::Unknown {
@@ -247,7 +263,6 @@ impl Session {
                 }
             }
         };
-        let id = self.state().id;
         let found = observe("load", id, store.backend.load(&key, ttl)).await?;
         let result = match &found {
             Found::Live(_) => "hit",
@@ -599,9 +614,7 @@ impl Session {
                 // A login is never refused for the cookie it arrived with: it starts afresh.
                 state.forget(Stored::Absent);
             }
-            let ttl = state
-                .created_ms
-                .and_then(|created| self.ttl_now(&state, created, now));
+            let ttl = self.session_ttl(&state, now);
             let old = state.key(&store.prefix).zip(ttl);
             if old.is_none() && bind.is_none() {
                 // No session: a new secret is drawn when something is written.
@@ -637,10 +650,7 @@ impl Session {
             // Regenerating an expired session: writes start a new one, and the response drops
             // the old cookie (its id is now marked dead) unless they do.
             let mut state = self.state();
-            let changes = std::mem::take(&mut state.changes);
-            state.forget(Stored::Absent);
-            state.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
-            state.data = Some(state.view(HashMap::new()));
+            state.start_over();
             state.destroyed = true;
             state.modified = true;
             return Ok(());
@@ -804,9 +814,7 @@ impl Session {
         let store = &self.inner.store;
         let (key, ttl, user, id) = {
             let mut state = self.state();
-            let ttl = state
-                .created_ms
-                .and_then(|created| self.ttl_now(&state, created, now_ms()));
+            let ttl = self.session_ttl(&state, now_ms());
             (state.key(&store.prefix), ttl, state.user.clone(), state.id)
         };
         let found = match (&key, ttl) {
@@ -898,12 +906,7 @@ impl Session {
                     return Ok(Some(value));
                 }
                 // Never seen live by this request: it was absent all along; start anew.
-                Outcome::Gone if was == Stored::Unknown => {
-                    let changes = std::mem::take(&mut state.changes);
-                    state.forget(Stored::Absent);
-                    state.changes = changes;
-                    state.data = Some(state.view(HashMap::new()));
-                }
+                Outcome::Gone if was == Stored::Unknown => state.start_over(),
                 Outcome::Gone | Outcome::Ended => {
                     state.forget(Stored::Ended);
                     return Err(SessionError::Ended);

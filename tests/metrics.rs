@@ -7,26 +7,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use common::logs::Captured;
 use common::{app, builder, Browser, RedisServer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Counters by `name{label=value,...}`, histograms by name with their number of samples.
 fn snapshot(s: &metrics_util::debugging::Snapshotter) -> HashMap<String, u64> {
@@ -60,13 +46,7 @@ async fn operators_see_what_the_store_did() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("first recorder");
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    let captured = Captured::install(tracing::Level::DEBUG);
 
     let mut redis = RedisServer::start();
     let store = builder()
@@ -133,7 +113,7 @@ async fn operators_see_what_the_store_did() {
     assert_eq!(get("session_store_operations_total{op=incr}"), 1);
 
     // Traces: a span per store operation, with the public session id; never a token.
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     assert!(log.contains("session_store{op=\"load\" session="), "{log}");
     assert!(log.contains("outcome=\"ok\""), "{log}");
     assert!(log.contains("op=\"incr\""), "{log}");

@@ -4,40 +4,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use common::logs::Captured;
 use common::record::record;
 use common::{app, builder, send, Browser, RedisServer};
 use serde_json::json;
 
-/// Everything tracing writes, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_raw_token_in_redis_or_in_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Global, so that the runtime's worker threads log into it too (one test per binary).
-    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    let captured = Captured::install(tracing::Level::TRACE);
 
     let mut redis = RedisServer::start();
     let store = builder()
@@ -87,8 +61,7 @@ async fn no_raw_token_in_redis_or_in_the_logs() {
     redis.kill();
     let mut b = survivor;
     b.get("/set/user/late").await;
-    let log =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let log = captured.text();
     assert!(!log.is_empty(), "the capture works: something was logged");
     assert!(!dump.is_empty());
     for t in &tokens {

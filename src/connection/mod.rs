@@ -88,6 +88,20 @@ struct Slot {
     in_flight: AtomicUsize,
 }
 
+impl Slot {
+    /// The connection in this slot, if one is open.
+    fn current(&self) -> Option<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn put(&self, live: Live) {
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live);
+    }
+}
+
 #[derive(Clone)]
 struct Live {
     conn: Conn,
@@ -157,12 +171,7 @@ impl Connections {
         let mut changes = shared.changed.subscribe();
         let deadline = Instant::now() + within;
         loop {
-            let all_open = shared.slots.iter().all(|s| {
-                s.live
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_some()
-            });
+            let all_open = shared.slots.iter().all(|s| s.current().is_some());
             let failed = shared
                 .backoff
                 .lock()
@@ -262,12 +271,7 @@ impl Shared {
         for i in 0..n {
             let index = (start + i) % n;
             let slot = &self.slots[index];
-            let live = slot
-                .live
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let Some(live) = live else { continue };
+            let Some(live) = slot.current() else { continue };
             if live.closed.load(Ordering::Relaxed) {
                 self.retire_id(index, live.id, "the socket closed");
                 continue;
@@ -323,23 +327,12 @@ async fn maintain(shared: Weak<Shared>) {
         // A connection whose socket closed is as good as gone: retire it now, not at the
         // next request.
         for (index, slot) in this.slots.iter().enumerate() {
-            let closed = slot
-                .live
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .filter(|l| l.closed.load(Ordering::Relaxed))
-                .map(|l| l.id);
-            if let Some(id) = closed {
-                this.retire_id(index, id, "the socket closed");
+            let closed = slot.current().filter(|l| l.closed.load(Ordering::Relaxed));
+            if let Some(live) = closed {
+                this.retire_id(index, live.id, "the socket closed");
             }
         }
-        let empty = this.slots.iter().position(|s| {
-            s.live
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_none()
-        });
+        let empty = this.slots.iter().position(|s| s.current().is_none());
         let Some(index) = empty else {
             let wake = Arc::clone(&this.wake);
             drop(this);
@@ -359,10 +352,7 @@ async fn maintain(shared: Weak<Shared>) {
         match opened {
             Ok(Ok(conn)) => {
                 let id = this.next_id.fetch_add(1, Ordering::Relaxed);
-                *this.slots[index]
-                    .live
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Live { conn, id, closed });
+                this.slots[index].put(Live { conn, id, closed });
                 delay = BACKOFF_MIN;
                 this.set_backoff(false, None);
             }
@@ -419,12 +409,7 @@ async fn reauthenticate(shared: Weak<Shared>) {
         };
         let Some(this) = shared.upgrade() else { return };
         for (index, slot) in this.slots.iter().enumerate() {
-            let live = slot
-                .live
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let Some(live) = live else { continue };
+            let Some(live) = slot.current() else { continue };
             let mut auth = redis::cmd("AUTH");
             // The same user as at connect time: the provider's, else the configured one.
             if let Some(user) = fresh.username.as_deref().or(this.connector.username()) {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod credentials;
+pub mod logs;
 pub mod record;
 mod redis_server;
 pub mod topology;
