@@ -82,7 +82,7 @@ impl SessionStore {
     /// most recently seen first, with the values of `fields` of each (the device a session
     /// was opened on, say, if the application stored it under such a key). One round trip
     /// for the user's index, then one per session, all at once. Entries of sessions that
-    /// expired or ended are dropped from the index on the way.
+    /// expired or ended are skipped.
     pub async fn user_sessions(
         &self,
         user_id: &str,
@@ -91,15 +91,14 @@ impl SessionStore {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let now = now_ms();
         let listed = observe("list", None, self.inner.backend.list(&keys, now, fields)).await?;
-        let (mut sessions, mut stale) = (Vec::new(), Vec::new());
+        let mut sessions = Vec::new();
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for entry in listed {
+            // Gone, ended, or another user's: not listed. The entry is left alone: an absent
+            // key may be a new secret under way (its session is created a moment after its
+            // entry moves); logins prune entries past their deadline, and the index expires
+            // with its last session.
             let Some(s) = entry.session.filter(|s| s.user.as_deref() == Some(user_id)) else {
-                // Gone (expired): a stale entry. An ended marker may be a new secret under way
-                // (its entry moves in a moment): left alone, it goes when the marker expires.
-                if !entry.ended {
-                    stale.push((entry.id, entry.key));
-                }
                 continue;
             };
             let expires_ms = now.saturating_add(s.ttl_ms);
@@ -124,16 +123,6 @@ impl SessionStore {
                 expires: at(expires_ms),
                 fields,
             });
-        }
-        if !stale.is_empty() {
-            if let Err(e) = self
-                .inner
-                .backend
-                .index(&keys, IndexOp::Remove(stale))
-                .await
-            {
-                tracing::debug!(error = %e, "could not drop stale entries of a user's index");
-            }
         }
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
         Ok(sessions)

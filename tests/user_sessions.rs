@@ -331,7 +331,7 @@ async fn expired_sessions_leave_the_index(kind: Kind) {
     }
     assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 3);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Idle-expired: not listed, and their entries are dropped on the way.
+    // Idle-expired: not listed (their entries go with the deadline, or the index).
     assert!(f
         .store
         .user_sessions("alice", &[])

@@ -355,21 +355,17 @@ impl MemoryBackend {
             .into_iter()
             .map(|(id, key)| {
                 // An ended session's marker is no session to list.
-                let entry = map.live(&key, now_ms);
-                let ended = entry.as_ref().is_some_and(|e| e.ended);
-                let session = entry.filter(|e| !e.ended).map(|e| ListedSession {
-                    created_ms: e.created_ms,
-                    user: e.fields.get(META_USER).cloned(),
-                    idle_ms: e.fields.get(META_IDLE).and_then(|i| i.parse().ok()),
-                    ttl_ms: e.expires_ms - now_ms,
-                    values: fields.iter().map(|f| e.fields.get(*f).cloned()).collect(),
-                });
-                Listed {
-                    id,
-                    key,
-                    ended,
-                    session,
-                }
+                let session = map
+                    .live(&key, now_ms)
+                    .filter(|e| !e.ended)
+                    .map(|e| ListedSession {
+                        created_ms: e.created_ms,
+                        user: e.fields.get(META_USER).cloned(),
+                        idle_ms: e.fields.get(META_IDLE).and_then(|i| i.parse().ok()),
+                        ttl_ms: e.expires_ms - now_ms,
+                        values: fields.iter().map(|f| e.fields.get(*f).cloned()).collect(),
+                    });
+                Listed { id, session }
             })
             .collect())
     }

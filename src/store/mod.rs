@@ -153,10 +153,7 @@ pub(crate) const MAX_DEADLINE_MS: i64 = 1 << 52;
 #[derive(Debug)]
 pub(crate) struct Listed {
     pub(crate) id: uuid::Uuid,
-    pub(crate) key: StoreKey,
-    /// The key holds an ended marker (perhaps of a new secret under way): not listed, but
-    /// not a stale entry either.
-    pub(crate) ended: bool,
+
     /// `None` when the session is gone or ended (the entry is stale).
     pub(crate) session: Option<ListedSession>,
 }

@@ -322,13 +322,12 @@ impl RedisBackend {
         Ok(entries
             .into_iter()
             .zip(replies)
-            .map(|((id, key), (mut values, ttl_ms))| {
+            .map(|((id, _), (mut values, ttl_ms))| {
                 let mut head = values.drain(..3.min(values.len()));
                 let created = head.next().flatten();
                 let user = head.next().flatten();
                 let idle = head.next().flatten();
                 drop(head);
-                let ended = created.as_deref() == Some(ENDED);
                 let session = created
                     .and_then(|c| c.parse::<i64>().ok())
                     .filter(|_| ttl_ms > 0)
@@ -339,12 +338,7 @@ impl RedisBackend {
                         ttl_ms,
                         values,
                     });
-                Listed {
-                    id,
-                    key,
-                    ended,
-                    session,
-                }
+                Listed { id, session }
             })
             .collect())
     }
