@@ -42,12 +42,25 @@ pub fn app(store: &SessionStore) -> Router {
 }
 
 async fn index(session: Session) -> Result<Html<String>, SessionError> {
-    let Some(user) = session.get::<String>("username").await? else {
-        return Ok(Html(
-            "<p>You are not logged in</p><p><a href=\"/login\">Log in</a></p>".into(),
-        ));
+    let anonymous =
+        || Html("<p>You are not logged in</p><p><a href=\"/login\">Log in</a></p>".to_owned());
+    // No session cookie: nothing to ask Redis.
+    if session.id().is_none() {
+        return Ok(anonymous());
+    }
+    // One round trip: `incr` on a session not loaded yet loads it with the counter, so the
+    // name below is read from memory.
+    let visits = match session.incr("visits", 1).await {
+        Ok(visits) => visits,
+        // Logged out (or logged in elsewhere from this cookie): the old id is dead.
+        Err(SessionError::Ended) => return Ok(anonymous()),
+        Err(e) => return Err(e),
     };
-    let visits = session.incr("visits", 1).await?;
+    let Some(user) = session.get::<String>("username").await? else {
+        // The session had expired and the counter started a new one: nobody is logged in.
+        session.destroy().await?;
+        return Ok(anonymous());
+    };
     Ok(Html(format!(
         "<p>Logged in as {}</p><p>Visits: {visits}</p>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\

@@ -484,8 +484,9 @@ impl Session {
     }
 
     /// Adds `delta` to the integer under `key` (missing counts as 0) and returns the new
-    /// value: one atomic `HINCRBY`, so concurrent requests never lose a count. Starts a
-    /// session if there is none. Fails with [`SessionError::Ended`] if the session was
+    /// value: one atomic `HINCRBY`, so concurrent requests never lose a count. On a session
+    /// not loaded yet, the same round trip loads it: reads after an `incr` cost nothing.
+    /// Starts a session if there is none. Fails with [`SessionError::Ended`] if the session was
     /// ended meanwhile: it is never re-created.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
         check_key(key)?;
@@ -516,13 +517,16 @@ impl Session {
                 None,
                 Create::Yes,
                 |store, store_key, mode, ttl| async move {
+                    let unloaded = unloaded && matches!(mode, Mode::Update);
                     let counter = Counter {
                         mode,
                         ttl,
                         field: key,
                         delta,
                         base,
-                        max_keys: (unloaded && matches!(mode, Mode::Update)).then_some(max_keys),
+                        max_keys: unloaded.then_some(max_keys),
+                        // The session comes back with the counter: a read after it is free.
+                        load: unloaded,
                     };
                     let id = self.state().id;
                     observe("incr", id, store.backend.incr(&store_key, &counter)).await
@@ -530,7 +534,16 @@ impl Session {
             )
             .await?
             .ok_or(SessionError::Ended)?;
+        let (value, loaded) = value;
         let mut state = self.state();
+        if let Some(loaded) = loaded.filter(|_| state.data.is_none()) {
+            count("session_loaded_total", &[("result", "hit")], 1);
+            state.user_id = loaded.user;
+            if state.id.is_none() {
+                state.id = loaded.id;
+            }
+            state.data = Some(state.view(loaded.fields));
+        }
         if let Some(data) = state.data.as_mut() {
             data.insert(key.to_owned(), value.to_string());
         }
@@ -597,11 +610,11 @@ impl Session {
         Ok(self.state().user_id.clone())
     }
 
-    /// A new secret for the session; with `bind`, bound to that user. In order: the old
-    /// session is read and ended, then the user's index learns the new key (only if it still
-    /// holds the old one, and for a login only if the user's sessions were not ended since
-    /// this request started), then the new session is created under the key the index
-    /// announced. "End all" can strike between any two steps and still end this session.
+    /// A new secret for the session; with `bind`, bound to that user. Two round trips: the
+    /// old session is read and ended; then, at once, the new session is created and the
+    /// user's index learns its key (only if it still holds the old one, and for a login only
+    /// if the user's sessions were not ended since this request started). "End all" can
+    /// strike at any point and still end this session.
     async fn renew(&self, bind: Option<&str>) -> Result<(), SessionError> {
         let store = Arc::clone(&self.inner.store);
         let now = now_ms();
@@ -684,15 +697,10 @@ impl Session {
         let token = Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
         let new_key = token.store_key(&store.prefix);
         let old_key = old.as_ref().map(|(key, _)| key);
-        if switching {
-            // Best effort: the previous user's list drops this session once it is ended.
-            if let Err(e) = self.leave_index(old_user.as_ref(), id, old_key).await {
-                tracing::debug!(error = %e, "could not take the session out of the previous user's index");
-            }
-        }
         let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
-        let index = match (&handle, &old_user) {
-            (Some(h), _) => Some((
+        // The index change that announces the new key: first in the list, its reply decides.
+        let mut index = match (&handle, &old_user) {
+            (Some(h), _) => vec![(
                 h.keys(&store.prefix),
                 IndexOp::Add {
                     id: new_id,
@@ -702,28 +710,24 @@ impl Session {
                     now_ms: now,
                     started_ms: self.inner.started_ms,
                 },
-            )),
-            (None, Some(h)) => old_key.map(|old| {
-                (
-                    h.keys(&store.prefix),
-                    IndexOp::Move {
+            )],
+            (None, Some(h)) => old_key
+                .map(|old| {
+                    let op = IndexOp::Move {
                         id: new_id,
                         old,
                         key: &new_key,
-                    },
-                )
-            }),
-            (None, None) => None,
+                    };
+                    vec![(h.keys(&store.prefix), op)]
+                })
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
         };
-        if let Some((keys, op)) = index {
-            let indexed = observe("index", Some(new_id), store.backend.index(&keys, op)).await?;
-            if !indexed.indexed {
-                // The user's sessions were ended meanwhile (or since this request started):
-                // this one goes with them.
-                self.state().forget(Stored::Ended);
-                self.state().destroyed = true;
-                return Err(SessionError::Ended);
-            }
+        let announced = !index.is_empty();
+        if let (true, Some(user), Some(id), Some(key)) = (switching, &old_user, id, old_key) {
+            // The previous user's list drops this session (it is ended).
+            let op = IndexOp::Remove(vec![(id, key.clone())]);
+            index.push((user.keys(&store.prefix), op));
         }
         let (fields, user_id) = {
             let mut state = self.state();
@@ -747,13 +751,16 @@ impl Session {
         too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
         let bytes = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         too_large(crate::store::SESSION_SIZE, bytes, limits.session_bytes)?;
+        // The new session and its index entry in one round trip, in no particular order: "end
+        // all" that strikes before the index change gets it refused (the new session is then
+        // ended below, before its cookie ever leaves), one that strikes after ends it.
         // The session keeps its age: a new secret never extends the absolute timeout.
         let result = self
             .write_with(
                 Some(created_ms),
                 Create::With(token),
                 |store, key, mode, ttl| {
-                    let (fields, user_id) = (&fields, &user_id);
+                    let (fields, user_id, index) = (&fields, &user_id, &index);
                     async move {
                         let mut set: Vec<(&str, &str)> = fields
                             .iter()
@@ -770,11 +777,27 @@ impl Session {
                             delete: Vec::new(),
                             check: None,
                         };
-                        observe("save", Some(new_id), store.backend.save(&key, &write)).await
+                        let saved = store.backend.save_indexed(&key, &write, index);
+                        let (saved, replies) = observe("save", Some(new_id), saved).await?;
+                        Ok(saved.map(|()| replies))
                     }
                 },
             )
             .await;
+        let result = match result {
+            Ok(Some(replies)) if announced && !replies.first().is_some_and(|r| r.indexed) => {
+                // The user's sessions were ended meanwhile (or since this request started),
+                // or the old cookie was stale: this one goes with them.
+                let ttl = Duration::from_millis(store.lifetimes.idle_ms);
+                if let Err(e) =
+                    observe("end", Some(new_id), store.backend.end(&new_key, ttl, false)).await
+                {
+                    tracing::debug!(error = %e, "could not end a session its user's index refused");
+                }
+                Err(SessionError::Ended)
+            }
+            other => other.map(|saved| saved.map(drop)),
+        };
         if matches!(result, Ok(Some(()))) {
             let login = if bind.is_some() { "true" } else { "false" };
             count("session_regenerated_total", &[("login", login)], 1);

@@ -61,7 +61,7 @@ async fn operators_see_what_the_store_did() {
     let mut alice = Browser::new(app.clone());
     assert_eq!(alice.get("/set/user/alice").await.status, StatusCode::OK); // created, saved
     assert_eq!(alice.get("/get/user").await.body, "alice"); // loaded: hit
-    assert_eq!(alice.get("/incr/n/1").await.body, "1");
+    assert_eq!(alice.get("/incr/n/1").await.body, "1"); // loaded with the counter: hit
     assert_eq!(alice.get("/regenerate").await.status, StatusCode::OK); // regenerated
     let mut bob = Browser::new(app.clone());
     bob.get("/set/a/1").await; // created, saved
@@ -91,7 +91,7 @@ async fn operators_see_what_the_store_did() {
     assert_eq!(get("session_created_total"), 4, "{m:#?}"); // 3 sessions and alice's new secret
     assert_eq!(get("session_saved_total"), 3);
     assert_eq!(get("session_bytes_written_total"), 11 + 4 + 4); // keys and JSON values
-    assert_eq!(get("session_loaded_total{result=hit}"), 1);
+    assert_eq!(get("session_loaded_total{result=hit}"), 2);
     assert_eq!(get("session_loaded_total{result=ended}"), 1);
     assert_eq!(get("session_loaded_total{result=miss}"), 1);
     assert_eq!(get("session_conflicts_total"), 1);

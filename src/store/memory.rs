@@ -7,8 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    is_meta, now_ms, Counter, Found, IndexOp, IndexReply, Limits, Listed, ListedSession, Loaded,
-    Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    is_meta, now_ms, Counted, Counter, Found, IndexOp, IndexReply, Limits, Listed, ListedSession,
+    Loaded, Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER,
+    SESSION_SIZE,
 };
 use crate::error::SessionError;
 use crate::token::StoreKey;
@@ -195,7 +196,7 @@ impl MemoryBackend {
         &self,
         key: &StoreKey,
         c: &Counter<'_>,
-    ) -> Result<Outcome<i64>, SessionError> {
+    ) -> Result<Outcome<Counted>, SessionError> {
         let not_an_integer = || SessionError::NotAnInteger {
             key: c.field.into(),
         };
@@ -203,7 +204,7 @@ impl MemoryBackend {
         let mut map = self.lock();
         let entry = match map.target(key, c.mode, now) {
             Outcome::Done(entry) => entry,
-            other => return Ok(other.map(|_| 0)),
+            other => return Ok(other.map(|_| (0, None))),
         };
         // Check before writing anything, as HINCRBY does.
         let old = match (c.base, entry.fields.get(c.field)) {
@@ -223,7 +224,10 @@ impl MemoryBackend {
         }
         entry.expires_ms = expiry(now, c.ttl);
         entry.fields.insert(c.field.to_owned(), new.to_string());
-        Ok(Outcome::Done(new))
+        let loaded = c
+            .load
+            .then(|| Loaded::from_fields(entry.created_ms, entry.fields.clone()));
+        Ok(Outcome::Done((new, loaded)))
     }
 
     pub(crate) async fn end(
@@ -249,6 +253,19 @@ impl MemoryBackend {
                 if read { e.fields } else { HashMap::new() },
             )),
         })
+    }
+
+    pub(crate) async fn save_indexed(
+        &self,
+        key: &StoreKey,
+        write: &Write<'_>,
+        index: &[(UserKeys, IndexOp<'_>)],
+    ) -> Result<(Outcome<()>, Vec<IndexReply>), SessionError> {
+        let mut replies = Vec::with_capacity(index.len());
+        for (keys, op) in index {
+            replies.push(self.index(keys, op.clone()).await?);
+        }
+        Ok((self.save(key, write).await?, replies))
     }
 
     pub(crate) async fn index(

@@ -106,7 +106,7 @@ impl Loaded {
 }
 
 /// A change to a user's index of sessions (see `user.lua`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum IndexOp<'a> {
     /// Index a login under `key`. Refused (`indexed` false) when the login's request started
     /// before the user's sessions were last ended, or when `id` is indexed under another key
@@ -217,7 +217,12 @@ pub(crate) struct Counter<'a> {
     pub(crate) base: Option<i64>,
     /// The key-count limit to check against the stored session, when it was never loaded.
     pub(crate) max_keys: Option<usize>,
+    /// Return the whole session too (the request never loaded it).
+    pub(crate) load: bool,
 }
+
+/// What an `incr` returned: the new value, and the session when [`Counter::load`] asked.
+pub(crate) type Counted = (i64, Option<Loaded>);
 
 impl<T> Outcome<T> {
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
@@ -276,13 +281,24 @@ impl Backend {
         dispatch!(self, b => b.save(key, write).await)
     }
 
+    /// Creates a session (a `save` in create mode) and applies the index changes that
+    /// announce it, in one round trip and in no particular order.
+    pub(crate) async fn save_indexed(
+        &self,
+        key: &StoreKey,
+        write: &Write<'_>,
+        index: &[(UserKeys, IndexOp<'_>)],
+    ) -> Result<(Outcome<()>, Vec<IndexReply>), SessionError> {
+        dispatch!(self, b => b.save_indexed(key, write, index).await)
+    }
+
     /// Atomic counter, guarded like `save`; `base` is a value the request set for the field
     /// and that goes first.
     pub(crate) async fn incr(
         &self,
         key: &StoreKey,
         counter: &Counter<'_>,
-    ) -> Result<Outcome<i64>, SessionError> {
+    ) -> Result<Outcome<Counted>, SessionError> {
         dispatch!(self, b => b.incr(key, counter).await)
     }
 

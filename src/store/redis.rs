@@ -13,8 +13,8 @@ use std::time::Duration;
 use redis::{Cmd, RedisError, Value};
 
 use super::{
-    now_ms, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode, Outcome,
-    Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
+    Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::connection::{Conn, Connections, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
@@ -131,40 +131,17 @@ impl RedisBackend {
     ) -> Result<Outcome<()>, SessionError> {
         let reply = self
             .eval(&self.scripts.save, key, Repeat::Never, |cmd| {
-                push_mode(cmd, write.ttl, write.mode);
-                let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
-                // A new session stores its public id with its first write.
-                let id = match write.mode {
-                    Mode::Create { id, .. } => Some(id.to_string()),
-                    Mode::Update => None,
-                };
-                cmd.arg(if write.clear { "1" } else { "0" })
-                    .arg(keys)
-                    .arg(bytes)
-                    .arg(write.set.len() + usize::from(id.is_some()));
-                for (field, value) in &write.set {
-                    cmd.arg(*field).arg(*value);
-                }
-                if let Some(id) = id {
-                    cmd.arg(META_ID).arg(id);
-                }
-                for field in &write.delete {
-                    cmd.arg(*field);
-                }
+                save_args(cmd, write)
             })
             .await?;
-        match reply {
-            Value::Int(status) => Ok(outcome(status, (), 0)),
-            Value::Array(items) => status_and_value(&items).map(|(s, got)| outcome(s, (), got)),
-            other => Err(unexpected(&other)),
-        }
+        save_outcome(reply)
     }
 
     pub(crate) async fn incr(
         &self,
         key: &StoreKey,
         c: &Counter<'_>,
-    ) -> Result<Outcome<i64>, SessionError> {
+    ) -> Result<Outcome<Counted>, SessionError> {
         let reply = self
             .eval(&self.scripts.incr, key, Repeat::Never, |cmd| {
                 push_mode(cmd, c.ttl, c.mode);
@@ -173,6 +150,7 @@ impl RedisBackend {
                     Mode::Create { id, .. } => cmd.arg(id.to_string()),
                     Mode::Update => cmd.arg(""),
                 };
+                cmd.arg(if c.load { "1" } else { "0" });
                 if let Some(base) = c.base {
                     cmd.arg(base);
                 }
@@ -189,9 +167,18 @@ impl RedisBackend {
                 e => e,
             })?;
         match reply {
-            Value::Array(items) => {
+            Value::Array(mut items) => {
                 let (status, value) = status_and_value(&items)?;
-                Ok(outcome(status, value, value))
+                let loaded = match items
+                    .get_mut(2)
+                    .map(|v| std::mem::replace(v, Value::Nil))
+                    .map(parse_hash)
+                {
+                    Some(Ok(Found::Live(loaded))) => Some(loaded),
+                    Some(Err(e)) => return Err(e),
+                    _ => None,
+                };
+                Ok(outcome(status, (value, loaded), value))
             }
             other => Err(unexpected(&other)),
         }
@@ -377,28 +364,11 @@ impl RedisBackend {
         wait: Option<(usize, Duration)>,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, SessionError> {
-        let build = |verb: &str, body: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(body).arg(keys.len());
-            for key in keys {
-                cmd.arg(key.as_str());
-            }
-            args(&mut cmd);
-            cmd
-        };
+        let call = Call::new(script, keys, args);
         // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
-        let (wait, timeout) = wait.unwrap_or_default();
-        let with_wait = |cmd: Cmd| {
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd);
-            if wait > 0 {
-                pipe.cmd("WAIT").arg(wait).arg(millis(timeout));
-            }
-            pipe
-        };
         let (evalsha, eval) = (
-            &with_wait(build("EVALSHA", &script.sha)),
-            &with_wait(build("EVAL", script.source)),
+            &with_wait(&call.evalsha, wait),
+            &with_wait(&call.eval, wait),
         );
         let replies: Vec<Value> = self
             .connections
@@ -411,16 +381,188 @@ impl RedisBackend {
             .await?;
         let mut replies = replies.into_iter();
         let reply = replies.next().unwrap_or(Value::Nil);
-        if let Some(acked) = replies.next() {
-            let acked = usize::try_from(int(&acked)?).unwrap_or(0);
-            if acked < wait {
-                return Err(SessionError::Unavailable(StoreError::NotReplicated {
-                    wanted: wait,
-                    acked,
-                }));
-            }
-        }
+        check_acked(replies.next(), wait)?;
         Ok(reply)
+    }
+
+    /// Several scripts, each on its own keys, in one round trip: one pipeline on a single
+    /// server (run in order), all at once on a cluster (no order between nodes). Never
+    /// repeated as a whole; a script Redis lost is sent again alone.
+    async fn eval_all(&self, calls: &[Call]) -> Result<Vec<Value>, SessionError> {
+        let wait = self.wait;
+        self.connections
+            .run(Repeat::Never, |conn| async move {
+                match conn {
+                    #[cfg(feature = "cluster")]
+                    Conn::Cluster(_) => {
+                        let sends = calls.iter().map(|call| {
+                            let mut conn = conn.clone();
+                            let evalsha = with_wait(&call.evalsha, wait);
+                            let eval = with_wait(&call.eval, wait);
+                            async move {
+                                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
+                                    Err(e) if is_noscript(&e) => {
+                                        eval.query_async::<Vec<Value>>(&mut conn).await
+                                    }
+                                    other => other,
+                                }
+                            }
+                        });
+                        futures_util::future::try_join_all(sends).await
+                    }
+                    Conn::Single(_) => {
+                        let mut conn = conn;
+                        let mut pipe = redis::pipe();
+                        pipe.ignore_errors();
+                        for call in calls {
+                            pipe.add_command(call.evalsha.clone());
+                        }
+                        let wait = wait.filter(|(n, _)| *n > 0);
+                        let wait_cmd = wait.map(|(wanted, timeout)| {
+                            let mut cmd = redis::cmd("WAIT");
+                            cmd.arg(wanted).arg(millis(timeout));
+                            cmd
+                        });
+                        if let Some(cmd) = &wait_cmd {
+                            pipe.add_command(cmd.clone());
+                        }
+                        let mut replies = pipe.query_async::<Vec<Value>>(&mut conn).await?;
+                        let mut acked = wait_cmd.is_some().then(|| replies.pop()).flatten();
+                        let mut all = Vec::with_capacity(calls.len());
+                        for (call, reply) in calls.iter().zip(replies) {
+                            let reply = match reply {
+                                Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                                    // Sent again after the WAIT: that one no longer counts.
+                                    acked = None;
+                                    call.eval.query_async::<Value>(&mut conn).await?
+                                }
+                                other => other.extract_error()?,
+                            };
+                            all.push(vec![reply]);
+                        }
+                        if let (None, Some(cmd)) = (&acked, &wait_cmd) {
+                            acked = Some(cmd.query_async::<Value>(&mut conn).await?);
+                        }
+                        if let (Some(acked), Some(last)) = (acked, all.last_mut()) {
+                            last.push(acked);
+                        }
+                        Ok(all)
+                    }
+                }
+            })
+            .await?
+            .into_iter()
+            .map(|replies| {
+                let mut replies = replies.into_iter();
+                let reply = replies.next().unwrap_or(Value::Nil);
+                check_acked(replies.next(), wait).map(|()| reply)
+            })
+            .collect()
+    }
+
+    /// A new session's creation and the changes to user indexes that announce it, in one
+    /// round trip (see [`eval_all`](Self::eval_all)): the caller relies on no order.
+    pub(crate) async fn save_indexed(
+        &self,
+        key: &StoreKey,
+        write: &Write<'_>,
+        index: &[(UserKeys, IndexOp<'_>)],
+    ) -> Result<(Outcome<()>, Vec<IndexReply>), SessionError> {
+        let mut calls = vec![Call::new(&self.scripts.save, &[key], |cmd| {
+            save_args(cmd, write)
+        })];
+        for (keys, op) in index {
+            let user_keys = [&keys.index, &keys.ids];
+            calls.push(Call::new(&self.scripts.user, &user_keys, |cmd| {
+                index_args(cmd, op)
+            }));
+        }
+        let mut replies = self.eval_all(&calls).await?.into_iter();
+        let saved = save_outcome(replies.next().unwrap_or(Value::Nil))?;
+        let indexed = replies.map(index_reply).collect::<Result<_, _>>()?;
+        Ok((saved, indexed))
+    }
+}
+
+/// A script call, by SHA1 and with its source for when Redis lost it.
+struct Call {
+    evalsha: Cmd,
+    eval: Cmd,
+}
+
+impl Call {
+    fn new(script: &Lua, keys: &[&StoreKey], args: impl Fn(&mut Cmd)) -> Self {
+        let build = |verb: &str, body: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(keys.len());
+            for key in keys {
+                cmd.arg(key.as_str());
+            }
+            args(&mut cmd);
+            cmd
+        };
+        Self {
+            evalsha: build("EVALSHA", &script.sha),
+            eval: build("EVAL", script.source),
+        }
+    }
+}
+
+/// `cmd`, followed by a `WAIT` when writes must reach replicas.
+fn with_wait(cmd: &Cmd, wait: Option<(usize, Duration)>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone());
+    if let Some((wanted, timeout)) = wait.filter(|(n, _)| *n > 0) {
+        pipe.cmd("WAIT").arg(wanted).arg(millis(timeout));
+    }
+    pipe
+}
+
+/// Fails when fewer replicas than asked acknowledged a write (`acked`: WAIT's reply).
+fn check_acked(acked: Option<Value>, wait: Option<(usize, Duration)>) -> Result<(), SessionError> {
+    let (Some(acked), Some((wanted, _))) = (acked, wait) else {
+        return Ok(());
+    };
+    let acked = usize::try_from(int(&acked)?).unwrap_or(0);
+    if acked < wanted {
+        return Err(SessionError::Unavailable(StoreError::NotReplicated {
+            wanted,
+            acked,
+        }));
+    }
+    Ok(())
+}
+
+/// The arguments of `save.lua` for `write`.
+fn save_args(cmd: &mut Cmd, write: &Write<'_>) {
+    push_mode(cmd, write.ttl, write.mode);
+    let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
+    // A new session stores its public id with its first write.
+    let id = match write.mode {
+        Mode::Create { id, .. } => Some(id.to_string()),
+        Mode::Update => None,
+    };
+    cmd.arg(if write.clear { "1" } else { "0" })
+        .arg(keys)
+        .arg(bytes)
+        .arg(write.set.len() + usize::from(id.is_some()));
+    for (field, value) in &write.set {
+        cmd.arg(*field).arg(*value);
+    }
+    if let Some(id) = id {
+        cmd.arg(META_ID).arg(id);
+    }
+    for field in &write.delete {
+        cmd.arg(*field);
+    }
+}
+
+/// What `save.lua` answered.
+fn save_outcome(reply: Value) -> Result<Outcome<()>, SessionError> {
+    match reply {
+        Value::Int(status) => Ok(outcome(status, (), 0)),
+        Value::Array(items) => status_and_value(&items).map(|(s, got)| outcome(s, (), got)),
+        other => Err(unexpected(&other)),
     }
 }
 

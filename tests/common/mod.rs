@@ -303,6 +303,35 @@ impl Browser {
         reply
     }
 
+    /// POSTs a urlencoded form, keeping the cookie it sets.
+    pub async fn post_form(&mut self, path: &str, form: &str) -> Reply {
+        let mut req =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = &self.cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        let res = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(form.to_owned())).expect("request"))
+            .await
+            .expect("infallible");
+        let status = res.status();
+        if let Some(c) = res.headers().get(header::SET_COOKIE) {
+            self.cookie = c
+                .to_str()
+                .ok()
+                .and_then(|c| c.split(';').next())
+                .map(str::to_string);
+        }
+        Reply {
+            status,
+            headers: res.headers().clone(),
+            set_cookie: Vec::new(),
+            body: String::new(),
+        }
+    }
+
     /// Sends without updating the jar.
     pub async fn peek(&self, path: &str) -> Reply {
         send(&self.app, path, self.cookie.as_deref()).await

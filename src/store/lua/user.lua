@@ -43,7 +43,8 @@ if action == 'add' then
   local cut = redis.call('HGET', KEYS[2], cut_field)
   if cut and tonumber(ARGV[7]) < tonumber(cut) then return 0 end
   local current = redis.call('HGET', KEYS[2], ARGV[2])
-  if current and current ~= ARGV[4] then return 0 end
+  -- (Its own entry, when repeated after a lost reply.)
+  if current and current ~= ARGV[4] and current ~= ARGV[3] then return 0 end
   local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[6])
   for i = 1, #expired, 1000 do
     redis.call('HDEL', KEYS[2], unpack(expired, i, math.min(#expired, i + 999)))
@@ -54,7 +55,9 @@ if action == 'add' then
   expire(tonumber(ARGV[5]))
   return 1
 elseif action == 'move' then
-  if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return 0 end
+  local current = redis.call('HGET', KEYS[2], ARGV[2])
+  if current == ARGV[4] then return 1 end
+  if current ~= ARGV[3] then return 0 end
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
   return 1
 elseif action == 'remove' then
