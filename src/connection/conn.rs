@@ -1,5 +1,6 @@
-//! One connection as the store uses it: a multiplexed connection to a single server, or a
-//! cluster connection that routes each command by its key.
+//! One connection as the store uses it: our own connection to a single server over TCP or a
+//! unix socket, redis-rs's multiplexed one (TLS, an application's pool), or a cluster
+//! connection that routes each command by its key.
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -7,6 +8,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 /// A cheap, cloneable handle; clones share the socket(s).
 #[derive(Clone)]
 pub(crate) enum Conn {
+    Direct(super::direct::Direct),
     Single(MultiplexedConnection),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
@@ -95,6 +97,7 @@ mod redirect {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
+            Self::Direct(c) => c.req_packed_command(cmd),
             Self::Single(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => Box::pin(redirect::command(c, cmd)),
@@ -108,6 +111,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
+            Self::Direct(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => Box::pin(redirect::pipeline(c, pipeline, offset, count)),
@@ -116,6 +120,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
+            Self::Direct(c) => c.get_db(),
             Self::Single(c) => c.get_db(),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => c.get_db(),

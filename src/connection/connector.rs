@@ -13,6 +13,7 @@ use redis::{
 use tokio::sync::Notify;
 
 use super::credentials::Refresh;
+use super::direct::Direct;
 use super::Conn;
 use crate::error::ConfigError;
 
@@ -198,6 +199,7 @@ impl Connector {
         closed: Arc<AtomicBool>,
         wake: Arc<Notify>,
     ) -> RedisResult<Conn> {
+        let (push_closed, push_wake) = (Arc::clone(&closed), Arc::clone(&wake));
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             // No response timeout here: the store bounds every command, without a second timer.
@@ -205,12 +207,16 @@ impl Connector {
             .set_pipeline_buffer_size(PIPELINE_BUFFER)
             .set_push_sender(move |push: redis::PushInfo| {
                 if push.kind == PushKind::Disconnection {
-                    closed.store(true, Ordering::Relaxed);
-                    wake.notify_one();
+                    push_closed.store(true, Ordering::Relaxed);
+                    push_wake.notify_one();
                 }
                 Ok::<(), ()>(())
             });
         match &self.kind {
+            Kind::Single(info) if direct(info) => {
+                let info = self.fresh_credentials(info.clone()).await?;
+                self.direct(&info, closed, wake).await
+            }
             Kind::Single(info) => {
                 let info = self.fresh_credentials(info.clone()).await?;
                 let conn = self.client(info)?;
@@ -223,7 +229,10 @@ impl Connector {
                 service,
                 sentinels,
                 primary,
-            } => self.primary(service, sentinels, primary, &config).await,
+            } => {
+                self.primary(service, sentinels, primary, &config, closed, wake)
+                    .await
+            }
             #[cfg(feature = "cluster")]
             Kind::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
             #[cfg(feature = "deadpool-redis")]
@@ -251,6 +260,23 @@ impl Connector {
         })
     }
 
+    /// Our own connection ([`Direct`]), within the connect timeout.
+    async fn direct(
+        &self,
+        info: &ConnectionInfo,
+        closed: Arc<AtomicBool>,
+        wake: Arc<Notify>,
+    ) -> RedisResult<Conn> {
+        let connect = Direct::connect(info.addr(), info.redis_settings(), closed, wake);
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(conn) => Ok(Conn::Direct(conn?)),
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no connection to Redis within the connect timeout",
+            ))),
+        }
+    }
+
     fn client(&self, info: ConnectionInfo) -> RedisResult<Client> {
         #[cfg(feature = "tls")]
         if is_tls(&info) && (self.tls.ca_pem.is_some() || self.tls.client.is_some()) {
@@ -267,6 +293,8 @@ impl Connector {
         sentinels: &[ConnectionInfo],
         template: &ConnectionInfo,
         config: &AsyncConnectionConfig,
+        closed: Arc<AtomicBool>,
+        wake: Arc<Notify>,
     ) -> RedisResult<Conn> {
         let mut failure = None;
         for sentinel in sentinels {
@@ -314,14 +342,20 @@ impl Connector {
                 .set_redis_settings(template.redis_settings().clone());
             let checked = async {
                 let info = self.fresh_credentials(info).await?;
-                let mut conn = self
-                    .client(info)?
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await?;
+                let mut conn = if direct(&info) {
+                    self.direct(&info, Arc::clone(&closed), Arc::clone(&wake))
+                        .await?
+                } else {
+                    Conn::Single(
+                        self.client(info)?
+                            .get_multiplexed_async_connection_with_config(config)
+                            .await?,
+                    )
+                };
                 Ok::<_, RedisError>((is_primary(&mut conn).await?, conn))
             };
             match checked.await {
-                Ok((true, conn)) => return Ok(Conn::Single(conn)),
+                Ok((true, conn)) => return Ok(conn),
                 Ok((false, _)) => {
                     failure = Some(RedisError::from((
                         redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
@@ -338,7 +372,17 @@ impl Connector {
     }
 }
 
-async fn is_primary(conn: &mut MultiplexedConnection) -> RedisResult<bool> {
+/// Whether our own connection serves this address: plain TCP or a unix socket.
+fn direct(info: &ConnectionInfo) -> bool {
+    match info.addr() {
+        ConnectionAddr::Tcp(..) => true,
+        #[cfg(unix)]
+        ConnectionAddr::Unix(_) => true,
+        _ => false,
+    }
+}
+
+async fn is_primary(conn: &mut Conn) -> RedisResult<bool> {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
     Ok(
         matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")

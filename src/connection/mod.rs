@@ -21,6 +21,7 @@ mod aws;
 mod conn;
 mod connector;
 mod credentials;
+mod direct;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

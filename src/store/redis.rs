@@ -98,7 +98,7 @@ impl RedisBackend {
                         }
                         Ok(())
                     }
-                    Conn::Single(_) => pipe.exec_async(&mut conn).await,
+                    Conn::Direct(_) | Conn::Single(_) => pipe.exec_async(&mut conn).await,
                 }
             })
             .await
@@ -230,7 +230,7 @@ impl RedisBackend {
                         });
                         futures_util::future::try_join_all(sends).await.map(drop)
                     }
-                    Conn::Single(_) => pipe.exec_async(&mut conn).await,
+                    Conn::Direct(_) | Conn::Single(_) => pipe.exec_async(&mut conn).await,
                 }
             })
             .await
@@ -410,7 +410,7 @@ impl RedisBackend {
                         });
                         futures_util::future::try_join_all(sends).await
                     }
-                    Conn::Single(_) => {
+                    Conn::Direct(_) | Conn::Single(_) => {
                         let mut conn = conn;
                         let mut pipe = redis::pipe();
                         pipe.ignore_errors();

@@ -1,0 +1,444 @@
+//! A connection to one server over plain TCP or a unix socket, multiplexed, without a driver
+//! task: a request writes its commands itself (never waiting while it holds the write lock,
+//! so a cancelled request cannot leave half a command on the socket), then whichever waiting
+//! request holds the read lock reads the socket and hands every reply to its request, in
+//! order. A lone request thus reads its own reply: no hop to another task or thread, which is
+//! most of what a general-purpose client costs over a bare socket (see BENCHMARKS.md). Replies
+//! are parsed by hand into [`redis::Value`]; only error replies go through redis-rs's parser.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, Notify};
+
+/// The two halves of a socket.
+enum Socket {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+enum ReadHalf {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+enum WriteHalf {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl WriteHalf {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(w) => w.try_write(buf),
+            #[cfg(unix)]
+            Self::Unix(w) => w.try_write(buf),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Self::Tcp(w) => w.writable().await,
+            #[cfg(unix)]
+            Self::Unix(w) => w.writable().await,
+        }
+    }
+}
+
+impl ReadHalf {
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Self::Tcp(r) => r.read_buf(buf).await,
+            #[cfg(unix)]
+            Self::Unix(r) => r.read_buf(buf).await,
+        }
+    }
+}
+
+/// A request waiting for its replies.
+struct Pending {
+    expected: usize,
+    replies: Vec<Value>,
+    done: oneshot::Sender<RedisResult<Vec<Value>>>,
+}
+
+struct Writer {
+    half: Arc<WriteHalf>,
+    /// Bytes the socket did not take at once; a flush task sends them.
+    backlog: Vec<u8>,
+    flushing: bool,
+    /// Requests in the order their commands went out.
+    pending: VecDeque<Pending>,
+}
+
+struct Reader {
+    half: ReadHalf,
+    buf: Vec<u8>,
+}
+
+struct Inner {
+    writer: Mutex<Writer>,
+    reader: tokio::sync::Mutex<Reader>,
+    closed: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    db: i64,
+}
+
+/// A cheap, cloneable handle to one socket.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    inner: Arc<Inner>,
+}
+
+/// Replies buffered before the reader parses; grows for larger ones.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn broken(what: &str) -> RedisError {
+    RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
+}
+
+impl Direct {
+    /// Opens a socket to `addr` and logs in (`AUTH`, `SELECT`). `closed` is raised, and `wake`
+    /// notified, when the socket fails.
+    pub(crate) async fn connect(
+        addr: &redis::ConnectionAddr,
+        settings: &redis::RedisConnectionInfo,
+        closed: Arc<AtomicBool>,
+        wake: Arc<Notify>,
+    ) -> RedisResult<Self> {
+        let socket = match addr {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Socket::Tcp(stream)
+            }
+            #[cfg(unix)]
+            redis::ConnectionAddr::Unix(path) => {
+                Socket::Unix(tokio::net::UnixStream::connect(path).await?)
+            }
+            _ => return Err(broken("not a plain TCP or unix socket address")),
+        };
+        let (read, write) = match socket {
+            Socket::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            #[cfg(unix)]
+            Socket::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
+        };
+        let conn = Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Writer {
+                    half: Arc::new(write),
+                    backlog: Vec::new(),
+                    flushing: false,
+                    pending: VecDeque::new(),
+                }),
+                reader: tokio::sync::Mutex::new(Reader {
+                    half: read,
+                    buf: Vec::with_capacity(READ_CHUNK),
+                }),
+                closed,
+                wake,
+                db: settings.db(),
+            }),
+        };
+        let mut login = redis::pipe();
+        if let Some(password) = settings.password() {
+            let auth = login.cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            auth.arg(password).ignore();
+        }
+        if settings.db() != 0 {
+            login.cmd("SELECT").arg(settings.db()).ignore();
+        }
+        if !login.is_empty() {
+            let mut conn = conn.clone();
+            login.exec_async(&mut conn).await?;
+        }
+        Ok(conn)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The socket failed: every waiting request fails, new ones fail at once.
+    fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        for p in self.writer().pending.drain(..) {
+            let _ = p.done.send(Err(broken("the connection to Redis dropped")));
+        }
+    }
+
+    /// Sends `bytes` (`expected` commands) and waits for their replies.
+    async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
+        let (done, mut answer) = oneshot::channel();
+        {
+            let mut w = self.writer();
+            if self.inner.closed.load(Ordering::Relaxed) {
+                return Err(broken("the connection to Redis is closed"));
+            }
+            w.pending.push_back(Pending {
+                expected,
+                replies: Vec::with_capacity(expected),
+                done,
+            });
+            // Whole commands only: what the socket does not take now goes to the backlog.
+            let mut sent = 0;
+            if w.backlog.is_empty() {
+                while sent < bytes.len() {
+                    match w.half.try_write(&bytes[sent..]) {
+                        Ok(0) => break,
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            drop(w);
+                            self.close();
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+            if sent < bytes.len() {
+                w.backlog.extend_from_slice(&bytes[sent..]);
+                if !w.flushing {
+                    w.flushing = true;
+                    tokio::spawn(self.clone().flush());
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            result = &mut answer => {
+                result.unwrap_or_else(|_| Err(broken("the connection to Redis dropped")))
+            }
+            mut reader = self.inner.reader.lock() => self.read_for(&mut reader, answer).await,
+        }
+    }
+
+    /// Reads for every request until `answer` has this one's replies.
+    async fn read_for(
+        &self,
+        reader: &mut Reader,
+        mut answer: oneshot::Receiver<RedisResult<Vec<Value>>>,
+    ) -> RedisResult<Vec<Value>> {
+        loop {
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            if let Err(e) = self.dispatch(reader) {
+                self.close();
+                return Err(e);
+            }
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 4 {
+                // Doubling: a large reply is parsed again only a few times.
+                reader.buf.reserve(reader.buf.len().max(READ_CHUNK));
+            }
+            match reader.half.read_buf(&mut reader.buf).await {
+                Ok(0) => {
+                    self.close();
+                    return Err(broken("Redis closed the connection"));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.close();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Hands every complete reply in the buffer to its request.
+    fn dispatch(&self, reader: &mut Reader) -> RedisResult<()> {
+        let mut at = 0;
+        while let Some((value, end)) = parse(&reader.buf, at)? {
+            at = end;
+            let mut w = self.writer();
+            let Some(front) = w.pending.front_mut() else {
+                return Err(broken("a reply that no request asked for"));
+            };
+            front.replies.push(value);
+            if front.replies.len() == front.expected {
+                if let Some(p) = w.pending.pop_front() {
+                    // A request that gave up (cancelled) no longer listens: nothing to do.
+                    let _ = p.done.send(Ok(p.replies));
+                }
+            }
+        }
+        reader.buf.drain(..at);
+        Ok(())
+    }
+
+    /// Sends the backlog as the socket takes it.
+    async fn flush(self) {
+        loop {
+            let half = Arc::clone(&self.writer().half);
+            if half.writable().await.is_err() {
+                return self.close();
+            }
+            let mut w = self.writer();
+            let result = w.half.try_write(&w.backlog);
+            match result {
+                Ok(n) => {
+                    w.backlog.drain(..n);
+                    if w.backlog.is_empty() {
+                        w.flushing = false;
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    drop(w);
+                    return self.close();
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Direct {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut replies = self.request(&cmd.get_packed_command(), 1).await?;
+            replies
+                .pop()
+                .ok_or_else(|| broken("no reply"))?
+                .extract_error()
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let bytes = pipeline.get_packed_pipeline();
+            let expected = if pipeline.is_transaction() {
+                pipeline.len() + 2
+            } else {
+                pipeline.len()
+            };
+            let replies = self.request(&bytes, expected).await?;
+            Ok(replies.into_iter().skip(offset).take(count).collect())
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.db
+    }
+}
+
+/// One RESP2 reply at `at`: the value and where it ends; `None` if it is not all in yet.
+fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
+    let Some((kind, line, next)) = line(buf, at) else {
+        return Ok(None);
+    };
+    let number = || -> RedisResult<i64> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| broken("a malformed reply from Redis"))
+    };
+    Ok(match kind {
+        b'+' if line == b"OK" => Some((Value::Okay, next)),
+        b'+' => Some((
+            Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
+            next,
+        )),
+        // Errors are rare: redis-rs's parser gives them their codes and kinds.
+        b'-' => Some((redis::parse_redis_value(&buf[at..next])?, next)),
+        b':' => Some((Value::Int(number()?), next)),
+        b'$' => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let end = next + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            Some((Value::BulkString(buf[next..end].to_vec()), end + 2))
+        }
+        b'*' => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let mut items = Vec::with_capacity(len.min(1024));
+            let mut at = next;
+            for _ in 0..len {
+                match parse(buf, at)? {
+                    Some((item, end)) => {
+                        items.push(item);
+                        at = end;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Some((Value::Array(items), at))
+        }
+        _ => return Err(broken("a reply of an unknown type from Redis")),
+    })
+}
+
+/// The type byte, the rest of the line, and where the next line starts.
+fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let kind = *buf.get(at)?;
+    let rest = buf.get(at + 1..)?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some((kind, &rest[..end], at + 1 + end + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_redis_sends() {
+        let all = b"*2\r\n$1\r\na\r\n$-1\r\n:5\r\n+OK\r\n*-1\r\n-NOSCRIPT No matching script\r\n";
+        let (v, at) = parse(all, 0).unwrap().unwrap();
+        assert_eq!(
+            v,
+            Value::Array(vec![Value::BulkString(b"a".to_vec()), Value::Nil])
+        );
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Int(5));
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Okay);
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Nil);
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v.extract_error().unwrap_err().code(), Some("NOSCRIPT"));
+        assert_eq!(at, all.len());
+        // Any cut short of the end is "not yet", never a wrong value.
+        for cut in 0..all.len() {
+            let mut at = 0;
+            while let Ok(Some((_, end))) = parse(&all[..cut], at) {
+                at = end;
+            }
+            assert!(at <= cut);
+        }
+        assert!(parse(b"?x\r\n", 0).is_err());
+    }
+}
