@@ -12,7 +12,7 @@ use crate::state::{SessionStore, StoreInner};
 use crate::store::memory::MemoryBackend;
 use crate::store::redis::RedisBackend;
 use crate::store::{Backend, Lifetimes, Limits};
-use crate::touch::Toucher;
+use crate::touch::{Checker, Toucher};
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -422,8 +422,12 @@ impl SessionStoreBuilder {
         }
         let backend = Arc::new(backend);
         let (toucher, worker) = Toucher::new(self.touch_queue);
-        worker.start(Arc::downgrade(&backend), self.prefix.clone());
         let codec = CookieCodec::new(self.cookie_name, &self.keys, self.attributes);
+        let checker = Checker {
+            codec: codec.clone(),
+            lifetimes,
+        };
+        worker.start(Arc::downgrade(&backend), self.prefix.clone(), checker);
         let inner = Arc::new(StoreInner {
             backend,
             codec,

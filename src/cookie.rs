@@ -74,6 +74,25 @@ pub(crate) struct Meta {
     pub(crate) user: Option<UserHandle>,
 }
 
+/// The `Cookie` headers of a request that mention our cookie's name, not verified yet: a
+/// request that never uses its session never pays for the MAC check on its way (the refresh
+/// task checks it, once per distinct cookie it gathers).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Carried {
+    /// Nearly always: no allocation (a header value shares the request's bytes).
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl Carried {
+    fn values(&self) -> &[HeaderValue] {
+        match self {
+            Self::One(value) => std::slice::from_ref(value),
+            Self::Many(values) => values,
+        }
+    }
+}
+
 /// A verified cookie.
 #[derive(Debug)]
 pub(crate) struct Verified {
@@ -108,9 +127,33 @@ impl CookieCodec {
 
     /// The first cookie with our name that we signed and whose creation time is not in the
     /// future (by more than [`MAX_CLOCK_SKEW_MS`]), if any.
+    #[cfg(test)]
     pub(crate) fn verify(&self, headers: &HeaderMap, now_ms: i64) -> Option<Verified> {
-        headers
-            .get_all(COOKIE)
+        let all = Carried::Many(headers.get_all(COOKIE).iter().cloned().collect());
+        self.verify_carried(&all, now_ms)
+    }
+
+    /// The `Cookie` headers of a request that may hold our cookie (they mention its name);
+    /// `None` when none does. Checked later, if at all: see [`verify_carried`](Self::verify_carried).
+    pub(crate) fn carried(&self, headers: &HeaderMap) -> Option<Carried> {
+        let name = self.name.as_bytes();
+        let ours = |h: &&HeaderValue| h.as_bytes().windows(name.len()).any(|w| w == name);
+        let mut found = headers.get_all(COOKIE).iter().filter(ours);
+        let first = found.next()?.clone();
+        Some(match found.next() {
+            None => Carried::One(first),
+            Some(second) => {
+                let mut all = vec![first, second.clone()];
+                all.extend(found.cloned());
+                Carried::Many(all)
+            }
+        })
+    }
+
+    /// As [`verify`](Self::verify), on the headers a request carried.
+    pub(crate) fn verify_carried(&self, carried: &Carried, now_ms: i64) -> Option<Verified> {
+        carried
+            .values()
             .iter()
             .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
             .filter_map(|pair| {

@@ -80,8 +80,8 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let store = &self.store.inner;
         let now = now_ms();
-        let verified = store.codec.verify(req.headers(), now);
-        let session = Session::new(std::sync::Arc::clone(store), verified, now);
+        let carried = store.codec.carried(req.headers());
+        let session = Session::new(std::sync::Arc::clone(store), carried, now);
         req.extensions_mut().insert(session.clone());
         // A failed save must not invite the client to repeat a request that is not idempotent.
         let idempotent = req.method().is_idempotent();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cookie::{Meta, Verified};
+use crate::cookie::{Carried, Meta, Verified};
 use crate::error::SessionError;
 use crate::observe::{count, observe};
 use crate::state::StoreInner;
@@ -79,6 +79,9 @@ enum Stored {
 }
 
 struct State {
+    /// The request's cookie headers, until their first use verifies them: a request that
+    /// never uses its session pays for no MAC check on its way.
+    carried: Option<Carried>,
     /// The current token: the verified one from the cookie, or one made during this request.
     token: Option<Token>,
     /// The token's store key, computed when first needed (a SHA-256).
@@ -119,6 +122,23 @@ struct State {
 }
 
 impl State {
+    /// Takes in what the request's cookie said, once verified (`None`: no valid cookie).
+    fn adopt(&mut self, verified: Option<Verified>) {
+        let Some(v) = verified else {
+            self.stored = Stored::Absent;
+            self.data = Some(HashMap::new());
+            return;
+        };
+        self.token = Some(v.token);
+        self.created_ms = Some(v.meta.created_ms);
+        self.id = Some(v.meta.id);
+        self.user = v.meta.user;
+        self.idle_ms = v.meta.idle_ms;
+        self.persistent = v.meta.expires_ms.is_some();
+        self.cookie_expires_ms = v.meta.expires_ms;
+        self.stale_key = v.stale_key;
+    }
+
     fn key(&mut self, prefix: &str) -> Option<StoreKey> {
         if self.key.is_none() {
             self.key = self.token.as_ref().map(|t| t.store_key(prefix));
@@ -178,34 +198,36 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// The session of a request that started at `now_ms`, with the cookie it carried.
-    pub(crate) fn new(store: Arc<StoreInner>, verified: Option<Verified>, now_ms: i64) -> Self {
-        let persistent = store.codec.attributes.persistent;
-        let (token, meta, stored, stale_key) = match verified {
-            Some(v) => (Some(v.token), Some(v.meta), Stored::Unknown, v.stale_key),
-            None => (None, None, Stored::Absent, false),
-        };
-        let state = State {
-            token,
+    /// The session of a request that started at `now_ms`, with the cookie headers it carried
+    /// (verified on first use).
+    pub(crate) fn new(store: Arc<StoreInner>, carried: Option<Carried>, now_ms: i64) -> Self {
+        let mut state = State {
+            carried: None,
+            token: None,
             key: None,
-            created_ms: meta.as_ref().map(|m| m.created_ms),
-            id: meta.as_ref().map(|m| m.id),
-            user: meta.as_ref().and_then(|m| m.user.clone()),
+            created_ms: None,
+            id: None,
+            user: None,
             user_id: None,
-            stored,
-            idle_ms: meta.as_ref().and_then(|m| m.idle_ms),
-            persistent: meta.as_ref().map_or(persistent, |m| m.expires_ms.is_some()),
-            cookie_expires_ms: meta.as_ref().and_then(|m| m.expires_ms),
-            stale_key,
+            stored: Stored::Absent,
+            idle_ms: None,
+            persistent: store.codec.attributes.persistent,
+            cookie_expires_ms: None,
+            stale_key: false,
             new_token: false,
             destroyed: false,
             lifetime_changed: false,
             modified: false,
             ttl: None,
-            data: (stored == Stored::Absent).then(HashMap::new),
+            data: Some(HashMap::new()),
             changes: HashMap::new(),
             cleared: false,
         };
+        if carried.is_some() {
+            state.carried = carried;
+            state.stored = Stored::Unknown;
+            state.data = None;
+        }
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -216,7 +238,22 @@ impl Session {
         }
     }
 
+    /// The state as it stands, its cookie verified.
     fn state(&self) -> MutexGuard<'_, State> {
+        let mut state = self.unverified();
+        if let Some(carried) = state.carried.take() {
+            let verified = self
+                .inner
+                .store
+                .codec
+                .verify_carried(&carried, self.inner.started_ms);
+            state.adopt(verified);
+        }
+        state
+    }
+
+    /// The state without verifying the cookie (`carried` is still set if nobody used it).
+    fn unverified(&self) -> MutexGuard<'_, State> {
         // Every change to the state is made after its checks; a poisoned lock is still whole.
         self.inner
             .state
@@ -957,7 +994,8 @@ impl Session {
 
     /// Whether the request left changes that must be written before the response goes out.
     pub(crate) fn has_changes(&self) -> bool {
-        let state = self.state();
+        // Every change verifies the cookie first: one still unverified was never used.
+        let state = self.unverified();
         state.cleared
             || !state.changes.is_empty()
             || (state.lifetime_changed && matches!(state.stored, Stored::Unknown | Stored::Live))
@@ -966,7 +1004,7 @@ impl Session {
     /// Drops the staged changes (the handler answered with a 5xx): what already went to the
     /// store (`incr`, `regenerate`, `destroy`) stays.
     pub(crate) fn discard(&self) {
-        let mut state = self.state();
+        let mut state = self.unverified();
         state.changes.clear();
         state.cleared = false;
         state.lifetime_changed = false;
@@ -1037,7 +1075,12 @@ impl Session {
         let store = &self.inner.store;
         let codec = &store.codec;
         let lifetimes = &store.lifetimes;
-        let state = self.state();
+        let mut state = self.unverified();
+        if let Some(carried) = state.carried.take() {
+            // Never used: the refresh task verifies the cookie and slides its expiry.
+            store.toucher.touch_carried(carried, self.inner.started_ms);
+            return false;
+        }
         let now = now_ms();
         let idle = lifetimes.idle(state.idle_ms);
         let header = match (state.stored, &state.token, state.created_ms) {

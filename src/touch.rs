@@ -1,9 +1,10 @@
 //! Sliding expiry for requests that carry a session cookie but never read the session.
 //!
 //! Such a request must not wait for Redis, yet its session must not expire while the user is
-//! active. The layer hands the token and the new expiry (computed from the creation time
-//! signed into the cookie) to a background task through a bounded queue, and goes on. The
-//! task gathers what arrives for a moment, keeps one refresh per session, drops refreshes
+//! active. The layer hands its cookie headers, unverified, to a background task through a
+//! bounded queue, and goes on. The task gathers what arrives for a moment, checks each
+//! distinct cookie once (MAC, then the new expiry from the creation time signed into it:
+//! nothing is sent for a cookie that does not verify), keeps one refresh per session, drops refreshes
 //! that would move an expiry by less than a tenth of the remaining lifetime (at most a
 //! second) since the last one it sent, and sends the rest as one pipeline of `PEXPIRE`s.
 //! When the queue is full a refresh is skipped, never waited for: the session still has the
@@ -16,9 +17,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::cookie::{Carried, CookieCodec};
 use crate::observe::{count, observe};
-use crate::store::{now_ms, Backend};
+use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token};
+
+/// One refresh asked for.
+enum Touch {
+    /// The session of this (verified) token should expire at this moment (ms).
+    Token(Token, i64),
+    /// The cookie a request carried at this moment (ms), not verified yet.
+    Carried(Carried, i64),
+}
 
 /// Most refreshes sent in one pipeline.
 const BATCH: usize = 4096;
@@ -31,7 +41,7 @@ const RECENT: usize = 100_000;
 
 /// The sending side, owned by the store.
 pub(crate) struct Toucher {
-    tx: mpsc::Sender<(Token, i64)>,
+    tx: mpsc::Sender<Touch>,
 }
 
 impl Toucher {
@@ -43,7 +53,17 @@ impl Toucher {
 
     /// Queues a refresh: the session of `token` should expire at `deadline_ms`. Never waits.
     pub(crate) fn touch(&self, token: Token, deadline_ms: i64) {
-        if self.tx.try_send((token, deadline_ms)).is_err() {
+        self.send(Touch::Token(token, deadline_ms));
+    }
+
+    /// Queues the refresh of the session a request's cookie names, if it verifies; the
+    /// request was made at `at_ms`. Never waits.
+    pub(crate) fn touch_carried(&self, carried: Carried, at_ms: i64) {
+        self.send(Touch::Carried(carried, at_ms));
+    }
+
+    fn send(&self, touch: Touch) {
+        if self.tx.try_send(touch).is_err() {
             tracing::debug!("session refresh queue full; skipping one refresh");
             count("session_refreshes_total", &[("outcome", "dropped")], 1);
         }
@@ -52,18 +72,25 @@ impl Toucher {
 
 /// The receiving side, run on the Tokio runtime that built the store.
 pub(crate) struct TouchWorker {
-    rx: mpsc::Receiver<(Token, i64)>,
+    rx: mpsc::Receiver<Touch>,
+}
+
+/// What the worker needs to check a cookie and compute its session's expiry.
+pub(crate) struct Checker {
+    pub(crate) codec: CookieCodec,
+    pub(crate) lifetimes: Lifetimes,
 }
 
 impl TouchWorker {
     /// Runs until the store (the last strong reference to `backend`) is dropped.
-    pub(crate) fn start(self, backend: Weak<Backend>, prefix: String) {
-        tokio::spawn(self.run(backend, prefix));
+    pub(crate) fn start(self, backend: Weak<Backend>, prefix: String, checker: Checker) {
+        tokio::spawn(self.run(backend, prefix, checker));
     }
 
-    async fn run(mut self, backend: Weak<Backend>, prefix: String) {
+    async fn run(mut self, backend: Weak<Backend>, prefix: String, checker: Checker) {
         let mut queued = Vec::with_capacity(BATCH);
         let mut latest: HashMap<Token, i64> = HashMap::new();
+        let mut carried: HashMap<Carried, i64> = HashMap::new();
         let mut sent: HashMap<StoreKey, i64> = HashMap::new();
         while self.rx.recv_many(&mut queued, BATCH).await > 0 {
             tokio::time::sleep(GATHER).await;
@@ -74,9 +101,25 @@ impl TouchWorker {
                 }
             }
             let queued_count = queued.len();
-            for (token, deadline) in queued.drain(..) {
+            let mut keep = |token: Token, deadline: i64| {
                 let slot = latest.entry(token).or_insert(deadline);
                 *slot = (*slot).max(deadline);
+            };
+            for touch in queued.drain(..) {
+                match touch {
+                    Touch::Token(token, deadline) => keep(token, deadline),
+                    Touch::Carried(cookie, at) => {
+                        let slot = carried.entry(cookie).or_insert(at);
+                        *slot = (*slot).max(at);
+                    }
+                }
+            }
+            let lifetimes = &checker.lifetimes;
+            for (cookie, at) in carried.drain() {
+                if let Some(v) = checker.codec.verify_carried(&cookie, at) {
+                    let idle = lifetimes.idle(v.meta.idle_ms);
+                    keep(v.token, lifetimes.deadline_ms(idle, v.meta.created_ms, at));
+                }
             }
             let Some(backend) = backend.upgrade() else {
                 break;
