@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(reply_end(b"+OK\r\n", 0), Ok(Some(5)));
         assert_eq!(reply_end(b"-ERR x\r\n", 0), Ok(Some(8)));
         assert_eq!(reply_end(b"*-1\r\n", 0), Ok(Some(5)));
-        assert_eq!(reply_end(b"*2\r\n*1\r\n:1\r\n+a\r\n", 0), Ok(Some(17)));
+        assert_eq!(reply_end(b"*2\r\n*1\r\n:1\r\n+a\r\n", 0), Ok(Some(16)));
         assert_eq!(reply_end(b"%1\r\n+k\r\n+v\r\n", 0), Ok(Some(12)));
         assert_eq!(reply_end(b"%1\r\n+k\r\n", 0), Ok(None));
         assert!(reply_end(b"?\r\n", 0).is_err());
