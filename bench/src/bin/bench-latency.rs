@@ -18,6 +18,10 @@
 //! Requests go through the real tower stack (`oneshot` on the Router, no sockets), on a
 //! current-thread runtime as a Criterion async bench would.
 //!
+//! A bin rather than a `harness = false` bench: it takes its own flags, runs from the
+//! repository root like the other runners (cargo runs benches from the package folder), and
+//! a plain `cargo bench` does not start this minute-long comparison.
+//!
 //! `cargo run --release -p trs-bench --bin bench-latency -- [--quick] [--rounds R]
 //! [--requests N] [--warmup W] [--cell-ms T] [--out PATH]`; writes
 //! `target/bench/latency.json` (every round's figures).
