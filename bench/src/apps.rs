@@ -1,10 +1,58 @@
 //! The apps under test: the same routes with our layer, with tower-sessions, and bare.
 
 use axum::{extract::Path, routing::get, Router};
+use tower_redis_session::{Session, SessionError, SessionStore};
 use tower_sessions::{Expiry, Session as TsSession, SessionManagerLayer};
 use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
 
-use crate::support::fields;
+use crate::support::{fields, next_value, seed_ours};
+
+/// Our store on Redis at `url`, configured as the benchmarks compare it (no `Secure`, as
+/// tower-sessions' layer here).
+pub async fn ours_store(url: &str) -> SessionStore {
+    SessionStore::builder()
+        .redis_url(url)
+        .signing_keys([[7u8; 32]])
+        .secure(false)
+        .build()
+        .await
+        .expect("store")
+}
+
+/// The scenarios' routes through our layer.
+pub fn ours_app(store: &SessionStore) -> Router {
+    Router::new()
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .route("/regenerate", get(regenerate))
+        .route("/counter", get(counter))
+        .route("/untouched", get(|| async { "alice" }))
+        .route("/seed/{size}", get(seed_ours))
+        .layer(store.layer())
+}
+
+/// The same `/read` and `/untouched` routes without a session layer. Every app's routes
+/// answer "alice" (what `/read` reads), so that all responses have the same bytes.
+pub fn no_layer_app() -> Router {
+    Router::new()
+        .route("/read", get(|| async { "alice" }))
+        .route("/untouched", get(|| async { "alice" }))
+}
+
+async fn read(s: Session) -> Result<String, SessionError> {
+    Ok(s.get::<String>("user").await?.unwrap_or_default())
+}
+async fn write(s: Session) -> Result<&'static str, SessionError> {
+    s.insert("theme", &next_value())?;
+    Ok("ok")
+}
+async fn regenerate(s: Session) -> Result<&'static str, SessionError> {
+    s.regenerate().await?;
+    Ok("ok")
+}
+async fn counter(s: Session) -> Result<String, SessionError> {
+    Ok(s.incr("n", 1).await?.to_string())
+}
 
 /// A tower-sessions layer on Redis at `url`: `always_save` is its only way to slide expiry
 /// on reads.
@@ -28,7 +76,7 @@ pub fn tower_sessions_app(layer: SessionManagerLayer<RedisStore<Pool>>) -> Route
         .route("/write", get(ts_write))
         .route("/regenerate", get(ts_regenerate))
         .route("/counter", get(ts_counter))
-        .route("/untouched", get(|| async { "ok" }))
+        .route("/untouched", get(|| async { "alice" }))
         .route("/seed/{size}", get(ts_seed))
         .layer(layer)
 }
@@ -41,9 +89,7 @@ async fn ts_read(s: TsSession) -> String {
         .unwrap_or_default()
 }
 async fn ts_write(s: TsSession) -> &'static str {
-    s.insert("theme", crate::support::next_value())
-        .await
-        .expect("insert");
+    s.insert("theme", next_value()).await.expect("insert");
     "ok"
 }
 async fn ts_regenerate(s: TsSession) -> &'static str {

@@ -1,5 +1,6 @@
-//! Shared by the benchmark binaries and benches of this workspace member: the redis-server
-//! harness of the tests, the benchmark support of the main crate, and the apps under test.
+//! Shared by the benchmark binaries of this workspace member: the redis-server harness of the
+//! tests, the benchmark support of the main crate, the apps under test, and what the
+//! interleaved runners have in common.
 
 #[path = "../../tests/common/redis_server.rs"]
 pub mod redis_server;
@@ -7,3 +8,40 @@ pub mod redis_server;
 pub mod support;
 
 pub mod apps;
+pub mod resp;
+
+/// `items` rotated left by `round`: every item goes first in turn, so that no library always
+/// runs right after the same neighbour or at the same point of a round.
+pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let n = items.len().max(1);
+    items
+        .iter()
+        .cycle()
+        .skip(round % n)
+        .take(items.len())
+        .copied()
+        .collect()
+}
+
+/// The value of `--name N` among the arguments, if given.
+pub fn arg_value<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    let value = args.get(i + 1)?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: cannot parse {value:?}")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rotation_puts_each_first_in_turn() {
+        let libs = ["a", "b", "c"];
+        assert_eq!(super::rotated(&libs, 0), ["a", "b", "c"]);
+        assert_eq!(super::rotated(&libs, 1), ["b", "c", "a"]);
+        assert_eq!(super::rotated(&libs, 5), ["c", "a", "b"]);
+    }
+}

@@ -1,29 +1,34 @@
 //! HTTP load and Redis memory per session, for `scripts/bench.sh`.
 //!
-//! Serves the same axum app (`GET /read` reads one value from the session) with no session
-//! layer, with ours, and with tower-sessions (default mode and `always_save`), each on a
-//! loopback port, and drives each with wrk at 1, 16, 64 and 256 connections. Every request
-//! carries one of 256 session cookies, round-robin. Then measures `MEMORY USAGE` of the same
-//! session content stored by each library. Writes `target/bench/load.json`.
+//! Serves the same axum app with no session layer, with ours (`GET /read` reads one value
+//! from the session; `GET /untouched` never touches it), and with tower-sessions (default mode
+//! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
+//! 1, 16, 64 and 256 connections, wrk drives every app in turn, in an order rotated each
+//! round, so that the apps a ratio compares ran seconds apart. Every request carries one of
+//! 256 session cookies, round-robin. Then measures `MEMORY USAGE` of the same session content
+//! stored by each library. Writes `target/bench/load.json` with every round's figures.
 //!
-//! `cargo run --release -p trs-bench --bin bench-load -- [--quick]`
+//! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]`
 
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use axum::{routing::get, Router};
+use axum::Router;
 use serde::Serialize;
-use tower_redis_session::{Session, SessionError, SessionStore};
-use trs_bench::apps::{tower_sessions_app, tower_sessions_layer};
+use trs_bench::apps::{
+    no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
+};
 use trs_bench::redis_server::RedisServer;
-use trs_bench::support::{seed_ours, send, SIZES};
+use trs_bench::support::{send, SIZES};
+use trs_bench::{arg_value, rotated};
 
 const CONNECTIONS: [u32; 4] = [1, 16, 64, 256];
 const SESSIONS: usize = 256;
 
 #[derive(Serialize)]
 struct LoadRun {
+    round: usize,
     app: String,
     connections: u32,
     requests_per_sec: f64,
@@ -58,31 +63,10 @@ struct MemoryRow {
 
 #[derive(Serialize)]
 struct Report {
+    rounds: usize,
     seconds_per_run: u64,
     load: Vec<LoadRun>,
     memory: Vec<MemoryRow>,
-}
-
-async fn ours_read(s: Session) -> Result<String, SessionError> {
-    Ok(s.get::<String>("user").await?.unwrap_or_default())
-}
-
-fn ours_app(store: &SessionStore) -> Router {
-    Router::new()
-        .route("/read", get(ours_read))
-        .route("/untouched", get(|| async { "alice" }))
-        .route("/seed/{size}", get(seed_ours))
-        .layer(store.layer())
-}
-
-async fn ours_store(redis: &RedisServer) -> SessionStore {
-    SessionStore::builder()
-        .redis_url(redis.url())
-        .signing_keys([[7u8; 32]])
-        .secure(false)
-        .build()
-        .await
-        .expect("store")
 }
 
 /// Serves `app` on a free loopback port.
@@ -172,40 +156,48 @@ fn wrk(
     (rps, p50, p99, errors)
 }
 
-/// Runs wrk against `addr` at each connection count; appends the results to `load`.
-async fn drive(
-    name: &str,
+/// One app under load: its name, address, wrk script and route.
+struct Target {
+    name: &'static str,
     addr: std::net::SocketAddr,
-    script: &std::path::Path,
+    script: String,
     path: &'static str,
-    (seconds, redis_pid): (u64, &str),
-    load: &mut Vec<LoadRun>,
-) {
-    for connections in CONNECTIONS {
-        let script = script.to_string_lossy().into_owned();
-        let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
-        let (rps, p50, p99, errors) =
-            tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds, path))
-                .await
-                .expect("wrk task");
-        let requests = rps * seconds as f64;
-        let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
-        let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
-        eprintln!(
-            "{name:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  \
-             errors {errors}  cpu/req: server {server_cpu_us:.1} µs, redis {redis_cpu_us:.1} µs"
-        );
-        load.push(LoadRun {
-            app: name.to_string(),
-            connections,
-            requests_per_sec: rps,
-            p50_us: p50,
-            p99_us: p99,
-            errors,
-            server_cpu_us,
-            redis_cpu_us,
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// One wrk run against `target`, with the CPU time the server (this process) and
+/// redis-server spent meanwhile.
+async fn drive(
+    target: &Target,
+    connections: u32,
+    (round, seconds, redis_pid): (usize, u64, &str),
+) -> LoadRun {
+    let (addr, script, path) = (target.addr, target.script.clone(), target.path);
+    let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
+    let (rps, p50, p99, errors) =
+        tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds, path))
+            .await
+            .expect("wrk task");
+    let requests = rps * seconds as f64;
+    let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
+    let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
+    eprintln!(
+        "round {} {:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  \
+         errors {errors}  cpu/req: server {server_cpu_us:.1} µs, redis {redis_cpu_us:.1} µs",
+        round + 1,
+        target.name
+    );
+    // Let sockets and CPU settle before the next app.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    LoadRun {
+        round,
+        app: target.name.to_string(),
+        connections,
+        requests_per_sec: rps,
+        p50_us: p50,
+        p99_us: p99,
+        errors,
+        server_cpu_us,
+        redis_cpu_us,
     }
 }
 
@@ -214,7 +206,7 @@ async fn drive(
 async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
     let redis = RedisServer::start_with(config);
     let app = match library {
-        "tower-redis-session" => ours_app(&ours_store(&redis).await),
+        "tower-redis-session" => ours_app(&ours_store(&redis.url()).await),
         _ => tower_sessions_app(tower_sessions_layer(&redis.url(), false).await),
     };
     send(&app, &format!("/seed/{size}"), None)
@@ -228,45 +220,60 @@ async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let seconds = if quick { 3 } else { 10 };
+    // Many short runs rather than a few long ones: the median over rounds is what resists a
+    // burst of load from elsewhere on the machine. Quick: 5 apps × 4 × 7 × 1.1 s ≈ 155 s.
+    let (rounds, seconds) = if quick { (7, 1) } else { (9, 4) };
+    let rounds = arg_value("--rounds").unwrap_or(rounds);
+    let seconds = arg_value("--seconds").unwrap_or(seconds);
     let redis = RedisServer::start();
     let dir = std::path::Path::new("target/bench");
     std::fs::create_dir_all(dir).expect("target/bench");
 
     let redis_pid = redis.pid().expect("redis pid").to_string();
-    let ours = ours_app(&ours_store(&redis).await);
-    // Every app gets the same kind of cookies, so that wrk and hyper do the same work.
+    let ours = ours_app(&ours_store(&redis.url()).await);
+    // The layer-less app and our untouched route get our cookies, so that wrk and hyper do the
+    // same work as for our read.
     let our_cookies = seed(&ours, SESSIONS).await;
-    let apps: Vec<(&str, Router)> = vec![
-        (
-            "no layer",
-            Router::new().route("/read", get(|| async { "alice" })),
-        ),
-        ("tower-redis-session", ours),
-        (
-            "tower-sessions",
-            tower_sessions_app(tower_sessions_layer(&redis.url(), false).await),
-        ),
-        (
-            "tower-sessions always_save",
-            tower_sessions_app(tower_sessions_layer(&redis.url(), true).await),
-        ),
+    let ts = tower_sessions_app(tower_sessions_layer(&redis.url(), false).await);
+    let ts_always = tower_sessions_app(tower_sessions_layer(&redis.url(), true).await);
+    let ts_cookies = seed(&ts, SESSIONS).await;
+    let ts_always_cookies = seed(&ts_always, SESSIONS).await;
+    let servers: [(&str, Router, Vec<String>); 4] = [
+        ("no layer", no_layer_app(), our_cookies.clone()),
+        ("tower-redis-session", ours, our_cookies),
+        ("tower-sessions", ts, ts_cookies),
+        ("tower-sessions always_save", ts_always, ts_always_cookies),
     ];
-    let mut load = Vec::new();
-    for (name, app) in apps {
-        let cookies = match name {
-            "no layer" | "tower-redis-session" => our_cookies.clone(),
-            _ => seed(&app, SESSIONS).await,
-        };
+    let mut targets = Vec::new();
+    for (name, app, cookies) in servers {
         let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
         std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
+        let script = script.to_string_lossy().into_owned();
         let addr = serve(app).await;
-        let run = (seconds, redis_pid.as_str());
-        drive(name, addr, &script, "/read", run, &mut load).await;
         if name == "tower-redis-session" {
             // Our layer on a route that never touches the session, with the same cookies.
-            let name = "tower-redis-session, untouched route";
-            drive(name, addr, &script, "/untouched", run, &mut load).await;
+            targets.push(Target {
+                name: "tower-redis-session, untouched route",
+                addr,
+                script: script.clone(),
+                path: "/untouched",
+            });
+        }
+        targets.push(Target {
+            name,
+            addr,
+            script,
+            path: "/read",
+        });
+    }
+    let mut load = Vec::new();
+    for round in 0..rounds {
+        let order = rotated(&(0..targets.len()).collect::<Vec<_>>(), round);
+        for connections in CONNECTIONS {
+            for &i in &order {
+                let run = (round, seconds, redis_pid.as_str());
+                load.push(drive(&targets[i], connections, run).await);
+            }
         }
     }
 
@@ -297,6 +304,7 @@ async fn main() {
     }
 
     let report = Report {
+        rounds,
         seconds_per_run: seconds,
         load,
         memory,

@@ -1,0 +1,483 @@
+//! Latency per request, every library interleaved in one process against one redis-server,
+//! for `scripts/bench.sh`.
+//!
+//! A round runs every cell (scenario × size) for every library, the libraries of a cell back
+//! to back in an order rotated each round; a cell is a short warm-up, then N requests each
+//! timed on its own (cut at a time cap, see `Budget`), and records their median. So the libraries compared in a ratio ran
+//! seconds apart under the same noise, and the report can take each ratio within a round.
+//!
+//! Libraries: our layer, tower-sessions (default and `always_save`), the router without a
+//! layer, and two floors for `read`:
+//! - `floor`: the router without the layer, whose handler sends our read's pipeline
+//!   (`HGETALL key` + `PEXPIRE key 1800000`) on the bench's own redis-rs multiplexed
+//!   connection;
+//! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
+//!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
+//!   router).
+//!
+//! Requests go through the real tower stack (`oneshot` on the Router, no sockets), on a
+//! current-thread runtime as a Criterion async bench would.
+//!
+//! A bin rather than a `harness = false` bench: it takes its own flags, runs from the
+//! repository root like the other runners (cargo runs benches from the package folder), and
+//! a plain `cargo bench` does not start this minute-long comparison.
+//!
+//! `cargo run --release -p trs-bench --bin bench-latency -- [--quick] [--rounds R]
+//! [--requests N] [--warmup W] [--cell-ms T] [--out PATH]`; writes
+//! `target/bench/latency.json` (every round's figures).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use axum::{routing::get, Router};
+use serde::Serialize;
+use tokio::runtime::Runtime;
+use trs_bench::apps::{
+    no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
+};
+use trs_bench::redis_server::RedisServer;
+use trs_bench::support::{fields, send, SIZES};
+use trs_bench::{arg_value, resp, rotated};
+
+const OURS: &str = "tower-redis-session";
+const TS: &str = "tower-sessions";
+const TS_ALWAYS: &str = "tower-sessions always_save";
+const NO_LAYER: &str = "no layer";
+const FLOOR: &str = "floor";
+const RAW_FLOOR: &str = "raw floor";
+
+const SESSION_LIBS: [&str; 3] = [OURS, TS, TS_ALWAYS];
+const READ_LIBS: [&str; 5] = [OURS, TS, TS_ALWAYS, FLOOR, RAW_FLOOR];
+
+/// Our read's expiry, as the floors send it.
+const TTL_MS: &str = "1800000";
+
+/// One scenario at one size, and the libraries that run it.
+struct Cell {
+    scenario: &'static str,
+    size: Option<&'static str>,
+    libs: &'static [&'static str],
+}
+
+fn cells() -> Vec<Cell> {
+    let mut cells = vec![
+        Cell {
+            scenario: "no-layer",
+            size: None,
+            libs: &[NO_LAYER],
+        },
+        Cell {
+            scenario: "create",
+            size: None,
+            libs: &SESSION_LIBS,
+        },
+    ];
+    for size in SIZES {
+        cells.push(Cell {
+            scenario: "read",
+            size: Some(size),
+            libs: &READ_LIBS,
+        });
+        for scenario in ["write", "regenerate", "counter", "untouched"] {
+            cells.push(Cell {
+                scenario,
+                size: Some(size),
+                libs: &SESSION_LIBS,
+            });
+        }
+    }
+    cells
+}
+
+/// The floor's load: our read's pipeline on the bench's own multiplexed connection.
+async fn floor_load(conn: &redis::aio::MultiplexedConnection, key: &str) -> usize {
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGETALL")
+        .arg(key)
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(TTL_MS)
+        .ignore();
+    let (hash,): (HashMap<String, String>,) = pipe
+        .query_async(&mut conn.clone())
+        .await
+        .expect("floor pipeline");
+    hash.len()
+}
+
+fn floor_router(conn: &redis::aio::MultiplexedConnection, key: &str) -> Router {
+    let (conn, key) = (conn.clone(), key.to_owned());
+    Router::new().route(
+        "/read",
+        get(move || async move { floor_load(&conn, &key).await.to_string() }),
+    )
+}
+
+/// The same pipeline as raw RESP on a bare socket.
+struct RawFloor {
+    stream: TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl RawFloor {
+    fn connect(port: u16, key: &str) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("raw floor: connect");
+        stream.set_nodelay(true).expect("raw floor: nodelay");
+        let mut request = resp::command(&["HGETALL", key]);
+        request.extend(resp::command(&["PEXPIRE", key, TTL_MS]));
+        Self {
+            stream,
+            request,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// One round trip; the bytes of both replies.
+    fn load(&mut self) -> &[u8] {
+        self.stream
+            .write_all(&self.request)
+            .expect("raw floor: write");
+        let mut len = 0;
+        loop {
+            if len == self.buf.len() {
+                self.buf.resize(len * 2, 0);
+            }
+            let n = self
+                .stream
+                .read(&mut self.buf[len..])
+                .expect("raw floor: read");
+            assert!(n > 0, "raw floor: redis closed the connection");
+            len += n;
+            match resp::replies_end(&self.buf[..len], 2).expect("raw floor: RESP") {
+                Some(end) if end == len => break,
+                Some(end) => panic!("raw floor: {} bytes past the replies", len - end),
+                None => {}
+            }
+        }
+        let replies = &self.buf[..len];
+        // PEXPIRE answered 1: the key was there, so HGETALL read the whole session.
+        assert!(replies.ends_with(b":1\r\n"), "raw floor: the key is gone");
+        replies
+    }
+}
+
+/// Everything the cells run on, with the cookies each library's scenarios carry.
+struct Bench {
+    apps: HashMap<&'static str, Router>,
+    floors: HashMap<&'static str, Router>,
+    raw_floors: HashMap<&'static str, RawFloor>,
+    /// The session of `read`, `write`, `counter` and `untouched`, per (library, size).
+    cookies: HashMap<(&'static str, &'static str), String>,
+    /// A session of its own for `regenerate`, whose id changes at every request: the cookie
+    /// is carried from one request to the next, across rounds.
+    regenerated: HashMap<(&'static str, &'static str), String>,
+}
+
+impl Bench {
+    fn setup(rt: &Runtime, redis: &RedisServer) -> Self {
+        let url = redis.url();
+        let mut apps = HashMap::new();
+        apps.insert(NO_LAYER, no_layer_app());
+        apps.insert(OURS, ours_app(&rt.block_on(ours_store(&url))));
+        apps.insert(
+            TS,
+            tower_sessions_app(rt.block_on(tower_sessions_layer(&url, false))),
+        );
+        apps.insert(
+            TS_ALWAYS,
+            tower_sessions_app(rt.block_on(tower_sessions_layer(&url, true))),
+        );
+        let conn = rt.block_on(async {
+            redis::Client::open(url.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("the floor's connection")
+        });
+        let mut bench = Self {
+            apps,
+            floors: HashMap::new(),
+            raw_floors: HashMap::new(),
+            cookies: HashMap::new(),
+            regenerated: HashMap::new(),
+        };
+        for size in SIZES {
+            // The floors read our `read` session: the one key this seed adds.
+            let before = redis.keys();
+            let cookie = bench.seed(rt, OURS, size);
+            let key = redis
+                .keys()
+                .into_iter()
+                .find(|k| !before.contains(k))
+                .expect("the seeded session's key");
+            let hlen: usize = redis.cmd(&["HLEN", &key]);
+            // Its fields, plus the creation time and the public id.
+            assert_eq!(hlen, fields(size).len() + 2, "{key} is not the session");
+            bench.cookies.insert((OURS, size), cookie);
+            for lib in [TS, TS_ALWAYS] {
+                let cookie = bench.seed(rt, lib, size);
+                bench.cookies.insert((lib, size), cookie);
+            }
+            for lib in SESSION_LIBS {
+                let cookie = bench.seed(rt, lib, size);
+                bench.regenerated.insert((lib, size), cookie);
+            }
+
+            let floor = floor_router(&conn, &key);
+            let read = rt.block_on(send_body(&floor));
+            assert_eq!(read, hlen.to_string(), "the floor reads the session");
+            bench.floors.insert(size, floor);
+            let mut raw = RawFloor::connect(redis.port, &key);
+            let header = format!("*{}\r\n", 2 * hlen);
+            assert!(raw.load().starts_with(header.as_bytes()), "raw floor reply");
+            bench.raw_floors.insert(size, raw);
+        }
+        bench
+    }
+
+    fn seed(&self, rt: &Runtime, lib: &str, size: &str) -> String {
+        rt.block_on(send(&self.apps[lib], &format!("/seed/{size}"), None))
+            .expect("seeded cookie")
+    }
+
+    /// One request of `lib` in `scenario`.
+    async fn request(&mut self, lib: &'static str, scenario: &str, size: &'static str) {
+        match (lib, scenario) {
+            (FLOOR, _) => {
+                send(&self.floors[size], "/read", None).await;
+            }
+            (NO_LAYER, _) => {
+                send(&self.apps[lib], "/read", None).await;
+            }
+            (_, "create") => {
+                send(&self.apps[lib], "/write", None).await;
+            }
+            (_, "regenerate") => {
+                let slot = self
+                    .regenerated
+                    .get_mut(&(lib, size))
+                    .expect("regenerate's cookie");
+                if let Some(next) = send(&self.apps[lib], "/regenerate", Some(slot)).await {
+                    *slot = next;
+                }
+            }
+            _ => {
+                let cookie = &self.cookies[&(lib, size)];
+                send(&self.apps[lib], &format!("/{scenario}"), Some(cookie)).await;
+            }
+        }
+    }
+
+    /// One cell of one library: warm-up, then requests timed one by one; their durations.
+    fn cell(
+        &mut self,
+        rt: &Runtime,
+        lib: &'static str,
+        cell: &Cell,
+        budget: &Budget,
+    ) -> Vec<Duration> {
+        let size = cell.size.unwrap_or("small");
+        let mut clock = Clock::new(budget);
+        if lib == RAW_FLOOR {
+            let raw = self.raw_floors.get_mut(size).expect("raw floor");
+            while clock.running() {
+                let start = Instant::now();
+                raw.load();
+                clock.record(start.elapsed());
+            }
+        } else {
+            rt.block_on(async {
+                while clock.running() {
+                    let start = Instant::now();
+                    self.request(lib, cell.scenario, size).await;
+                    clock.record(start.elapsed());
+                }
+            });
+        }
+        clock.times
+    }
+}
+
+/// How long a cell runs: `warmup` requests (at most a fifth of `cap`), then `requests`, cut
+/// at `cap` once `min_requests` are in, so that a slow moment of the machine cannot blow the
+/// time budget while a quiet one still gets every request.
+#[derive(Serialize)]
+struct Budget {
+    warmup: usize,
+    requests: usize,
+    min_requests: usize,
+    #[serde(serialize_with = "millis")]
+    cap: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+struct Clock<'a> {
+    budget: &'a Budget,
+    phase_start: Instant,
+    warmed: Option<usize>,
+    times: Vec<Duration>,
+}
+
+impl<'a> Clock<'a> {
+    fn new(budget: &'a Budget) -> Self {
+        Self {
+            budget,
+            phase_start: Instant::now(),
+            warmed: Some(0),
+            times: Vec::with_capacity(budget.requests),
+        }
+    }
+
+    fn running(&self) -> bool {
+        let n = self.times.len();
+        self.warmed.is_some()
+            || (n < self.budget.requests
+                && (n < self.budget.min_requests || self.phase_start.elapsed() < self.budget.cap))
+    }
+
+    fn record(&mut self, took: Duration) {
+        match self.warmed {
+            Some(done) => {
+                let done = done + 1;
+                self.warmed = (done < self.budget.warmup
+                    && self.phase_start.elapsed() < self.budget.cap / 5)
+                    .then_some(done);
+                if self.warmed.is_none() {
+                    self.phase_start = Instant::now();
+                }
+            }
+            None => self.times.push(took),
+        }
+    }
+}
+
+async fn send_body(app: &Router) -> String {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let res = app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/read")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Quantile `q` of sorted µs values (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[derive(Serialize)]
+struct Run {
+    round: usize,
+    scenario: String,
+    size: Option<String>,
+    library: String,
+    /// Position of the library within its cell this round (0 = first).
+    position: usize,
+    /// Requests timed (the budget's `requests` unless the cell hit its time cap).
+    requests: usize,
+    median_us: f64,
+    p10_us: f64,
+    p90_us: f64,
+}
+
+#[derive(Serialize)]
+struct Output {
+    rounds: usize,
+    budget: Budget,
+    seconds: f64,
+    runs: Vec<Run>,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    // Quick: about 40 s on a quiet machine, at most 38 cells × 0.2 s × 7 rounds = 54 s.
+    let (rounds, requests, cap_ms) = if quick {
+        (7, 3000, 200)
+    } else {
+        (15, 10000, 600)
+    };
+    let rounds = arg_value("--rounds").unwrap_or(rounds);
+    let requests: usize = arg_value("--requests").unwrap_or(requests);
+    let budget = Budget {
+        warmup: arg_value("--warmup").unwrap_or(requests / 10),
+        requests,
+        min_requests: requests.min(100),
+        cap: Duration::from_millis(arg_value("--cell-ms").unwrap_or(cap_ms)),
+    };
+    let out: String = arg_value("--out").unwrap_or_else(|| "target/bench/latency.json".into());
+    assert!(requests > 0, "--requests must be positive");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let redis = RedisServer::start();
+    let mut bench = Bench::setup(&rt, &redis);
+    let cells = cells();
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        let round_start = Instant::now();
+        for cell in &cells {
+            let mut line = format!(
+                "round {}/{rounds} {:10} {:5}:",
+                round + 1,
+                cell.scenario,
+                cell.size.unwrap_or("-")
+            );
+            for (position, lib) in rotated(cell.libs, round).into_iter().enumerate() {
+                let mut us: Vec<f64> = bench
+                    .cell(&rt, lib, cell, &budget)
+                    .iter()
+                    .map(|d| d.as_secs_f64() * 1e6)
+                    .collect();
+                us.sort_by(f64::total_cmp);
+                let median_us = quantile(&us, 0.5);
+                line.push_str(&format!("  {lib} {median_us:.1}"));
+                runs.push(Run {
+                    round,
+                    scenario: cell.scenario.into(),
+                    size: cell.size.map(Into::into),
+                    library: lib.into(),
+                    position,
+                    requests: us.len(),
+                    median_us,
+                    p10_us: quantile(&us, 0.1),
+                    p90_us: quantile(&us, 0.9),
+                });
+            }
+            eprintln!("{line}");
+        }
+        eprintln!(
+            "round {}/{rounds} took {:.1} s",
+            round + 1,
+            round_start.elapsed().as_secs_f64()
+        );
+    }
+    let output = Output {
+        rounds,
+        budget,
+        seconds: started.elapsed().as_secs_f64(),
+        runs,
+    };
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(dir).expect("output folder");
+    }
+    let json = serde_json::to_string_pretty(&output).expect("json");
+    std::fs::write(&out, json).expect("latency.json");
+    eprintln!("wrote {out} ({:.0} s)", output.seconds);
+}
