@@ -224,3 +224,19 @@ pub struct SessionInfo {
     /// The values of the fields asked for, where the session has them.
     pub fields: HashMap<String, serde_json::Value>,
 }
+
+#[cfg(feature = "bench-floor")]
+impl SessionStore {
+    /// For this project's benchmarks only (feature `bench-floor`, not a stable API): the Redis
+    /// work of a session read and nothing else, the `HGETALL` + `PEXPIRE` pipeline on the
+    /// store's own connections, for the hash at `key`. Returns its number of fields.
+    #[doc(hidden)]
+    pub async fn bench_floor_load(&self, key: &str) -> Result<usize, SessionError> {
+        let key = crate::token::StoreKey::from_raw(key.to_owned());
+        let ttl = std::time::Duration::from_millis(self.inner.lifetimes.idle_ms);
+        match self.inner.backend.load(&key, ttl).await? {
+            crate::store::Found::Live(loaded) => Ok(loaded.fields.len()),
+            _ => Ok(0),
+        }
+    }
+}

@@ -8,9 +8,9 @@
 //!
 //! Libraries: our layer, tower-sessions (default and `always_save`), the router without a
 //! layer, and two floors for `read`:
-//! - `floor`: the router without the layer, whose handler sends our read's pipeline
-//!   (`HGETALL key` + `PEXPIRE key 1800000`) on the bench's own redis-rs multiplexed
-//!   connection;
+//! - `floor`: the router without the layer, whose handler does our read's Redis work
+//!   (`HGETALL key` + `PEXPIRE key 1800000`, parsed into a map) through our store's own
+//!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic;
 //! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
 //!   router).
@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use axum::{routing::get, Router};
 use serde::Serialize;
 use tokio::runtime::Runtime;
+use tower_redis_session::SessionStore;
 use trs_bench::apps::{
     no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
 };
@@ -91,27 +92,16 @@ fn cells() -> Vec<Cell> {
     cells
 }
 
-/// The floor's load: our read's pipeline on the bench's own multiplexed connection.
-async fn floor_load(conn: &redis::aio::MultiplexedConnection, key: &str) -> usize {
-    let mut pipe = redis::pipe();
-    pipe.cmd("HGETALL")
-        .arg(key)
-        .cmd("PEXPIRE")
-        .arg(key)
-        .arg(TTL_MS)
-        .ignore();
-    let (hash,): (HashMap<String, String>,) = pipe
-        .query_async(&mut conn.clone())
-        .await
-        .expect("floor pipeline");
-    hash.len()
-}
-
-fn floor_router(conn: &redis::aio::MultiplexedConnection, key: &str) -> Router {
-    let (conn, key) = (conn.clone(), key.to_owned());
+/// The floor: a router without the layer whose handler does a read's Redis work (the
+/// `HGETALL` + `PEXPIRE` pipeline) through our store's own connections and nothing else.
+fn floor_router(store: &SessionStore, key: &str) -> Router {
+    let (store, key) = (store.clone(), key.to_owned());
     Router::new().route(
         "/read",
-        get(move || async move { floor_load(&conn, &key).await.to_string() }),
+        get(move || async move {
+            let fields = store.bench_floor_load(&key).await.expect("floor load");
+            fields.to_string()
+        }),
     )
 }
 
@@ -181,7 +171,8 @@ impl Bench {
         let url = redis.url();
         let mut apps = HashMap::new();
         apps.insert(NO_LAYER, no_layer_app());
-        apps.insert(OURS, ours_app(&rt.block_on(ours_store(&url))));
+        let store = rt.block_on(ours_store(&url));
+        apps.insert(OURS, ours_app(&store));
         apps.insert(
             TS,
             tower_sessions_app(rt.block_on(tower_sessions_layer(&url, false))),
@@ -190,13 +181,6 @@ impl Bench {
             TS_ALWAYS,
             tower_sessions_app(rt.block_on(tower_sessions_layer(&url, true))),
         );
-        let conn = rt.block_on(async {
-            redis::Client::open(url.as_str())
-                .expect("url")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("the floor's connection")
-        });
         let mut bench = Self {
             apps,
             floors: HashMap::new(),
@@ -226,9 +210,13 @@ impl Bench {
                 bench.regenerated.insert((lib, size), cookie);
             }
 
-            let floor = floor_router(&conn, &key);
+            let floor = floor_router(&store, &key);
             let read = rt.block_on(send_body(&floor));
-            assert_eq!(read, hlen.to_string(), "the floor reads the session");
+            assert_eq!(
+                read,
+                fields(size).len().to_string(),
+                "the floor reads the session"
+            );
             bench.floors.insert(size, floor);
             let mut raw = RawFloor::connect(redis.port, &key);
             let header = format!("*{}\r\n", 2 * hlen);
