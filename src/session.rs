@@ -60,8 +60,9 @@ struct Inner {
 enum Create {
     No,
     Yes,
-    /// Under this token only (a login announced its key to the user's index).
-    With(Token),
+    /// Under this token only (a new secret); `true` if its key was announced to a user's
+    /// index first.
+    With(Token, bool),
 }
 
 /// What we know of the session in the store.
@@ -795,7 +796,7 @@ impl Session {
         let result = self
             .write_with(
                 Some(created_ms),
-                Create::With(token),
+                Create::With(token, announced),
                 |store, key, mode, ttl| {
                     let (fields, user_id, index) = (&fields, &user_id, &index);
                     async move {
@@ -926,11 +927,14 @@ impl Session {
                         (key, Mode::Update, created, None)
                     }
                     _ => {
-                        let token = match &create {
+                        let (token, announced) = match &create {
                             Create::No => return Ok(None),
-                            Create::Yes => Token::generate()
-                                .map_err(|e| SessionError::Entropy(e.to_string()))?,
-                            Create::With(token) => token.clone(),
+                            Create::Yes => (
+                                Token::generate()
+                                    .map_err(|e| SessionError::Entropy(e.to_string()))?,
+                                false,
+                            ),
+                            Create::With(token, announced) => (token.clone(), *announced),
                         };
                         let key = token.store_key(&store.prefix);
                         let created = created_ms.unwrap_or(now);
@@ -938,6 +942,7 @@ impl Session {
                         let mode = Mode::Create {
                             created_ms: created,
                             id,
+                            announced,
                         };
                         (key, mode, created, Some(token))
                     }
@@ -973,7 +978,7 @@ impl Session {
                 }
                 // The one key a login announced to its user's index is taken: by the marker
                 // of "end all sessions", which this login must not outlive.
-                Outcome::Taken if matches!(create, Create::With(_)) => {
+                Outcome::Taken if matches!(create, Create::With(..)) => {
                     state.forget(Stored::Ended);
                     return Err(SessionError::Ended);
                 }

@@ -62,7 +62,7 @@ impl Map {
                 Some(entry) => Outcome::Done(entry),
                 None => Outcome::Gone,
             },
-            (Mode::Create { created_ms, id }, None) => {
+            (Mode::Create { created_ms, id, .. }, None) => {
                 Outcome::Done(self.entries.entry(key.clone()).or_insert(Entry {
                     created_ms,
                     expires_ms: now,

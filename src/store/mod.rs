@@ -175,7 +175,14 @@ pub(crate) enum Mode {
     /// The session must be live; if it is gone the write is refused.
     Update,
     /// The key must be free; the session is stored with this creation time and public id.
-    Create { created_ms: i64, id: uuid::Uuid },
+    /// `announced`: the key was given to a user's index before the session exists ("end
+    /// all" may have left its marker there, which must stand); otherwise the key is a fresh
+    /// 128-bit draw nobody else knows, and the write needs no check at all.
+    Create {
+        created_ms: i64,
+        id: uuid::Uuid,
+        announced: bool,
+    },
 }
 
 /// The changes one request makes to a session.
