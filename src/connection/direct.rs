@@ -288,18 +288,28 @@ impl Direct {
     /// Hands every complete reply in the buffer to its request.
     fn dispatch(&self, reader: &mut Reader) -> RedisResult<()> {
         let mut at = 0;
+        let mut values = Vec::new();
         while let Some((value, end)) = parse(&reader.buf, at)? {
             at = end;
+            values.push(value);
+        }
+        reader.buf.drain(..at);
+        if values.is_empty() {
+            return Ok(());
+        }
+        // One short hold of the lock for the whole read; the requests are woken after it.
+        let mut complete = Vec::new();
+        {
             let mut w = self.writer();
-            let Some(front) = w.pending.front_mut() else {
-                return Err(broken("a reply that no request asked for"));
-            };
-            front.replies.push(value);
-            if front.replies.len() == front.expected {
-                if let Some(p) = w.pending.pop_front() {
-                    // A request that gave up (cancelled) no longer listens: nothing to do.
-                    let _ = p.done.send(Ok(p.replies));
+            for value in values {
+                let Some(front) = w.pending.front_mut() else {
+                    return Err(broken("a reply that no request asked for"));
+                };
+                front.replies.push(value);
+                if front.replies.len() < front.expected {
+                    continue;
                 }
+                complete.extend(w.pending.pop_front());
                 w.sent = w.sent.saturating_sub(1);
                 if w.sent == 0 && !w.pending.is_empty() && !w.flushing {
                     // The batch is in: the held commands go now.
@@ -307,7 +317,10 @@ impl Direct {
                 }
             }
         }
-        reader.buf.drain(..at);
+        for p in complete {
+            // A request that gave up (cancelled) no longer listens: nothing to do.
+            let _ = p.done.send(Ok(p.replies));
+        }
         Ok(())
     }
 
