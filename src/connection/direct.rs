@@ -4,7 +4,10 @@
 //! request holds the read lock reads the socket and hands every reply to its request, in
 //! order. A lone request thus reads its own reply: no hop to another task or thread, which is
 //! most of what a general-purpose client costs over a bare socket (see BENCHMARKS.md). Replies
-//! are parsed by hand into [`redis::Value`]; only error replies go through redis-rs's parser.
+//! are parsed by hand into [`redis::Value`], by the request they belong to (the reader only
+//! finds where each ends and hands over the bytes: values built on one thread and freed on
+//! another make the allocator's locks contend); only error replies go through redis-rs's
+//! parser.
 
 use std::collections::VecDeque;
 use std::io;
@@ -66,16 +69,18 @@ impl ReadHalf {
 /// A request waiting for its replies.
 struct Pending {
     expected: usize,
-    replies: Vec<Value>,
-    done: oneshot::Sender<RedisResult<Vec<Value>>>,
+    /// Replies received, and their bytes.
+    got: usize,
+    bytes: Vec<u8>,
+    done: oneshot::Sender<RedisResult<Vec<u8>>>,
 }
 
 struct Writer {
-    half: Arc<WriteHalf>,
-    /// Commands not on the socket yet: held while a batch is out, or left over when the
-    /// socket was full (a flush task then sends them).
+    /// Commands not on the socket yet: held while a batch is out, or arrived while another
+    /// request (or the flush task) was writing, which then writes them too.
     backlog: Vec<u8>,
-    flushing: bool,
+    /// Someone is writing to the socket (outside the lock): only they write.
+    writing: bool,
     /// Requests in the order of their commands.
     pending: VecDeque<Pending>,
     /// How many of `pending`, from the front, have their commands sent (or being flushed);
@@ -89,6 +94,7 @@ struct Reader {
 }
 
 struct Inner {
+    half: WriteHalf,
     writer: Mutex<Writer>,
     reader: tokio::sync::Mutex<Reader>,
     closed: Arc<AtomicBool>,
@@ -143,10 +149,10 @@ impl Direct {
         };
         let conn = Self {
             inner: Arc::new(Inner {
+                half: write,
                 writer: Mutex::new(Writer {
-                    half: Arc::new(write),
                     backlog: Vec::new(),
-                    flushing: false,
+                    writing: false,
                     pending: VecDeque::new(),
                     sent: 0,
                 }),
@@ -195,6 +201,19 @@ impl Direct {
 
     /// Sends `bytes` (`expected` commands) and waits for their replies.
     async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
+        let replies = self.exchange(bytes, expected).await?;
+        let mut values = Vec::with_capacity(expected);
+        let mut at = 0;
+        while values.len() < expected {
+            let (value, end) = parse(&replies, at)?.ok_or_else(|| broken("a reply cut short"))?;
+            values.push(value);
+            at = end;
+        }
+        Ok(values)
+    }
+
+    /// Sends `bytes` (`expected` commands) and waits for the bytes of their replies.
+    async fn exchange(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<u8>> {
         let (done, mut answer) = oneshot::channel();
         {
             let mut w = self.writer();
@@ -203,18 +222,20 @@ impl Direct {
             }
             w.pending.push_back(Pending {
                 expected,
-                replies: Vec::with_capacity(expected),
+                got: 0,
+                bytes: Vec::new(),
                 done,
             });
             w.backlog.extend_from_slice(bytes);
             // One batch out at a time: while one is, commands gather and go together when its
             // replies are in (fewer system calls here and in Redis under load; a lone request
-            // goes at once).
-            if w.flushing {
+            // goes at once). While someone writes, they take these along.
+            if w.writing {
                 w.sent = w.pending.len();
             } else if w.sent == 0 {
-                if let Err(e) = self.send_backlog(&mut w) {
-                    drop(w);
+                let out = self.take_backlog(&mut w);
+                drop(w);
+                if let Err(e) = self.write_out(out) {
                     self.close();
                     return Err(e.into());
                 }
@@ -233,8 +254,8 @@ impl Direct {
     async fn read_for(
         &self,
         reader: &mut Reader,
-        mut answer: oneshot::Receiver<RedisResult<Vec<Value>>>,
-    ) -> RedisResult<Vec<Value>> {
+        mut answer: oneshot::Receiver<RedisResult<Vec<u8>>>,
+    ) -> RedisResult<Vec<u8>> {
         loop {
             if let Ok(result) = answer.try_recv() {
                 return result;
@@ -264,89 +285,99 @@ impl Direct {
         }
     }
 
-    /// Puts the backlog on the socket (the rest, if it is full, goes to a flush task): every
-    /// pending request is then sent.
-    fn send_backlog(&self, w: &mut Writer) -> io::Result<()> {
+    /// Takes the backlog to write it, outside the lock: every pending request is then sent.
+    fn take_backlog(&self, w: &mut Writer) -> Vec<u8> {
+        w.writing = true;
         w.sent = w.pending.len();
-        let mut sent = 0;
-        while sent < w.backlog.len() {
-            match w.half.try_write(&w.backlog[sent..]) {
-                Ok(0) => break,
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        std::mem::take(&mut w.backlog)
+    }
+
+    /// Writes `out`, then whatever gathered meanwhile, until nothing is left; if the socket
+    /// is full, a flush task takes over. Only the holder of `writing` calls this.
+    fn write_out(&self, mut out: Vec<u8>) -> io::Result<()> {
+        loop {
+            let mut sent = 0;
+            while sent < out.len() {
+                match self.inner.half.try_write(&out[sent..]) {
+                    Ok(0) => break,
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
             }
+            if sent < out.len() {
+                out.drain(..sent);
+                tokio::spawn(self.clone().flush(out));
+                return Ok(());
+            }
+            let mut w = self.writer();
+            if w.backlog.is_empty() {
+                w.writing = false;
+                // Reuse the buffer for the next batch.
+                out.clear();
+                w.backlog = out;
+                return Ok(());
+            }
+            out = self.take_backlog(&mut w);
         }
-        w.backlog.drain(..sent);
-        if !w.backlog.is_empty() {
-            w.flushing = true;
-            tokio::spawn(self.clone().flush());
-        }
-        Ok(())
     }
 
     /// Hands every complete reply in the buffer to its request.
     fn dispatch(&self, reader: &mut Reader) -> RedisResult<()> {
+        let mut ends = Vec::new();
         let mut at = 0;
-        let mut values = Vec::new();
-        while let Some((value, end)) = parse(&reader.buf, at)? {
+        while let Some(end) = skip(&reader.buf, at)? {
+            ends.push(end);
             at = end;
-            values.push(value);
         }
-        reader.buf.drain(..at);
-        if values.is_empty() {
+        if ends.is_empty() {
             return Ok(());
         }
-        // One short hold of the lock for the whole read; the requests are woken after it.
+        // One short hold of the lock for the whole read; the requests are woken, and held
+        // commands written, after it.
         let mut complete = Vec::new();
+        let mut out = None;
         {
             let mut w = self.writer();
-            for value in values {
+            let mut start = 0;
+            for end in ends {
                 let Some(front) = w.pending.front_mut() else {
                     return Err(broken("a reply that no request asked for"));
                 };
-                front.replies.push(value);
-                if front.replies.len() < front.expected {
+                front.bytes.extend_from_slice(&reader.buf[start..end]);
+                front.got += 1;
+                start = end;
+                if front.got < front.expected {
                     continue;
                 }
                 complete.extend(w.pending.pop_front());
                 w.sent = w.sent.saturating_sub(1);
-                if w.sent == 0 && !w.pending.is_empty() && !w.flushing {
+                if w.sent == 0 && !w.pending.is_empty() && !w.writing {
                     // The batch is in: the held commands go now.
-                    self.send_backlog(&mut w)?;
+                    out = Some(self.take_backlog(&mut w));
                 }
             }
         }
+        reader.buf.drain(..at);
+        if let Some(out) = out {
+            self.write_out(out)?;
+        }
         for p in complete {
             // A request that gave up (cancelled) no longer listens: nothing to do.
-            let _ = p.done.send(Ok(p.replies));
+            let _ = p.done.send(Ok(p.bytes));
         }
         Ok(())
     }
 
-    /// Sends the backlog as the socket takes it.
-    async fn flush(self) {
-        loop {
-            let half = Arc::clone(&self.writer().half);
-            if half.writable().await.is_err() {
-                return self.close();
-            }
-            let mut w = self.writer();
-            let result = w.half.try_write(&w.backlog);
-            match result {
-                Ok(n) => {
-                    w.backlog.drain(..n);
-                    if w.backlog.is_empty() {
-                        w.flushing = false;
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    drop(w);
-                    return self.close();
-                }
-            }
+    /// Sends what the socket did not take at once, as it takes it, then whatever gathered
+    /// meanwhile.
+    async fn flush(self, out: Vec<u8>) {
+        if self.inner.half.writable().await.is_err() {
+            return self.close();
+        }
+        // Written at least in part now; the rest, if any, by another flush task.
+        if self.write_out(out).is_err() {
+            self.close();
         }
     }
 }
@@ -436,6 +467,37 @@ fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
     })
 }
 
+/// Where the RESP2 reply at `at` ends; `None` if it is not all in yet. Builds nothing.
+fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
+    let Some((kind, line, next)) = line(buf, at) else {
+        return Ok(None);
+    };
+    let number = || -> RedisResult<i64> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| broken("a malformed reply from Redis"))
+    };
+    Ok(match kind {
+        b'+' | b'-' | b':' => Some(next),
+        b'$' => match usize::try_from(number()?) {
+            Ok(len) => (buf.len() >= next + len + 2).then_some(next + len + 2),
+            Err(_) => Some(next),
+        },
+        b'*' => {
+            let mut at = next;
+            for _ in 0..usize::try_from(number()?).unwrap_or(0) {
+                match skip(buf, at)? {
+                    Some(end) => at = end,
+                    None => return Ok(None),
+                }
+            }
+            Some(at)
+        }
+        _ => return Err(broken("a reply of an unknown type from Redis")),
+    })
+}
+
 /// The type byte, the rest of the line, and where the next line starts.
 fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
     let kind = *buf.get(at)?;
@@ -474,5 +536,22 @@ mod tests {
             assert!(at <= cut);
         }
         assert!(parse(b"?x\r\n", 0).is_err());
+        // `skip` finds the same ends as `parse`, building nothing.
+        let mut at = 0;
+        while let Some((_, end)) = parse(all, at).unwrap() {
+            assert_eq!(skip(all, at).unwrap(), Some(end));
+            at = end;
+        }
+        for cut in 0..all.len() {
+            let (mut p, mut k) = (0, 0);
+            while let Ok(Some((_, end))) = parse(&all[..cut], p) {
+                p = end;
+            }
+            while let Ok(Some(end)) = skip(&all[..cut], k) {
+                k = end;
+            }
+            assert_eq!(p, k, "cut at {cut}");
+        }
+        assert!(skip(b"?x\r\n", 0).is_err());
     }
 }
