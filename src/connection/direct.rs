@@ -199,8 +199,8 @@ impl Direct {
         }
     }
 
-    /// Sends `bytes` (`expected` commands) and waits for their replies.
-    async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
+    /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies.
+    pub(crate) async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
         let replies = self.exchange(bytes, expected).await?;
         let mut values = Vec::with_capacity(expected);
         let mut at = 0;
@@ -467,6 +467,17 @@ fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
     })
 }
 
+/// Appends one command in RESP to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    use std::io::Write as _;
+    let _ = write!(out, "*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(out, "${}\r\n", arg.len());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Where the RESP2 reply at `at` ends; `None` if it is not all in yet. Builds nothing.
 fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
     let Some((kind, line, next)) = line(buf, at) else {
@@ -509,6 +520,20 @@ fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_as_redis_rs_does() {
+        let mut ours = Vec::new();
+        encode(&mut ours, &[b"HGETALL", b"k"]);
+        encode(&mut ours, &[b"PEXPIRE", b"k", b"1000"]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg("k")
+            .cmd("PEXPIRE")
+            .arg("k")
+            .arg(1000);
+        assert_eq!(ours, pipe.get_packed_pipeline());
+    }
 
     #[test]
     fn parses_what_redis_sends() {

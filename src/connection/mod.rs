@@ -38,6 +38,7 @@ pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
+pub(crate) use direct::encode;
 
 use crate::error::{SessionError, StoreError};
 

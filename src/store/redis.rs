@@ -107,18 +107,32 @@ impl RedisBackend {
     /// `HGETALL` and `PEXPIRE` in one pipeline. `PEXPIRE` of a key that is gone does nothing,
     /// so a concurrent logout is never undone.
     pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL")
-            .arg(key.as_str())
-            .cmd("PEXPIRE")
-            .arg(key.as_str())
-            .arg(millis(ttl))
-            .ignore();
-        let pipe = &pipe;
-        let (hash,): (Value,) = self
+        let (key, ms) = (key.as_str(), millis(ttl).to_string());
+        // Our own connection takes the two commands ready-encoded: one buffer, no builder.
+        let mut packed = Vec::with_capacity(48 + 2 * key.len());
+        crate::connection::encode(&mut packed, &[b"HGETALL", key.as_bytes()]);
+        crate::connection::encode(&mut packed, &[b"PEXPIRE", key.as_bytes(), ms.as_bytes()]);
+        let (packed, ms) = (&packed, &ms);
+        let hash: Value = self
             .connections
             .run(Repeat::Safe, |mut conn| async move {
-                pipe.query_async(&mut conn).await
+                if let Conn::Direct(direct) = &conn {
+                    let mut replies = direct.request(packed, 2).await?.into_iter();
+                    return match (replies.next(), replies.next()) {
+                        (Some(hash), Some(expired)) => expired.extract_error().and(Ok(hash)),
+                        _ => Err(RedisError::from((redis::ErrorKind::Client, "no reply"))),
+                    }
+                    .and_then(Value::extract_error);
+                }
+                let mut pipe = redis::pipe();
+                pipe.cmd("HGETALL")
+                    .arg(key)
+                    .cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(ms)
+                    .ignore();
+                let (hash,): (Value,) = pipe.query_async(&mut conn).await?;
+                Ok(hash)
             })
             .await?;
         parse_hash(hash)
