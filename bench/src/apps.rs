@@ -108,3 +108,16 @@ async fn ts_seed(s: TsSession, Path(size): Path<String>) -> &'static str {
     }
     "ok"
 }
+
+/// The floor: a router without the layer whose handler does a read's Redis work (the
+/// `HGETALL` + `PEXPIRE` pipeline) through our store's own connections and nothing else.
+pub fn floor_router(store: &SessionStore, key: &str) -> Router {
+    let (store, key) = (store.clone(), key.to_owned());
+    Router::new().route(
+        "/read",
+        get(move || async move {
+            let fields = store.bench_floor_load(&key).await.expect("floor load");
+            fields.to_string()
+        }),
+    )
+}

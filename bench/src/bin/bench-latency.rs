@@ -31,12 +31,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use axum::{routing::get, Router};
+use axum::Router;
 use serde::Serialize;
 use tokio::runtime::Runtime;
-use tower_redis_session::SessionStore;
 use trs_bench::apps::{
-    no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
+    floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{fields, send, SIZES};
@@ -90,19 +89,6 @@ fn cells() -> Vec<Cell> {
         }
     }
     cells
-}
-
-/// The floor: a router without the layer whose handler does a read's Redis work (the
-/// `HGETALL` + `PEXPIRE` pipeline) through our store's own connections and nothing else.
-fn floor_router(store: &SessionStore, key: &str) -> Router {
-    let (store, key) = (store.clone(), key.to_owned());
-    Router::new().route(
-        "/read",
-        get(move || async move {
-            let fields = store.bench_floor_load(&key).await.expect("floor load");
-            fields.to_string()
-        }),
-    )
 }
 
 /// The same pipeline as raw RESP on a bare socket.

@@ -22,6 +22,7 @@ const TS: &str = "tower-sessions";
 const TS_ALWAYS: &str = "tower-sessions always_save";
 const UNTOUCHED: &str = "tower-redis-session, untouched route";
 const NO_LAYER: &str = "no layer";
+const FLOOR: &str = "floor";
 
 /// Latency cells in report order: (scenario, size).
 const CELLS: [(&str, Option<&str>); 11] = [
@@ -212,6 +213,10 @@ struct LoadRatios {
     untouched_to_no_layer: Option<Spread>,
     /// Server CPU µs per request, ours (read) less no layer.
     server_cpu_over_no_layer_us: Option<Spread>,
+    /// The same for the floor (one round trip through our client, no session logic), and
+    /// for tower-sessions: what a one-round-trip read costs the server at all.
+    floor_cpu_over_no_layer_us: Option<Spread>,
+    tower_sessions_cpu_over_no_layer_us: Option<Spread>,
 }
 
 #[derive(Serialize)]
@@ -406,7 +411,7 @@ fn load(file: Option<&LoadFile>) -> Load {
     connections.sort_unstable();
     connections.dedup();
     let mut rows = Vec::new();
-    for app in [NO_LAYER, UNTOUCHED, OURS, TS, TS_ALWAYS] {
+    for app in [NO_LAYER, FLOOR, UNTOUCHED, OURS, TS, TS_ALWAYS] {
         for &c in &connections {
             let spread =
                 |f: fn(&LoadRun) -> f64| Spread::of(series(app, c, f).into_values().collect());
@@ -449,6 +454,16 @@ fn load(file: Option<&LoadFile>) -> Load {
             ),
             server_cpu_over_no_layer_us: Spread::per_round(
                 &series(OURS, c, cpu),
+                &series(NO_LAYER, c, cpu),
+                difference,
+            ),
+            floor_cpu_over_no_layer_us: Spread::per_round(
+                &series(FLOOR, c, cpu),
+                &series(NO_LAYER, c, cpu),
+                difference,
+            ),
+            tower_sessions_cpu_over_no_layer_us: Spread::per_round(
+                &series(TS, c, cpu),
                 &series(NO_LAYER, c, cpu),
                 difference,
             ),
@@ -794,19 +809,25 @@ fn markdown(report: &Report) -> String {
          untouched route never touches it. The server, Redis and wrk share the machine's 2 \
          cores. CPU per request is the CPU time of the server process and of redis-server during \
          the run, divided by the requests served. Ratios are taken within each round.\n\n\
-         | Connections | ours ÷ tower-sessions | ours ÷ always_save | untouched ÷ no layer | server CPU µs/req, ours − no layer |\n\
-         |---|---|---|---|---|",
+         The floor app is the router without the layer whose handler does a read's Redis \
+         work through our client and nothing else: its server CPU over no layer is what one \
+         round trip costs the server before any session logic; tower-sessions' is shown \
+         beside it.\n\n\
+         | Connections | ours ÷ tower-sessions | ours ÷ always_save | untouched ÷ no layer | server CPU µs/req, ours − no layer | floor − no layer | tower-sessions − no layer |\n\
+         |---|---|---|---|---|---|---|",
         m["load_seconds_per_run"], m["load_rounds"]
     );
     for r in &report.load_ratios {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.connections,
             fmt_spread(r.ours_to_tower_sessions.as_ref(), 2, "×"),
             fmt_spread(r.ours_to_always_save.as_ref(), 2, "×"),
             fmt_spread(r.untouched_to_no_layer.as_ref(), 2, "×"),
             fmt_spread(r.server_cpu_over_no_layer_us.as_ref(), 1, ""),
+            fmt_spread(r.floor_cpu_over_no_layer_us.as_ref(), 1, ""),
+            fmt_spread(r.tower_sessions_cpu_over_no_layer_us.as_ref(), 1, ""),
         );
     }
     let _ = writeln!(
