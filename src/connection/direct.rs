@@ -421,12 +421,7 @@ fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
     let Some((kind, line, next)) = line(buf, at) else {
         return Ok(None);
     };
-    let number = || -> RedisResult<i64> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| broken("a malformed reply from Redis"))
-    };
+    let number = || number(line);
     Ok(match kind {
         b'+' if line == b"OK" => Some((Value::Okay, next)),
         b'+' => Some((
@@ -483,12 +478,7 @@ fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
     let Some((kind, line, next)) = line(buf, at) else {
         return Ok(None);
     };
-    let number = || -> RedisResult<i64> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| broken("a malformed reply from Redis"))
-    };
+    let number = || number(line);
     Ok(match kind {
         b'+' | b'-' | b':' => Some(next),
         b'$' => match usize::try_from(number()?) {
@@ -513,8 +503,32 @@ fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
 fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
     let kind = *buf.get(at)?;
     let rest = buf.get(at + 1..)?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    Some((kind, &rest[..end], at + 1 + end + 2))
+    // A line holds no '\r' but its end (RESP2: bulk payloads are never scanned here).
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    (*rest.get(end + 1)? == b'\n').then_some((kind, &rest[..end], at + 1 + end + 2))
+}
+
+/// A RESP integer (a length or an `:` reply), read digit by digit.
+fn number(line: &[u8]) -> RedisResult<i64> {
+    let malformed = || broken("a malformed reply from Redis");
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(malformed());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(malformed());
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(i64::from(d - b'0')))
+            .ok_or_else(malformed)?;
+    }
+    Ok(if negative { -n } else { n })
 }
 
 #[cfg(test)]
@@ -578,5 +592,10 @@ mod tests {
             assert_eq!(p, k, "cut at {cut}");
         }
         assert!(skip(b"?x\r\n", 0).is_err());
+        assert_eq!(number(b"-1").unwrap(), -1);
+        assert_eq!(number(b"9223372036854775807").unwrap(), i64::MAX);
+        for bad in [&b""[..], b"-", b"1x", b"99999999999999999999"] {
+            assert!(number(bad).is_err(), "{bad:?}");
+        }
     }
 }
