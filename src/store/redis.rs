@@ -197,19 +197,26 @@ impl RedisBackend {
         key: &StoreKey,
         c: &Counter<'_>,
     ) -> Result<Outcome<Counted>, SessionError> {
-        let reply = self
-            .eval(&self.scripts.incr, key, Repeat::Never, |cmd| {
-                push_mode(cmd, c.ttl, c.mode);
-                cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
-                match c.mode {
-                    Mode::Create { id, .. } => cmd.arg(id.to_string()),
-                    Mode::Update => cmd.arg(""),
-                };
-                cmd.arg(if c.load { "1" } else { "0" });
-                if let Some(base) = c.base {
-                    cmd.arg(base);
-                }
-            })
+        // A session not loaded yet comes back with the counter: a bare HGETALL right after
+        // the script, in the same round trip (a script's HGETALL of a large hash is slower).
+        let load = c.load.then(|| {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(key.as_str());
+            cmd
+        });
+        let args = |cmd: &mut Cmd| {
+            push_mode(cmd, c.ttl, c.mode);
+            cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
+            match c.mode {
+                Mode::Create { id, .. } => cmd.arg(id.to_string()),
+                Mode::Update => cmd.arg(""),
+            };
+            if let Some(base) = c.base {
+                cmd.arg(base);
+            }
+        };
+        let (reply, hash) = self
+            .eval_then(&self.scripts.incr, &[key], Repeat::Never, self.wait, args, load)
             .await
             .map_err(|e| match e {
                 SessionError::Corrupt(msg)
@@ -222,15 +229,10 @@ impl RedisBackend {
                 e => e,
             })?;
         match reply {
-            Value::Array(mut items) => {
+            Value::Array(items) => {
                 let (status, value) = status_and_value(&items)?;
-                let loaded = match items
-                    .get_mut(2)
-                    .map(|v| std::mem::replace(v, Value::Nil))
-                    .map(parse_hash)
-                {
-                    Some(Ok(Found::Live(loaded))) => Some(loaded),
-                    Some(Err(e)) => return Err(e),
+                let loaded = match hash.map(parse_hash).transpose()? {
+                    Some(Found::Live(loaded)) if status == 1 => Some(loaded),
                     _ => None,
                 };
                 Ok(outcome(status, (value, loaded), value))
@@ -419,12 +421,36 @@ impl RedisBackend {
         wait: Option<(usize, Duration)>,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, SessionError> {
+        self.eval_then(script, keys, repeat, wait, args, None)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// As [`eval_keys`](Self::eval_keys), with `then` (a command on the same keys) right
+    /// after the script in the same pipeline; returns its reply too.
+    async fn eval_then(
+        &self,
+        script: &Lua,
+        keys: &[&StoreKey],
+        repeat: Repeat,
+        wait: Option<(usize, Duration)>,
+        args: impl Fn(&mut Cmd),
+        then: Option<Cmd>,
+    ) -> Result<(Value, Option<Value>), SessionError> {
         let call = Call::new(script, keys, args);
-        // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
-        let (evalsha, eval) = (
-            &with_wait(&call.evalsha, wait),
-            &with_wait(&call.eval, wait),
-        );
+        let pipeline = |cmd: &Cmd| {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd.clone());
+            if let Some(then) = &then {
+                pipe.add_command(then.clone());
+            }
+            // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
+            if let Some((wanted, timeout)) = wait.filter(|(n, _)| *n > 0) {
+                pipe.cmd("WAIT").arg(wanted).arg(millis(timeout));
+            }
+            pipe
+        };
+        let (evalsha, eval) = (&pipeline(&call.evalsha), &pipeline(&call.eval));
         let replies: Vec<Value> = self
             .connections
             .run(repeat, |mut conn| async move {
@@ -436,8 +462,9 @@ impl RedisBackend {
             .await?;
         let mut replies = replies.into_iter();
         let reply = replies.next().unwrap_or(Value::Nil);
+        let then_reply = then.as_ref().and_then(|_| replies.next());
         check_acked(replies.next(), wait)?;
-        Ok(reply)
+        Ok((reply, then_reply))
     }
 
     /// Several scripts, each on its own keys, in one round trip: one pipeline on a single

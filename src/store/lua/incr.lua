@@ -3,11 +3,9 @@
 -- ARGV[1]: TTL in ms. ARGV[2], ARGV[3]: mode and creation time as in save.lua. ARGV[4]: field.
 -- ARGV[5]: increment. ARGV[6]: the most keys the session may hold, checked here when the
 -- request never loaded it ('0': checked already). ARGV[7]: a new session's public id.
--- ARGV[8]: '1' to return the whole hash too, for a request that never loaded the session
--- (it then reads the counter and the session in one round trip). ARGV[9] (optional): a value
--- the request set for the field, written first.
--- Returns {1, new value[, hash]}, {0} when there is no session, {-1} when a new key is taken,
--- {-2} when the session was ended, {-3, keys} over the key limit.
+-- ARGV[8] (optional): a value the request set for the field, written first.
+-- Returns {1, new value}, {0} when there is no session, {-1} when a new key is taken, {-2}
+-- when the session was ended, {-3, keys} over the key limit.
 if ARGV[2] == 'n' then
   if redis.call('HSETNX', KEYS[1], '', ARGV[3]) == 0 then return {-1} end
   redis.call('HSET', KEYS[1], '\0id', ARGV[7])
@@ -25,7 +23,5 @@ else
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if ARGV[9] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[9]) end
-local value = redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])
-if ARGV[8] == '1' then return {1, value, redis.call('HGETALL', KEYS[1])} end
-return {1, value}
+if ARGV[8] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[8]) end
+return {1, redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])}
