@@ -599,9 +599,10 @@ impl Session {
 
     /// Gives the session a new secret, keeping its data, its public id and its creation time
     /// (call it after any change of privilege; [`login`](Self::login) does it for you). The
-    /// old secret is dead from the moment this returns: the session is read and ended in one
-    /// step (the old key keeps a marker for as long as the old cookie could be valid), then
-    /// stored under the new secret with this request's changes. A write made with the old
+    /// old secret is dead from the moment this returns: the session moves to the new secret
+    /// and the old key keeps a marker for as long as the old cookie could be valid, in one
+    /// step (on a cluster: read and ended in one step, then stored under the new secret with
+    /// this request's changes). A write made with the old
     /// cookie either landed before and is kept, or is refused; a request still carrying the
     /// old cookie never overwrites or removes the new one.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
@@ -673,6 +674,11 @@ impl Session {
             }
             (old, state.stored, state.user.clone(), state.id)
         };
+        if let (None, Some((key, ttl))) = (bind, &old) {
+            if let Some(done) = self.move_to_new_key(key, *ttl, was).await {
+                return done;
+            }
+        }
         let found = match &old {
             Some((key, ttl)) => {
                 let ended = observe("end", id, store.backend.end(key, *ttl, true)).await?;
@@ -847,6 +853,86 @@ impl Session {
             state.destroyed = old.is_some();
         }
         result.map(drop)
+    }
+
+    /// `regenerate` where the store can move the hash (not a cluster): one step that reads
+    /// nothing, whatever the session's size, then the index entry of a logged-in session
+    /// moves with it. The handle keeps what it loaded and staged (written after the handler,
+    /// to the new key). `None`: the store cannot; take the general way.
+    async fn move_to_new_key(
+        &self,
+        old: &StoreKey,
+        ttl: Duration,
+        was: Stored,
+    ) -> Option<Result<(), SessionError>> {
+        let store = Arc::clone(&self.inner.store);
+        let token = match Token::generate() {
+            Ok(token) => token,
+            Err(e) => return Some(Err(SessionError::Entropy(e.to_string()))),
+        };
+        let new_key = token.store_key(&store.prefix);
+        let id = self.state().id;
+        let moved = store.backend.rename(old, &new_key, ttl, ttl);
+        let moved = match observe("end", id, moved).await {
+            Ok(moved) => moved?,
+            Err(e) => return Some(Err(e)),
+        };
+        let (created_ms, user_id) = match moved {
+            Outcome::Done(done) => done,
+            // Expired: writes start a new session; the old cookie is dropped unless they do.
+            Outcome::Gone if was != Stored::Live => {
+                let mut state = self.state();
+                state.start_over();
+                state.destroyed = true;
+                state.modified = true;
+                return Some(Ok(()));
+            }
+            Outcome::Taken => {
+                return Some(Err(SessionError::Corrupt(
+                    "a freshly drawn session key was taken".into(),
+                )))
+            }
+            _ => {
+                self.state().forget(Stored::Ended);
+                return Some(Err(SessionError::Ended));
+            }
+        };
+        {
+            let mut state = self.state();
+            state.destroyed = true;
+            state.modified = true;
+        }
+        if let (Some(user), Some(id)) = (user_id.as_deref(), id) {
+            let keys = UserHandle::of(user).keys(&store.prefix);
+            let op = IndexOp::Move {
+                id,
+                old,
+                key: &new_key,
+            };
+            let indexed = observe("index", Some(id), store.backend.index(&keys, op)).await;
+            if !matches!(indexed, Ok(ref reply) if reply.indexed) {
+                // "End all" struck meanwhile (the session goes with the user's others), or the
+                // index could not learn the new key (a session it cannot list must not live):
+                // the new key never reached a browser.
+                if let Err(e) = store.backend.end(&new_key, ttl, false).await {
+                    tracing::debug!(error = %e, "could not end a session its user's index refused");
+                }
+                self.state().forget(Stored::Ended);
+                return Some(indexed.and(Err(SessionError::Ended)));
+            }
+        }
+        let mut state = self.state();
+        state.token = Some(token);
+        state.key = Some(new_key);
+        state.created_ms = Some(created_ms);
+        state.user = user_id.as_deref().map(UserHandle::of);
+        state.user_id = user_id;
+        state.stored = Stored::Live;
+        state.new_token = true;
+        state.ttl = Some(ttl);
+        drop(state);
+        count("session_regenerated_total", &[("login", "false")], 1);
+        Some(Ok(()))
     }
 
     /// Takes session `id` (at `key`) out of `user`'s index, if it still holds that key.

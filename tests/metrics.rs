@@ -88,7 +88,8 @@ async fn operators_see_what_the_store_did() {
 
     let m = snapshot(&snapshotter);
     let get = |k: &str| m.get(k).copied().unwrap_or(0);
-    assert_eq!(get("session_created_total"), 4, "{m:#?}"); // 3 sessions and alice's new secret
+    // 3 sessions; alice's new secret moves hers (counted as regenerated, not created).
+    assert_eq!(get("session_created_total"), 3, "{m:#?}");
     assert_eq!(get("session_saved_total"), 3);
     assert_eq!(get("session_bytes_written_total"), 11 + 4 + 4); // keys and JSON values
     assert_eq!(get("session_loaded_total{result=hit}"), 2);
@@ -109,7 +110,9 @@ async fn operators_see_what_the_store_did() {
     let ops = get("session_store_operations_total{op=load}");
     assert_eq!(ops, 4, "{m:#?}");
     assert_eq!(get("session_store_duration_seconds{op=load}"), ops);
-    assert_eq!(get("session_store_operations_total{op=save}"), 5); // 3 + new secret + refused
+    assert_eq!(get("session_store_operations_total{op=save}"), 4); // 3 + refused
+                                                                   // Alice's new secret (the hash moves) and bob's logout.
+    assert_eq!(get("session_store_operations_total{op=end}"), 2);
     assert_eq!(get("session_store_operations_total{op=incr}"), 1);
 
     // Traces: a span per store operation, with the public session id; never a token.

@@ -166,19 +166,21 @@ async fn concurrent_increments_on_a_new_session_share_one_session_redis() {
     assert_eq!(r.body, "a,b", "one counter went to an orphaned session");
 }
 
-/// regenerate() whose new session would be over max_keys: the old session is ended first,
-/// the new one is refused, and the browser is left with a cookie whose writes get 409.
+/// A key staged before regenerate() that takes the session over max_keys: the request fails,
+/// but the browser is never left with a dead cookie (whose writes would all get 409): it
+/// holds the session under its new id, data intact, and writes within the limit work.
 #[tokio::test]
 async fn regenerate_over_the_key_limit_keeps_the_browser_usable() {
     let store = builder().memory().max_keys(2).build().await.unwrap();
     let mut b = Browser::new(review_app(&store));
     assert_eq!(b.get("/set/a").await.status, 200);
     assert_eq!(b.get("/set/b").await.status, 200);
+    let before = b.cookie.clone();
     let r = b.get("/set-c-regen").await;
-    println!("regenerate over the limit: {} {:?}", r.status, r.set_cookie);
-    let r = b.get("/get/a").await;
-    println!("read after: {} {}", r.status, r.body);
-    let r = b.get("/set/z").await;
+    assert_eq!(r.status, 500, "over the key limit: {r:?}");
+    assert_ne!(b.cookie, before, "the new id reached the browser");
+    assert_eq!(b.get("/keys").await.body, "a,b");
+    let r = b.get("/set/a").await;
     assert_eq!(
         r.status, 200,
         "writes refused after a failed regenerate: {r:?}"

@@ -230,6 +230,38 @@ impl MemoryBackend {
         Ok(Outcome::Done((new, loaded)))
     }
 
+    pub(crate) async fn rename(
+        &self,
+        old: &StoreKey,
+        new: &StoreKey,
+        marker_ttl: Duration,
+        ttl: Duration,
+    ) -> Result<Option<Outcome<(i64, Option<String>)>>, SessionError> {
+        let now = now_ms();
+        let mut map = self.lock();
+        let state = map.live(old, now).map(|e| e.ended);
+        if state == Some(false) && map.live(new, now).is_some() {
+            return Ok(Some(Outcome::Taken));
+        }
+        let marker = Entry {
+            created_ms: 0,
+            expires_ms: expiry(now, marker_ttl),
+            ended: true,
+            fields: HashMap::new(),
+        };
+        let moved = map.entries.insert(old.clone(), marker);
+        Ok(Some(match (state, moved) {
+            (Some(false), Some(mut entry)) => {
+                entry.expires_ms = expiry(now, ttl);
+                let done = (entry.created_ms, entry.fields.get(META_USER).cloned());
+                map.entries.insert(new.clone(), entry);
+                Outcome::Done(done)
+            }
+            (Some(true), _) => Outcome::Ended,
+            _ => Outcome::Gone,
+        }))
+    }
+
     pub(crate) async fn end(
         &self,
         key: &StoreKey,

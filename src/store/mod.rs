@@ -320,6 +320,20 @@ impl Backend {
         dispatch!(self, b => b.end(key, marker_ttl, read).await)
     }
 
+    /// A new key for a live session without reading it: the hash moves from `old` to `new` (a
+    /// fresh draw) and `old` becomes the [`ENDED`] marker, in one step. `Done` holds the
+    /// session's creation time and user; `None` when the deployment cannot (on a cluster the
+    /// two keys live on different nodes).
+    pub(crate) async fn rename(
+        &self,
+        old: &StoreKey,
+        new: &StoreKey,
+        marker_ttl: Duration,
+        ttl: Duration,
+    ) -> Result<Option<Outcome<(i64, Option<String>)>>, SessionError> {
+        dispatch!(self, b => b.rename(old, new, marker_ttl, ttl).await)
+    }
+
     /// Applies `op` to the user's index (keys from [`UserHandle::keys`](crate::token::UserHandle::keys)).
     pub(crate) async fn index(
         &self,

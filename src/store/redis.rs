@@ -41,6 +41,7 @@ struct Scripts {
     save: Lua,
     incr: Lua,
     end: Lua,
+    rename: Lua,
     user: Lua,
 }
 
@@ -60,6 +61,7 @@ impl RedisBackend {
                 save: lua!("lua/save.lua"),
                 incr: lua!("lua/incr.lua"),
                 end: lua!("lua/end.lua"),
+                rename: lua!("lua/rename.lua"),
                 user: lua!("lua/user.lua"),
             },
         }
@@ -75,7 +77,7 @@ impl RedisBackend {
         self.connections.ready(within).await;
         let s = &self.scripts;
         let mut pipe = redis::pipe();
-        for script in [&s.save, &s.incr, &s.end, &s.user] {
+        for script in [&s.save, &s.incr, &s.end, &s.rename, &s.user] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
         }
         let pipe = &pipe;
@@ -216,7 +218,14 @@ impl RedisBackend {
             }
         };
         let (reply, hash) = self
-            .eval_then(&self.scripts.incr, &[key], Repeat::Never, self.wait, args, load)
+            .eval_then(
+                &self.scripts.incr,
+                &[key],
+                Repeat::Never,
+                self.wait,
+                args,
+                load,
+            )
             .await
             .map_err(|e| match e {
                 SessionError::Corrupt(msg)
@@ -239,6 +248,63 @@ impl RedisBackend {
             }
             other => Err(unexpected(&other)),
         }
+    }
+
+    pub(crate) async fn rename(
+        &self,
+        old: &StoreKey,
+        new: &StoreKey,
+        marker_ttl: Duration,
+        ttl: Duration,
+    ) -> Result<Option<Outcome<(i64, Option<String>)>>, SessionError> {
+        let call = Call::new(&self.scripts.rename, &[old, new], |cmd| {
+            cmd.arg(millis(marker_ttl)).arg(millis(ttl));
+        });
+        let (evalsha, eval) = (
+            &with_wait(&call.evalsha, self.wait),
+            &with_wait(&call.eval, self.wait),
+        );
+        let replies: Option<Vec<Value>> = self
+            .connections
+            .run(Repeat::Never, |mut conn| async move {
+                // Two keys of two slots: never on a cluster.
+                if !matches!(conn, Conn::Direct(_) | Conn::Single(_)) {
+                    return Ok(None);
+                }
+                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
+                    Err(e) if is_noscript(&e) => eval.query_async(&mut conn).await.map(Some),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        let Some(replies) = replies else {
+            return Ok(None);
+        };
+        let mut replies = replies.into_iter();
+        let reply = replies.next().unwrap_or(Value::Nil);
+        check_acked(replies.next(), self.wait)?;
+        let Value::Array(items) = reply else {
+            return Err(unexpected(&reply));
+        };
+        let mut items = items.into_iter();
+        let status = items.next().as_ref().map(int).transpose()?.unwrap_or(0);
+        if status != 1 {
+            return Ok(Some(outcome(status, (0, None), 0)));
+        }
+        let created = items
+            .next()
+            .map(text)
+            .transpose()?
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                SessionError::Corrupt("a session hash without its creation time".into())
+            })?;
+        let user = items
+            .next()
+            .map(text)
+            .transpose()?
+            .filter(|u| !u.is_empty());
+        Ok(Some(Outcome::Done((created, user))))
     }
 
     pub(crate) async fn end(
