@@ -365,7 +365,9 @@ impl SessionStoreBuilder {
     }
 
     /// Capacity of the queue of expiry refreshes for requests that do not read their
-    /// session (default 4096). When it is full, refreshes are skipped, never waited for.
+    /// session (default 4096), per lane: each thread queues in its own lane (of 8), and a
+    /// lane also merges the cookies it has seen since the last refresh in a table of 256.
+    /// When a lane is full, refreshes are skipped, never waited for.
     pub fn touch_queue(mut self, capacity: usize) -> Self {
         self.touch_queue = capacity;
         self

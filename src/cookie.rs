@@ -93,13 +93,68 @@ impl Carried {
     }
 }
 
+/// Longest copy of a cookie kept without an allocation: a value this crate signed is shorter.
+const INLINE: usize = 190;
+
+/// The values a request carried under our cookie's name (unverified, at most
+/// [`MAX_CANDIDATES`], `;`-separated), copied out of the request: a refresh queued for later
+/// must not hold on to the server's read buffer, nor free it from another thread.
+#[derive(Clone, Debug)]
+pub(crate) enum Detached {
+    /// Nearly always: no allocation.
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Detached {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+
+    /// The first eight bytes: in a cookie we signed, token characters, which are random.
+    pub(crate) fn head(&self) -> Option<u64> {
+        let head = self.as_bytes().first_chunk::<8>()?;
+        Some(u64::from_le_bytes(*head))
+    }
+
+    /// Whether it holds one value only (the request carried one cookie of our name).
+    pub(crate) fn is_single(&self) -> bool {
+        !self.as_bytes().contains(&b';')
+    }
+}
+
+impl PartialEq for Detached {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Detached {}
+
+impl std::hash::Hash for Detached {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
 /// A verified cookie.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Verified {
     pub(crate) token: Token,
     pub(crate) meta: Meta,
     /// Signed by an older key: re-issue it signed by the current one.
     pub(crate) stale_key: bool,
+}
+
+impl Verified {
+    /// Whether a request made at `now_ms` may carry it: its creation time is not in the
+    /// future (by more than [`MAX_CLOCK_SKEW_MS`]).
+    pub(crate) fn is_current(&self, now_ms: i64) -> bool {
+        self.meta.created_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+    }
 }
 
 impl CookieCodec {
@@ -150,8 +205,8 @@ impl CookieCodec {
         })
     }
 
-    /// As [`verify`](Self::verify), on the headers a request carried.
-    pub(crate) fn verify_carried(&self, carried: &Carried, now_ms: i64) -> Option<Verified> {
+    /// The values of the cookies named like ours among the headers a request carried.
+    fn candidates<'a>(&'a self, carried: &'a Carried) -> impl Iterator<Item = &'a [u8]> {
         carried
             .values()
             .iter()
@@ -163,8 +218,66 @@ impl CookieCodec {
                     .then(|| pair[eq + 1..].trim_ascii())
             })
             .take(MAX_CANDIDATES)
+    }
+
+    /// The first candidate that we signed and whose creation time is not in the future.
+    fn first_valid<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a [u8]>,
+        now_ms: i64,
+    ) -> Option<Verified> {
+        candidates
             .filter_map(|value| self.verify_value(value))
-            .find(|v| v.meta.created_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS))
+            .find(|v| v.is_current(now_ms))
+    }
+
+    /// As [`verify_detached`](Self::verify_detached) for a single value, without the check
+    /// of its creation time (which depends on the moment: see [`Verified::is_current`]).
+    pub(crate) fn verify_single(&self, detached: &Detached) -> Option<Verified> {
+        self.verify_value(detached.as_bytes())
+    }
+
+    /// As [`verify`](Self::verify), on the headers a request carried.
+    pub(crate) fn verify_carried(&self, carried: &Carried, now_ms: i64) -> Option<Verified> {
+        self.first_valid(self.candidates(carried), now_ms)
+    }
+
+    /// Our cookie's values out of `carried`, owned; `None` if it holds no cookie of our name.
+    pub(crate) fn detach(&self, carried: &Carried) -> Option<Detached> {
+        let mut inline = [0u8; INLINE];
+        let mut len = 0;
+        let mut heap: Option<Vec<u8>> = None;
+        let mut found = false;
+        for value in self.candidates(carried) {
+            let sep: &[u8] = if found { b";" } else { b"" };
+            found = true;
+            match &mut heap {
+                Some(all) => {
+                    all.extend_from_slice(sep);
+                    all.extend_from_slice(value);
+                }
+                None if len + sep.len() + value.len() <= INLINE => {
+                    for part in [sep, value] {
+                        inline[len..len + part.len()].copy_from_slice(part);
+                        len += part.len();
+                    }
+                }
+                None => heap = Some([&inline[..len], sep, value].concat()),
+            }
+        }
+        if !found {
+            return None;
+        }
+        Some(match (heap, u8::try_from(len)) {
+            (None, Ok(short)) => Detached::Inline(short, inline),
+            (Some(all), _) => Detached::Heap(all.into_boxed_slice()),
+            (None, Err(_)) => Detached::Heap(inline[..len].into()),
+        })
+    }
+
+    /// As [`verify`](Self::verify), on what [`detach`](Self::detach) copied.
+    pub(crate) fn verify_detached(&self, detached: &Detached, now_ms: i64) -> Option<Verified> {
+        self.first_valid(detached.as_bytes().split(|&b| b == b';'), now_ms)
     }
 
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {

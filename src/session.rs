@@ -1169,7 +1169,9 @@ impl Session {
         let mut state = self.unverified();
         if let Some(carried) = state.carried.take() {
             // Never used: the refresh task verifies the cookie and slides its expiry.
-            store.toucher.touch_carried(carried, self.inner.started_ms);
+            if let Some(detached) = store.codec.detach(&carried) {
+                store.toucher.touch_carried(detached, self.inner.started_ms);
+            }
             return false;
         }
         let now = now_ms();

@@ -197,6 +197,46 @@ async fn untouched_session_refreshes_in_background() {
     redis.kill();
 }
 
+/// Many sessions, each carried once or twice by untouched requests from several threads at
+/// once: each gets exactly one refresh, whatever their cookies have in common (the queue
+/// keeps a small table of cookies per thread; colliding ones must not be lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_untouched_session_gets_one_refresh() {
+    const SESSIONS: usize = 700;
+    let (redis, store, _b) = setup().await;
+    let app = app(&store);
+    let mut cookies = Vec::new();
+    for _ in 0..SESSIONS {
+        let r = send(&app, "/set/a/1", None).await;
+        cookies.push(r.cookie_pair().expect("a session cookie"));
+    }
+    let before = redis.snapshot();
+    let tasks: Vec<_> = (0..4)
+        .map(|part| {
+            let (app, cookies) = (app.clone(), cookies.clone());
+            tokio::spawn(async move {
+                // Every cookie twice, by two tasks at once.
+                for cookie in cookies.iter().skip(part / 2).step_by(2) {
+                    let r = send(&app, "/untouched", Some(cookie)).await;
+                    assert_eq!(r.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("requests");
+    }
+    let mut after = redis.snapshot();
+    for _ in 0..200 {
+        if calls(&before, &after, "pexpire") >= SESSIONS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = redis.snapshot();
+    }
+    assert_eq!(calls(&before, &after, "pexpire"), SESSIONS as u64);
+}
+
 #[tokio::test]
 async fn logout_is_one_round_trip() {
     let (redis, _store, b) = setup().await;

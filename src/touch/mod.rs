@@ -15,40 +15,46 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use queue::Queue;
 
-use crate::cookie::{Carried, CookieCodec};
+use crate::cookie::{CookieCodec, Detached, Verified};
 use crate::observe::{count, observe};
 use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token};
+
+mod queue;
 
 /// One refresh asked for.
 enum Touch {
     /// The session of this (verified) token should expire at this moment (ms).
     Token(Token, i64),
     /// The cookie a request carried at this moment (ms), not verified yet.
-    Carried(Carried, i64),
+    Carried(Detached, i64),
 }
 
-/// Most refreshes sent in one pipeline.
-const BATCH: usize = 4096;
 /// How long the task gathers refreshes before sending them.
 const GATHER: Duration = Duration::from_millis(20);
 /// Expiries moved by less than this are not sent again.
 const MAX_STEP_MS: i64 = 1000;
 /// Sessions remembered as recently refreshed; the memory is cleared when it grows past this.
 const RECENT: usize = 100_000;
+/// Cookies remembered as checked (valid or not); the memory is cleared past this.
+const CHECKED: usize = 10_000;
 
 /// The sending side, owned by the store.
 pub(crate) struct Toucher {
-    tx: mpsc::Sender<Touch>,
+    queue: Arc<Queue>,
 }
 
 impl Toucher {
-    /// Makes the queue; the task starts with [`TouchWorker::start`].
+    /// Makes the queue (each lane holding at most `capacity` refreshes); the task starts
+    /// with [`TouchWorker::start`].
     pub(crate) fn new(capacity: usize) -> (Self, TouchWorker) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx }, TouchWorker { rx })
+        let queue = Arc::new(Queue::new(capacity));
+        let worker = TouchWorker {
+            queue: Arc::clone(&queue),
+        };
+        (Self { queue }, worker)
     }
 
     /// Queues a refresh: the session of `token` should expire at `deadline_ms`. Never waits.
@@ -58,21 +64,24 @@ impl Toucher {
 
     /// Queues the refresh of the session a request's cookie names, if it verifies; the
     /// request was made at `at_ms`. Never waits.
-    pub(crate) fn touch_carried(&self, carried: Carried, at_ms: i64) {
+    pub(crate) fn touch_carried(&self, carried: Detached, at_ms: i64) {
         self.send(Touch::Carried(carried, at_ms));
     }
 
     fn send(&self, touch: Touch) {
-        if self.tx.try_send(touch).is_err() {
-            tracing::debug!("session refresh queue full; skipping one refresh");
-            count("session_refreshes_total", &[("outcome", "dropped")], 1);
-        }
+        self.queue.push(touch);
+    }
+}
+
+impl Drop for Toucher {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
 /// The receiving side, run on the Tokio runtime that built the store.
 pub(crate) struct TouchWorker {
-    rx: mpsc::Receiver<Touch>,
+    queue: Arc<Queue>,
 }
 
 /// What the worker needs to check a cookie and compute its session's expiry.
@@ -87,20 +96,18 @@ impl TouchWorker {
         tokio::spawn(self.run(backend, prefix, checker));
     }
 
-    async fn run(mut self, backend: Weak<Backend>, prefix: String, checker: Checker) {
-        let mut queued = Vec::with_capacity(BATCH);
+    async fn run(self, backend: Weak<Backend>, prefix: String, checker: Checker) {
+        let mut queued = Vec::new();
         let mut latest: HashMap<Token, i64> = HashMap::new();
-        let mut carried: HashMap<Carried, i64> = HashMap::new();
+        let mut carried: HashMap<Detached, i64> = HashMap::new();
         let mut sent: HashMap<StoreKey, i64> = HashMap::new();
-        while self.rx.recv_many(&mut queued, BATCH).await > 0 {
+        // A cookie's MAC is checked once, not once per gathering window: the same bytes
+        // verify the same way under the same keys.
+        let mut checked: HashMap<Detached, Option<Verified>> = HashMap::new();
+        while self.queue.arrival().await {
             tokio::time::sleep(GATHER).await;
-            while queued.len() < BATCH {
-                match self.rx.try_recv() {
-                    Ok(item) => queued.push(item),
-                    Err(_) => break,
-                }
-            }
-            let queued_count = queued.len();
+            let merged = self.queue.drain_into(&mut queued);
+            let asked = queued.len() + merged;
             let mut keep = |token: Token, deadline: i64| {
                 let slot = latest.entry(token).or_insert(deadline);
                 *slot = (*slot).max(deadline);
@@ -115,8 +122,18 @@ impl TouchWorker {
                 }
             }
             let lifetimes = &checker.lifetimes;
+            if checked.len() > CHECKED {
+                checked.clear();
+            }
             for (cookie, at) in carried.drain() {
-                if let Some(v) = checker.codec.verify_carried(&cookie, at) {
+                let verified = if cookie.is_single() {
+                    let check = |cookie: &Detached| checker.codec.verify_single(cookie);
+                    let known = checked.entry(cookie).or_insert_with_key(check);
+                    known.as_ref().filter(|v| v.is_current(at)).cloned()
+                } else {
+                    checker.codec.verify_detached(&cookie, at)
+                };
+                if let Some(v) = verified {
                     let idle = lifetimes.idle(v.meta.idle_ms);
                     keep(v.token, lifetimes.deadline_ms(idle, v.meta.created_ms, at));
                 }
@@ -128,7 +145,6 @@ impl TouchWorker {
             if sent.len() > RECENT {
                 sent.clear();
             }
-            let asked = queued_count;
             let batch: Vec<(StoreKey, i64)> = latest
                 .drain()
                 .map(|(token, deadline)| (token.store_key(&prefix), deadline))

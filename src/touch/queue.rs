@@ -1,0 +1,175 @@
+//! The queue between responses and the refresh task: one lane per thread (so that two
+//! threads never contend on a response), and in each lane a small table of the cookies seen
+//! since the task last looked, so that a cookie that comes back (a page and its assets, a
+//! polling client) costs a comparison instead of a copy.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::Touch;
+use crate::cookie::Detached;
+use crate::observe::count;
+
+/// Lanes of the queue. A thread always queues in the same lane.
+const LANES: usize = 8;
+/// Slots in a lane's table of cookies (a power of two).
+const SLOTS: usize = 256;
+
+/// A cookie seen since the task last looked, and when the latest request carried it.
+struct Seen {
+    cookie: Detached,
+    at: i64,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Cookies by their first bytes; allocated with the lane's first cookie.
+    table: Vec<Option<Seen>>,
+    /// Everything else, in arrival order (at most the queue's capacity).
+    queued: Vec<Touch>,
+    /// Refreshes waiting in this lane.
+    pending: usize,
+    /// Refreshes merged into one already in the table (counted as skipped).
+    merged: usize,
+}
+
+/// One lane, alone on its cache lines: two threads queueing in two lanes share nothing.
+#[repr(align(128))]
+#[derive(Default)]
+struct Lane(Mutex<LaneState>);
+
+/// The lane of the current thread.
+fn own_lane() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static LANE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LANES;
+    }
+    LANE.with(|lane| *lane)
+}
+
+pub(super) struct Queue {
+    lanes: [Lane; LANES],
+    /// Most refreshes one lane holds besides its table.
+    capacity: usize,
+    /// Mixed into table positions, so that nobody can aim cookies at one slot.
+    seed: u64,
+    /// The task is waiting for a refresh to arrive (and must be woken for it).
+    idle: AtomicBool,
+    /// The store is gone: the task ends.
+    closed: AtomicBool,
+    wake: Notify,
+}
+
+impl Queue {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            lanes: Default::default(),
+            capacity,
+            seed: std::hash::RandomState::new().hash_one(LANES),
+            idle: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lane(&self, index: usize) -> MutexGuard<'_, LaneState> {
+        // Every change to a lane leaves it whole: a poisoned lock is still usable.
+        self.lanes[index % LANES]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a refresh. Never waits.
+    pub(super) fn push(&self, touch: Touch) {
+        let slot = match &touch {
+            Touch::Carried(cookie, _) => cookie.head().map(|head| self.slot(head)),
+            Touch::Token(..) => None,
+        };
+        let mut lane = self.lane(own_lane());
+        let lane = &mut *lane;
+        let evicted = match (slot, touch) {
+            (Some(slot), Touch::Carried(cookie, at)) => {
+                if lane.table.is_empty() {
+                    lane.table.resize_with(SLOTS, || None);
+                }
+                match lane.table.get_mut(slot) {
+                    Some(Some(seen)) if seen.cookie == cookie => {
+                        // Queued already, and the task has not looked yet.
+                        seen.at = seen.at.max(at);
+                        lane.merged += 1;
+                        return;
+                    }
+                    Some(entry) => {
+                        let old = entry.replace(Seen { cookie, at });
+                        old.map(|seen| Touch::Carried(seen.cookie, seen.at))
+                    }
+                    None => Some(Touch::Carried(cookie, at)),
+                }
+            }
+            (_, touch) => Some(touch),
+        };
+        if let Some(touch) = evicted {
+            if lane.queued.len() < self.capacity {
+                lane.queued.push(touch);
+            } else {
+                tracing::debug!("session refresh queue full; skipping one refresh");
+                count("session_refreshes_total", &[("outcome", "dropped")], 1);
+            }
+        }
+        lane.pending += 1;
+        // Read first: while the task is gathering, a response touches no shared cache line.
+        if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn slot(&self, head: u64) -> usize {
+        let mixed = (head ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+
+    /// Moves every queued refresh into `out` (the lanes keep their allocations); how many
+    /// more were merged into those.
+    pub(super) fn drain_into(&self, out: &mut Vec<Touch>) -> usize {
+        let mut merged = 0;
+        for index in 0..LANES {
+            let mut lane = self.lane(index);
+            if lane.pending == 0 {
+                continue;
+            }
+            lane.pending = 0;
+            merged += std::mem::take(&mut lane.merged);
+            out.append(&mut lane.queued);
+            let seen = lane.table.iter_mut().filter_map(Option::take);
+            out.extend(seen.map(|seen| Touch::Carried(seen.cookie, seen.at)));
+        }
+        merged
+    }
+
+    /// Waits until a refresh is queued; `false` once the store is gone.
+    pub(super) async fn arrival(&self) -> bool {
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            // Announce the wait before looking: a refresh queued after the look sees it and
+            // wakes the task (a wake-up with nothing to do only costs a round of this loop).
+            self.idle.store(true, Ordering::SeqCst);
+            if (0..LANES).any(|index| self.lane(index).pending > 0) {
+                self.idle.store(false, Ordering::SeqCst);
+                return true;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The store is gone: ends the task.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
