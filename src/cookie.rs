@@ -93,6 +93,12 @@ impl Carried {
     }
 }
 
+/// What a request carried under our cookie's name.
+pub(crate) enum CarriedValue<'a> {
+    One(&'a [u8]),
+    Several(Detached),
+}
+
 /// Longest copy of a cookie kept without an allocation: a value this crate signed is shorter.
 const INLINE: usize = 190;
 
@@ -114,10 +120,30 @@ impl Detached {
         }
     }
 
-    /// The first eight bytes: in a cookie we signed, token characters, which are random.
-    pub(crate) fn head(&self) -> Option<u64> {
-        let head = self.as_bytes().first_chunk::<8>()?;
-        Some(u64::from_le_bytes(*head))
+    /// The first eight bytes of a value: in a cookie we signed, token characters, which
+    /// are random.
+    pub(crate) fn head_of(value: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(*value.first_chunk::<8>()?))
+    }
+
+    /// A maker of an unallocated copy of `value`, if it is short enough.
+    pub(crate) fn inline(value: &[u8]) -> Option<impl FnOnce() -> Self + '_> {
+        let len = u8::try_from(value.len())
+            .ok()
+            .filter(|_| value.len() <= INLINE)?;
+        Some(move || {
+            let mut bytes = [0u8; INLINE];
+            bytes[..value.len()].copy_from_slice(value);
+            Self::Inline(len, bytes)
+        })
+    }
+
+    /// A copy of `value`.
+    pub(crate) fn copy_of(value: &[u8]) -> Self {
+        match Self::inline(value) {
+            Some(copy) => copy(),
+            None => Self::Heap(value.into()),
+        }
     }
 
     /// Whether it holds one value only (the request carried one cookie of our name).
@@ -240,6 +266,17 @@ impl CookieCodec {
     /// As [`verify`](Self::verify), on the headers a request carried.
     pub(crate) fn verify_carried(&self, carried: &Carried, now_ms: i64) -> Option<Verified> {
         self.first_valid(self.candidates(carried), now_ms)
+    }
+
+    /// The value of our cookie in `carried` if there is one only (nearly always), else all
+    /// of them, owned (see [`detach`](Self::detach)); `None` if there is none.
+    pub(crate) fn carried_value<'a>(&'a self, carried: &'a Carried) -> Option<CarriedValue<'a>> {
+        let mut candidates = self.candidates(carried);
+        let first = candidates.next()?;
+        if candidates.next().is_none() {
+            return Some(CarriedValue::One(first));
+        }
+        self.detach(carried).map(CarriedValue::Several)
     }
 
     /// Our cookie's values out of `carried`, owned; `None` if it holds no cookie of our name.

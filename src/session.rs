@@ -1169,8 +1169,8 @@ impl Session {
         let mut state = self.unverified();
         if let Some(carried) = state.carried.take() {
             // Never used: the refresh task verifies the cookie and slides its expiry.
-            if let Some(detached) = store.codec.detach(&carried) {
-                store.toucher.touch_carried(detached, self.inner.started_ms);
+            if let Some(value) = store.codec.carried_value(&carried) {
+                store.toucher.touch_carried(value, self.inner.started_ms);
             }
             return false;
         }

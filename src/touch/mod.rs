@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use queue::Queue;
 
-use crate::cookie::{CookieCodec, Detached, Verified};
+use crate::cookie::{CarriedValue, CookieCodec, Detached, Verified};
 use crate::observe::{count, observe};
 use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token};
@@ -64,8 +64,11 @@ impl Toucher {
 
     /// Queues the refresh of the session a request's cookie names, if it verifies; the
     /// request was made at `at_ms`. Never waits.
-    pub(crate) fn touch_carried(&self, carried: Detached, at_ms: i64) {
-        self.send(Touch::Carried(carried, at_ms));
+    pub(crate) fn touch_carried(&self, carried: CarriedValue<'_>, at_ms: i64) {
+        match carried {
+            CarriedValue::One(value) => self.queue.push_value(value, at_ms),
+            CarriedValue::Several(values) => self.send(Touch::Carried(values, at_ms)),
+        }
     }
 
     fn send(&self, touch: Touch) {

@@ -85,41 +85,56 @@ impl Queue {
 
     /// Queues a refresh. Never waits.
     pub(super) fn push(&self, touch: Touch) {
-        let slot = match &touch {
-            Touch::Carried(cookie, _) => cookie.head().map(|head| self.slot(head)),
-            Touch::Token(..) => None,
-        };
         let mut lane = self.lane(own_lane());
-        let lane = &mut *lane;
-        let evicted = match (slot, touch) {
-            (Some(slot), Touch::Carried(cookie, at)) => {
-                if lane.table.is_empty() {
-                    lane.table.resize_with(SLOTS, || None);
-                }
-                match lane.table.get_mut(slot) {
-                    Some(Some(seen)) if seen.cookie == cookie => {
-                        // Queued already, and the task has not looked yet.
-                        seen.at = seen.at.max(at);
-                        lane.merged += 1;
-                        return;
-                    }
-                    Some(entry) => {
-                        let old = entry.replace(Seen { cookie, at });
-                        old.map(|seen| Touch::Carried(seen.cookie, seen.at))
-                    }
-                    None => Some(Touch::Carried(cookie, at)),
-                }
-            }
-            (_, touch) => Some(touch),
+        self.queue(&mut lane, touch);
+    }
+
+    /// Queues the refresh of the session a request's single cookie `value` names, made at
+    /// `at`. A value the lane's table holds already costs a comparison. Never waits.
+    pub(super) fn push_value(&self, value: &[u8], at: i64) {
+        let (Some(head), Some(cookie)) = (Detached::head_of(value), Detached::inline(value)) else {
+            return self.push(Touch::Carried(Detached::copy_of(value), at));
         };
-        if let Some(touch) = evicted {
-            if lane.queued.len() < self.capacity {
-                lane.queued.push(touch);
-            } else {
-                tracing::debug!("session refresh queue full; skipping one refresh");
-                count("session_refreshes_total", &[("outcome", "dropped")], 1);
-            }
+        let slot = self.slot(head);
+        let mut lane = self.lane(own_lane());
+        if lane.table.is_empty() {
+            lane.table.resize_with(SLOTS, || None);
         }
+        let evicted = match lane.table.get_mut(slot) {
+            Some(Some(seen)) if seen.cookie.as_bytes() == value => {
+                // Queued already, and the task has not looked yet.
+                seen.at = seen.at.max(at);
+                lane.merged += 1;
+                return;
+            }
+            Some(entry) => entry.replace(Seen {
+                cookie: cookie(),
+                at,
+            }),
+            None => Some(Seen {
+                cookie: cookie(),
+                at,
+            }),
+        };
+        match evicted {
+            Some(seen) => self.queue(&mut lane, Touch::Carried(seen.cookie, seen.at)),
+            None => self.announce(&mut lane),
+        }
+    }
+
+    /// Adds `touch` to the lane's list, unless it is full.
+    fn queue(&self, lane: &mut LaneState, touch: Touch) {
+        if lane.queued.len() < self.capacity {
+            lane.queued.push(touch);
+        } else {
+            tracing::debug!("session refresh queue full; skipping one refresh");
+            count("session_refreshes_total", &[("outcome", "dropped")], 1);
+        }
+        self.announce(lane);
+    }
+
+    /// Notes a refresh waiting in `lane`, and wakes the task if it is waiting.
+    fn announce(&self, lane: &mut LaneState) {
         lane.pending += 1;
         // Read first: while the task is gathering, a response touches no shared cache line.
         if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
