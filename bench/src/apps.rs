@@ -39,6 +39,13 @@ pub fn no_layer_app() -> Router {
         .route("/untouched", get(|| async { "alice" }))
 }
 
+/// The untouched route behind a layer that only puts a clone of one `Arc` into the request's
+/// extensions (`axum::Extension`): the least any layer that hands a handler a session does,
+/// the reference for what our layer costs a route that never touches the session.
+pub fn extension_only_app() -> Router {
+    no_layer_app().layer(axum::Extension(std::sync::Arc::new(())))
+}
+
 async fn read(s: Session) -> Result<String, SessionError> {
     Ok(s.get::<String>("user").await?.unwrap_or_default())
 }

@@ -1,7 +1,8 @@
 //! HTTP load and Redis memory per session, for `scripts/bench.sh`.
 //!
-//! Serves the same axum app with no session layer, with ours (`GET /read` reads one value
-//! from the session; `GET /untouched` never touches it), and with tower-sessions (default mode
+//! Serves the same axum app with no session layer, behind a layer that only adds an extension,
+//! with ours (`GET /read` reads one value from the session; `GET /untouched` never touches
+//! it), through our client without a layer (the floor), and with tower-sessions (default mode
 //! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
 //! 1, 16, 64 and 256 connections, wrk drives every app in turn, in an order rotated each
 //! round, so that the apps a ratio compares ran seconds apart. Every request carries one of
@@ -17,7 +18,8 @@ use std::time::Duration;
 use axum::Router;
 use serde::Serialize;
 use trs_bench::apps::{
-    floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
+    extension_only_app, floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app,
+    tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{send, SIZES};
@@ -225,7 +227,7 @@ async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // Many short runs rather than a few long ones: the median over rounds is what resists a
-    // burst of load from elsewhere on the machine. Quick: 5 apps × 4 × 7 × 1.1 s ≈ 155 s.
+    // burst of load from elsewhere on the machine. Quick: 7 apps × 3 × 7 × 1.1 s ≈ 160 s.
     let (rounds, seconds) = if quick { (7, 1) } else { (9, 4) };
     // The targets are at 16, 64 and 256 connections; quick mode skips the single one.
     let connections: &[u32] = if quick {
@@ -257,17 +259,34 @@ async fn main() {
     let ts_always = tower_sessions_app(tower_sessions_layer(&redis.url(), true).await);
     let ts_cookies = seed(&ts, SESSIONS).await;
     let ts_always_cookies = seed(&ts_always, SESSIONS).await;
-    let servers: [(&str, Router, Vec<String>); 5] = [
-        ("no layer", no_layer_app(), our_cookies.clone()),
+    let servers: [(&str, Router, Vec<String>, &str); 6] = [
+        ("no layer", no_layer_app(), our_cookies.clone(), "/read"),
+        // The least a layer costs a route that never touches the session.
+        (
+            "extension only",
+            extension_only_app(),
+            our_cookies.clone(),
+            "/untouched",
+        ),
         // A read's Redis work through our client and nothing else: what one round trip
         // costs the server.
-        ("floor", floor_router(&store, &key), our_cookies.clone()),
-        ("tower-redis-session", ours, our_cookies),
-        ("tower-sessions", ts, ts_cookies),
-        ("tower-sessions always_save", ts_always, ts_always_cookies),
+        (
+            "floor",
+            floor_router(&store, &key),
+            our_cookies.clone(),
+            "/read",
+        ),
+        ("tower-redis-session", ours, our_cookies, "/read"),
+        ("tower-sessions", ts, ts_cookies, "/read"),
+        (
+            "tower-sessions always_save",
+            ts_always,
+            ts_always_cookies,
+            "/read",
+        ),
     ];
     let mut targets = Vec::new();
-    for (name, app, cookies) in servers {
+    for (name, app, cookies, path) in servers {
         let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
         std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
         let script = script.to_string_lossy().into_owned();
@@ -285,7 +304,7 @@ async fn main() {
             name,
             addr,
             script,
-            path: "/read",
+            path,
         });
     }
     let mut load = Vec::new();
