@@ -87,6 +87,12 @@ pub(crate) struct TouchWorker {
     queue: Arc<Queue>,
 }
 
+/// A cookie that verified, and its session's store key.
+struct Known {
+    verified: Verified,
+    key: StoreKey,
+}
+
 /// What the worker needs to check a cookie and compute its session's expiry.
 pub(crate) struct Checker {
     pub(crate) codec: CookieCodec,
@@ -101,23 +107,34 @@ impl TouchWorker {
 
     async fn run(self, backend: Weak<Backend>, prefix: String, checker: Checker) {
         let mut queued = Vec::new();
-        let mut latest: HashMap<Token, i64> = HashMap::new();
+        let mut latest: HashMap<StoreKey, i64> = HashMap::new();
         let mut carried: HashMap<Detached, i64> = HashMap::new();
         let mut sent: HashMap<StoreKey, i64> = HashMap::new();
-        // A cookie's MAC is checked once, not once per gathering window: the same bytes
-        // verify the same way under the same keys.
-        let mut checked: HashMap<Detached, Option<Verified>> = HashMap::new();
+        // A cookie is checked once, not once per gathering window: the same bytes verify the
+        // same way under the same keys, and name the same store key.
+        let mut checked: HashMap<Detached, Option<Known>> = HashMap::new();
         while self.queue.arrival().await {
             tokio::time::sleep(GATHER).await;
             let merged = self.queue.drain_into(&mut queued);
             let asked = queued.len() + merged;
-            let mut keep = |token: Token, deadline: i64| {
-                let slot = latest.entry(token).or_insert(deadline);
-                *slot = (*slot).max(deadline);
+            let now = now_ms();
+            if sent.len() > RECENT {
+                sent.clear();
+            }
+            // Keeps the latest deadline per session, unless the last one sent is close enough.
+            let mut keep = |key: &StoreKey, deadline: i64| {
+                if let Some(slot) = latest.get_mut(key) {
+                    *slot = (*slot).max(deadline);
+                    return;
+                }
+                let step = ((deadline - now) / 10).min(MAX_STEP_MS);
+                if sent.get(key).is_none_or(|last| deadline - last >= step) {
+                    latest.insert(key.clone(), deadline);
+                }
             };
             for touch in queued.drain(..) {
                 match touch {
-                    Touch::Token(token, deadline) => keep(token, deadline),
+                    Touch::Token(token, deadline) => keep(&token.store_key(&prefix), deadline),
                     Touch::Carried(cookie, at) => {
                         let slot = carried.entry(cookie).or_insert(at);
                         *slot = (*slot).max(at);
@@ -128,34 +145,28 @@ impl TouchWorker {
             if checked.len() > CHECKED {
                 checked.clear();
             }
+            let deadline = |v: &Verified, at: i64| {
+                lifetimes.deadline_ms(lifetimes.idle(v.meta.idle_ms), v.meta.created_ms, at)
+            };
             for (cookie, at) in carried.drain() {
-                let verified = if cookie.is_single() {
-                    let check = |cookie: &Detached| checker.codec.verify_single(cookie);
+                if cookie.is_single() {
+                    let check = |cookie: &Detached| {
+                        let verified = checker.codec.verify_single(cookie)?;
+                        let key = verified.token.store_key(&prefix);
+                        Some(Known { verified, key })
+                    };
                     let known = checked.entry(cookie).or_insert_with_key(check);
-                    known.as_ref().filter(|v| v.is_current(at)).cloned()
-                } else {
-                    checker.codec.verify_detached(&cookie, at)
-                };
-                if let Some(v) = verified {
-                    let idle = lifetimes.idle(v.meta.idle_ms);
-                    keep(v.token, lifetimes.deadline_ms(idle, v.meta.created_ms, at));
+                    if let Some(k) = known.as_ref().filter(|k| k.verified.is_current(at)) {
+                        keep(&k.key, deadline(&k.verified, at));
+                    }
+                } else if let Some(v) = checker.codec.verify_detached(&cookie, at) {
+                    keep(&v.token.store_key(&prefix), deadline(&v, at));
                 }
             }
             let Some(backend) = backend.upgrade() else {
                 break;
             };
-            let now = now_ms();
-            if sent.len() > RECENT {
-                sent.clear();
-            }
-            let batch: Vec<(StoreKey, i64)> = latest
-                .drain()
-                .map(|(token, deadline)| (token.store_key(&prefix), deadline))
-                .filter(|(key, deadline)| {
-                    let step = ((deadline - now) / 10).min(MAX_STEP_MS);
-                    sent.get(key).is_none_or(|last| deadline - last >= step)
-                })
-                .collect();
+            let batch: Vec<(StoreKey, i64)> = latest.drain().collect();
             let skipped = asked.saturating_sub(batch.len());
             count(
                 "session_refreshes_total",
