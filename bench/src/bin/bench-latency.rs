@@ -1,10 +1,12 @@
 //! Latency per request, every library interleaved in one process against one redis-server,
 //! for `scripts/bench.sh`.
 //!
-//! A round runs every cell (scenario × size) for every library, the libraries of a cell back
-//! to back in an order rotated each round; a cell is a short warm-up, then N requests each
-//! timed on its own (cut at a time cap, see `Budget`), and records their median. So the libraries compared in a ratio ran
-//! seconds apart under the same noise, and the report can take each ratio within a round.
+//! A round runs every cell (scenario × size) for every library: a short warm-up of each, then
+//! the libraries take turns, a few milliseconds each (`SLICE` requests, in an order rotated
+//! each round), until each has N requests timed one by one (cut at a time cap, see
+//! `Budget`); each library's median is its figure for the round. So the libraries compared in
+//! a ratio ran interleaved under the same noise, and the report takes each ratio within a
+//! round.
 //!
 //! Libraries: our layer, tower-sessions (default and `always_save`), the router without a
 //! layer, and two floors for `read`:
@@ -245,90 +247,96 @@ impl Bench {
         }
     }
 
-    /// One cell of one library: warm-up, then requests timed one by one; their durations.
-    fn cell(
+    /// One request of `lib` (the raw floor on its socket, the others through the runtime),
+    /// `n` times; their durations.
+    fn requests(
         &mut self,
         rt: &Runtime,
         lib: &'static str,
         cell: &Cell,
-        budget: &Budget,
-    ) -> Vec<Duration> {
+        n: usize,
+        times: &mut Vec<Duration>,
+    ) {
         let size = cell.size.unwrap_or("small");
-        let mut clock = Clock::new(budget);
         if lib == RAW_FLOOR {
             let raw = self.raw_floors.get_mut(size).expect("raw floor");
-            while clock.running() {
+            for _ in 0..n {
                 let start = Instant::now();
                 raw.load();
-                clock.record(start.elapsed());
+                times.push(start.elapsed());
             }
         } else {
             rt.block_on(async {
-                while clock.running() {
+                for _ in 0..n {
                     let start = Instant::now();
                     self.request(lib, cell.scenario, size).await;
-                    clock.record(start.elapsed());
+                    times.push(start.elapsed());
                 }
             });
         }
-        clock.times
+    }
+
+    /// One cell: each library's warm-up, then the libraries in turn, [`SLICE`] requests each,
+    /// every request timed on its own, until each has its budget; their durations, in `libs`'
+    /// order. Taking turns this often, the libraries see the same noise of the machine.
+    fn cell(
+        &mut self,
+        rt: &Runtime,
+        libs: &[&'static str],
+        cell: &Cell,
+        budget: &Budget,
+    ) -> Vec<Vec<Duration>> {
+        let mut scratch = Vec::new();
+        for &lib in libs {
+            let warm = Instant::now();
+            for _ in 0..budget.warmup {
+                if warm.elapsed() >= budget.cap / 5 {
+                    break;
+                }
+                self.requests(rt, lib, cell, 1, &mut scratch);
+            }
+        }
+        let mut times: Vec<Vec<Duration>> = libs
+            .iter()
+            .map(|_| Vec::with_capacity(budget.requests))
+            .collect();
+        // The whole cell gets each library's time cap.
+        let cap = budget.cap * u32::try_from(libs.len()).unwrap_or(1);
+        let start = Instant::now();
+        let running =
+            |n: usize| n < budget.requests && (n < budget.min_requests || start.elapsed() < cap);
+        while times.iter().any(|t| running(t.len())) {
+            for (&lib, times) in libs.iter().zip(&mut times) {
+                if running(times.len()) {
+                    let n = SLICE.min(budget.requests - times.len());
+                    self.requests(rt, lib, cell, n, times);
+                }
+            }
+        }
+        times
     }
 }
 
-/// How long a cell runs: `warmup` requests (at most a fifth of `cap`), then `requests`, cut
-/// at `cap` once `min_requests` are in, so that a slow moment of the machine cannot blow the
-/// time budget while a quiet one still gets every request.
+/// Requests a library runs before the next takes its turn: a few milliseconds.
+const SLICE: usize = 20;
+
+/// How long a cell runs, per library: `warmup` requests (at most a fifth of `cap`), then
+/// `requests`, cut at `cap` (times the cell's libraries, as they take turns) once
+/// `min_requests` are in, so that a slow moment of the machine cannot blow the time budget
+/// while a quiet one still gets every request.
 #[derive(Serialize)]
 struct Budget {
     warmup: usize,
     requests: usize,
     min_requests: usize,
+    /// Requests a library runs before the next one takes its turn.
+    slice: usize,
     #[serde(serialize_with = "millis")]
     cap: Duration,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_millis())
-}
-
-struct Clock<'a> {
-    budget: &'a Budget,
-    phase_start: Instant,
-    warmed: Option<usize>,
-    times: Vec<Duration>,
-}
-
-impl<'a> Clock<'a> {
-    fn new(budget: &'a Budget) -> Self {
-        Self {
-            budget,
-            phase_start: Instant::now(),
-            warmed: Some(0),
-            times: Vec::with_capacity(budget.requests),
-        }
-    }
-
-    fn running(&self) -> bool {
-        let n = self.times.len();
-        self.warmed.is_some()
-            || (n < self.budget.requests
-                && (n < self.budget.min_requests || self.phase_start.elapsed() < self.budget.cap))
-    }
-
-    fn record(&mut self, took: Duration) {
-        match self.warmed {
-            Some(done) => {
-                let done = done + 1;
-                self.warmed = (done < self.budget.warmup
-                    && self.phase_start.elapsed() < self.budget.cap / 5)
-                    .then_some(done);
-                if self.warmed.is_none() {
-                    self.phase_start = Instant::now();
-                }
-            }
-            None => self.times.push(took),
-        }
-    }
 }
 
 async fn send_body(app: &Router) -> String {
@@ -390,6 +398,7 @@ fn main() {
         warmup: arg_value("--warmup").unwrap_or(requests / 10),
         requests,
         min_requests: requests.min(100),
+        slice: SLICE,
         cap: Duration::from_millis(arg_value("--cell-ms").unwrap_or(cap_ms)),
     };
     let out: String = arg_value("--out").unwrap_or_else(|| "target/bench/latency.json".into());
@@ -413,12 +422,10 @@ fn main() {
                 cell.scenario,
                 cell.size.unwrap_or("-")
             );
-            for (position, lib) in rotated(cell.libs, round).into_iter().enumerate() {
-                let mut us: Vec<f64> = bench
-                    .cell(&rt, lib, cell, &budget)
-                    .iter()
-                    .map(|d| d.as_secs_f64() * 1e6)
-                    .collect();
+            let libs = rotated(cell.libs, round);
+            let times = bench.cell(&rt, &libs, cell, &budget);
+            for (position, (lib, times)) in libs.into_iter().zip(times).enumerate() {
+                let mut us: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e6).collect();
                 us.sort_by(f64::total_cmp);
                 let median_us = quantile(&us, 0.5);
                 line.push_str(&format!("  {lib} {median_us:.1}"));

@@ -752,8 +752,8 @@ fn markdown(report: &Report) -> String {
         md,
         "Written by `{}` ({} mode). Every figure below comes from that run; none is typed in.\n\n\
          The libraries run interleaved: latency in {} rounds in one process against one \
-         redis-server, every round running every scenario of every library back to back in an \
-         order rotated each round; throughput in {} rounds of wrk runs over HTTP, every app in \
+         redis-server, every round running every scenario, its libraries taking turns every few \
+         milliseconds in an order rotated each round; throughput in {} rounds of wrk runs over HTTP, every app in \
          turn at each connection count. A figure is the **median over rounds**, shown with its \
          **min–max over rounds** in parentheses. A ratio is taken within each round (both sides \
          measured seconds apart), then its median over rounds. A target is met only if that \
@@ -825,7 +825,7 @@ fn markdown(report: &Report) -> String {
         md,
         "## Latency per request\n\n![latency per scenario, relative to tower-sessions](docs/latency.svg)\n\n\
          µs per request through the real tower stack (`oneshot` on the router, no sockets), each \
-         round's figure being the median of that cell's requests ({}). Small session: 3 short \
+         round's figure being the median of that library's requests in the cell ({}). Small session: 3 short \
          fields; large: 50 fields, about 4 KB. tower-sessions 0.14 with \
          tower-sessions-redis-store 0.16 runs in the same process against the same \
          redis-server; its default mode does not slide expiry on reads, `always_save` does.\n\n\
@@ -988,8 +988,13 @@ fn markdown(report: &Report) -> String {
 
 fn budget_text(budget: &serde_json::Value) -> String {
     format!(
-        "{} warm-up requests, then {} timed one by one, cut at {} ms once {} are in",
-        budget["warmup"], budget["requests"], budget["cap"], budget["min_requests"]
+        "{} warm-up requests, then {} timed one by one, cut at {} ms once {} are in; the \
+         libraries of a cell take turns, {} requests each, so that they share the machine's noise",
+        budget["warmup"],
+        budget["requests"],
+        budget["cap"],
+        budget["min_requests"],
+        budget["slice"]
     )
 }
 
