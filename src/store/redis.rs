@@ -849,19 +849,31 @@ fn text(v: Value) -> Result<String, SessionError> {
 /// A hash as RESP3 sends it (a map), or as a script returns it (a flat array). The field `''`
 /// is the creation time, or the [`ENDED`] marker; a hash without it is not a session of ours.
 fn parse_hash(reply: Value) -> Result<Found, SessionError> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Nil => return Ok(Found::Absent),
-        Value::Map(pairs) => pairs,
+    match reply {
+        Value::Nil => Ok(Found::Absent),
+        Value::Map(pairs) => session_of(pairs.len(), pairs.into_iter()),
         Value::Array(flat) => {
+            let len = flat.len() / 2;
             let mut flat = flat.into_iter();
-            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+            session_of(
+                len,
+                std::iter::from_fn(|| Some((flat.next()?, flat.next()?))),
+            )
         }
-        other => return Err(unexpected(&other)),
-    };
-    if pairs.is_empty() {
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The session in a hash's `len` (field, value) pairs, taken in place (a large session has
+/// dozens: no second list of them).
+fn session_of(
+    len: usize,
+    pairs: impl Iterator<Item = (Value, Value)>,
+) -> Result<Found, SessionError> {
+    if len == 0 {
         return Ok(Found::Absent);
     }
-    let mut fields = HashMap::with_capacity(pairs.len());
+    let mut fields = HashMap::with_capacity(len);
     let mut created_ms = None;
     for (field, value) in pairs {
         let (field, value) = (text(field)?, text(value)?);
