@@ -99,6 +99,12 @@ pub(crate) struct Checker {
     pub(crate) lifetimes: Lifetimes,
 }
 
+/// Keeps the later of `at` and what `map` holds for `key`.
+fn latest_of<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, at: i64) {
+    let slot = map.entry(key).or_insert(at);
+    *slot = (*slot).max(at);
+}
+
 impl TouchWorker {
     /// Runs until the store (the last strong reference to `backend`) is dropped.
     pub(crate) fn start(self, backend: Weak<Backend>, prefix: String, checker: Checker) {
@@ -108,6 +114,8 @@ impl TouchWorker {
     async fn run(self, backend: Weak<Backend>, prefix: String, checker: Checker) {
         let mut queued = Vec::new();
         let mut latest: HashMap<StoreKey, i64> = HashMap::new();
+        // A window's refreshes, one per token and one per cookie before any is hashed.
+        let mut tokens: HashMap<Token, i64> = HashMap::new();
         let mut carried: HashMap<Detached, i64> = HashMap::new();
         let mut sent: HashMap<StoreKey, i64> = HashMap::new();
         // A cookie is checked once, not once per gathering window: the same bytes verify the
@@ -134,12 +142,12 @@ impl TouchWorker {
             };
             for touch in queued.drain(..) {
                 match touch {
-                    Touch::Token(token, deadline) => keep(&token.store_key(&prefix), deadline),
-                    Touch::Carried(cookie, at) => {
-                        let slot = carried.entry(cookie).or_insert(at);
-                        *slot = (*slot).max(at);
-                    }
+                    Touch::Token(token, deadline) => latest_of(&mut tokens, token, deadline),
+                    Touch::Carried(cookie, at) => latest_of(&mut carried, cookie, at),
                 }
+            }
+            for (token, deadline) in tokens.drain() {
+                keep(&token.store_key(&prefix), deadline);
             }
             let lifetimes = &checker.lifetimes;
             if checked.len() > CHECKED {
