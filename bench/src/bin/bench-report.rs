@@ -469,53 +469,22 @@ fn load(file: Option<&LoadFile>) -> Load {
     let cpu = |r: &LoadRun| r.server_cpu_us;
     let ratios = connections
         .iter()
-        .map(|&c| LoadRatios {
-            connections: c,
-            ours_to_tower_sessions: Spread::per_round(
-                &series(OURS, c, rps),
-                &series(TS, c, rps),
-                ratio,
-            ),
-            ours_to_always_save: Spread::per_round(
-                &series(OURS, c, rps),
-                &series(TS_ALWAYS, c, rps),
-                ratio,
-            ),
-            untouched_to_no_layer: Spread::per_round(
-                &series(UNTOUCHED, c, rps),
-                &series(NO_LAYER, c, rps),
-                ratio,
-            ),
-            server_cpu_over_no_layer_us: Spread::per_round(
-                &series(OURS, c, cpu),
-                &series(NO_LAYER, c, cpu),
-                difference,
-            ),
-            floor_cpu_over_no_layer_us: Spread::per_round(
-                &series(FLOOR, c, cpu),
-                &series(NO_LAYER, c, cpu),
-                difference,
-            ),
-            tower_sessions_cpu_over_no_layer_us: Spread::per_round(
-                &series(TS, c, cpu),
-                &series(NO_LAYER, c, cpu),
-                difference,
-            ),
-            floor_to_tower_sessions: Spread::per_round(
-                &series(FLOOR, c, rps),
-                &series(TS, c, rps),
-                ratio,
-            ),
-            floor_to_always_save: Spread::per_round(
-                &series(FLOOR, c, rps),
-                &series(TS_ALWAYS, c, rps),
-                ratio,
-            ),
-            extension_to_no_layer: Spread::per_round(
-                &series(EXTENSION, c, rps),
-                &series(NO_LAYER, c, rps),
-                ratio,
-            ),
+        .map(|&c| {
+            let rps_ratio = |a, b| Spread::per_round(&series(a, c, rps), &series(b, c, rps), ratio);
+            let cpu_over_no_layer =
+                |a| Spread::per_round(&series(a, c, cpu), &series(NO_LAYER, c, cpu), difference);
+            LoadRatios {
+                connections: c,
+                ours_to_tower_sessions: rps_ratio(OURS, TS),
+                ours_to_always_save: rps_ratio(OURS, TS_ALWAYS),
+                untouched_to_no_layer: rps_ratio(UNTOUCHED, NO_LAYER),
+                server_cpu_over_no_layer_us: cpu_over_no_layer(OURS),
+                floor_cpu_over_no_layer_us: cpu_over_no_layer(FLOOR),
+                tower_sessions_cpu_over_no_layer_us: cpu_over_no_layer(TS),
+                floor_to_tower_sessions: rps_ratio(FLOOR, TS),
+                floor_to_always_save: rps_ratio(FLOOR, TS_ALWAYS),
+                extension_to_no_layer: rps_ratio(EXTENSION, NO_LAYER),
+            }
         })
         .collect();
     Load { rows, ratios }
