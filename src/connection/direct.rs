@@ -4,10 +4,9 @@
 //! request holds the read lock reads the socket and hands every reply to its request, in
 //! order. A lone request thus reads its own reply: no hop to another task or thread, which is
 //! most of what a general-purpose client costs over a bare socket (see BENCHMARKS.md). Replies
-//! are parsed by hand into [`redis::Value`], by the request they belong to (the reader only
-//! finds where each ends and hands over the bytes: values built on one thread and freed on
-//! another make the allocator's locks contend); only error replies go through redis-rs's
-//! parser.
+//! are parsed (see `resp`) by the request they belong to: the reader only finds where each
+//! ends and hands over the bytes, since values built on one thread and freed on another make
+//! the allocator's locks contend.
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,9 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, Notify};
+
+use super::resp::{broken, parse, skip, Replies};
 
 /// The two halves of a socket.
 enum Socket {
@@ -91,6 +92,10 @@ struct Writer {
 struct Reader {
     half: ReadHalf,
     buf: Vec<u8>,
+    /// Scratch lists of `dispatch`, kept for their capacity: where each reply in `buf`
+    /// ends, and the requests whose replies are all in.
+    ends: Vec<usize>,
+    done: Vec<Pending>,
 }
 
 struct Inner {
@@ -110,10 +115,6 @@ pub(crate) struct Direct {
 
 /// Replies buffered before the reader parses; grows for larger ones.
 const READ_CHUNK: usize = 16 * 1024;
-
-fn broken(what: &str) -> RedisError {
-    RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
-}
 
 impl Direct {
     /// Opens a socket to `addr` and logs in (`AUTH`, `SELECT`). `closed` is raised, and `wake`
@@ -159,6 +160,8 @@ impl Direct {
                 reader: tokio::sync::Mutex::new(Reader {
                     half: read,
                     buf: Vec::with_capacity(READ_CHUNK),
+                    ends: Vec::new(),
+                    done: Vec::new(),
                 }),
                 closed,
                 wake,
@@ -199,8 +202,14 @@ impl Direct {
         }
     }
 
+    /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies, to
+    /// be read in place.
+    pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
+        self.exchange(bytes, expected).await.map(Replies)
+    }
+
     /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies.
-    pub(crate) async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
+    async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
         let replies = self.exchange(bytes, expected).await?;
         let mut values = Vec::with_capacity(expected);
         let mut at = 0;
@@ -324,9 +333,12 @@ impl Direct {
 
     /// Hands every complete reply in the buffer to its request.
     fn dispatch(&self, reader: &mut Reader) -> RedisResult<()> {
-        let mut ends = Vec::new();
+        let Reader {
+            buf, ends, done, ..
+        } = reader;
+        ends.clear();
         let mut at = 0;
-        while let Some(end) = skip(&reader.buf, at)? {
+        while let Some(end) = skip(buf, at)? {
             ends.push(end);
             at = end;
         }
@@ -335,22 +347,29 @@ impl Direct {
         }
         // One short hold of the lock for the whole read; the requests are woken, and held
         // commands written, after it.
-        let mut complete = Vec::new();
         let mut out = None;
         {
             let mut w = self.writer();
             let mut start = 0;
-            for end in ends {
+            let mut ends = ends.iter().copied().peekable();
+            while let Some(mut end) = ends.next() {
                 let Some(front) = w.pending.front_mut() else {
                     return Err(broken("a reply that no request asked for"));
                 };
-                front.bytes.extend_from_slice(&reader.buf[start..end]);
                 front.got += 1;
+                // The request's replies that are in, copied in one go (one allocation of the
+                // right size when they came in one read, as they mostly do).
+                while front.got < front.expected {
+                    let Some(next) = ends.next() else { break };
+                    front.got += 1;
+                    end = next;
+                }
+                front.bytes.extend_from_slice(&buf[start..end]);
                 start = end;
                 if front.got < front.expected {
-                    continue;
+                    break;
                 }
-                complete.extend(w.pending.pop_front());
+                done.extend(w.pending.pop_front());
                 w.sent = w.sent.saturating_sub(1);
                 if w.sent == 0 && !w.pending.is_empty() && !w.writing {
                     // The batch is in: the held commands go now.
@@ -358,11 +377,11 @@ impl Direct {
                 }
             }
         }
-        reader.buf.drain(..at);
+        buf.drain(..at);
         if let Some(out) = out {
             self.write_out(out)?;
         }
-        for p in complete {
+        for p in done.drain(..) {
             // A request that gave up (cancelled) no longer listens: nothing to do.
             let _ = p.done.send(Ok(p.bytes));
         }
@@ -413,189 +432,5 @@ impl ConnectionLike for Direct {
 
     fn get_db(&self) -> i64 {
         self.inner.db
-    }
-}
-
-/// One RESP2 reply at `at`: the value and where it ends; `None` if it is not all in yet.
-fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
-    let Some((kind, line, next)) = line(buf, at) else {
-        return Ok(None);
-    };
-    let number = || number(line);
-    Ok(match kind {
-        b'+' if line == b"OK" => Some((Value::Okay, next)),
-        b'+' => Some((
-            Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
-            next,
-        )),
-        // Errors are rare: redis-rs's parser gives them their codes and kinds.
-        b'-' => Some((redis::parse_redis_value(&buf[at..next])?, next)),
-        b':' => Some((Value::Int(number()?), next)),
-        b'$' => {
-            let Ok(len) = usize::try_from(number()?) else {
-                return Ok(Some((Value::Nil, next)));
-            };
-            let end = next + len;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            Some((Value::BulkString(buf[next..end].to_vec()), end + 2))
-        }
-        b'*' => {
-            let Ok(len) = usize::try_from(number()?) else {
-                return Ok(Some((Value::Nil, next)));
-            };
-            let mut items = Vec::with_capacity(len.min(1024));
-            let mut at = next;
-            for _ in 0..len {
-                match parse(buf, at)? {
-                    Some((item, end)) => {
-                        items.push(item);
-                        at = end;
-                    }
-                    None => return Ok(None),
-                }
-            }
-            Some((Value::Array(items), at))
-        }
-        _ => return Err(broken("a reply of an unknown type from Redis")),
-    })
-}
-
-/// Appends one command in RESP to `out`.
-pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    use std::io::Write as _;
-    let _ = write!(out, "*{}\r\n", args.len());
-    for arg in args {
-        let _ = write!(out, "${}\r\n", arg.len());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Where the RESP2 reply at `at` ends; `None` if it is not all in yet. Builds nothing.
-fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
-    let Some((kind, line, next)) = line(buf, at) else {
-        return Ok(None);
-    };
-    let number = || number(line);
-    Ok(match kind {
-        b'+' | b'-' | b':' => Some(next),
-        b'$' => match usize::try_from(number()?) {
-            Ok(len) => (buf.len() >= next + len + 2).then_some(next + len + 2),
-            Err(_) => Some(next),
-        },
-        b'*' => {
-            let mut at = next;
-            for _ in 0..usize::try_from(number()?).unwrap_or(0) {
-                match skip(buf, at)? {
-                    Some(end) => at = end,
-                    None => return Ok(None),
-                }
-            }
-            Some(at)
-        }
-        _ => return Err(broken("a reply of an unknown type from Redis")),
-    })
-}
-
-/// The type byte, the rest of the line, and where the next line starts.
-fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
-    let kind = *buf.get(at)?;
-    let rest = buf.get(at + 1..)?;
-    // A line holds no '\r' but its end (RESP2: bulk payloads are never scanned here).
-    let end = rest.iter().position(|&b| b == b'\r')?;
-    (*rest.get(end + 1)? == b'\n').then_some((kind, &rest[..end], at + 1 + end + 2))
-}
-
-/// A RESP integer (a length or an `:` reply), read digit by digit.
-fn number(line: &[u8]) -> RedisResult<i64> {
-    let malformed = || broken("a malformed reply from Redis");
-    let (negative, digits) = match line.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, line),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return Err(malformed());
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return Err(malformed());
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(i64::from(d - b'0')))
-            .ok_or_else(malformed)?;
-    }
-    Ok(if negative { -n } else { n })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_as_redis_rs_does() {
-        let mut ours = Vec::new();
-        encode(&mut ours, &[b"HGETALL", b"k"]);
-        encode(&mut ours, &[b"PEXPIRE", b"k", b"1000"]);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL")
-            .arg("k")
-            .cmd("PEXPIRE")
-            .arg("k")
-            .arg(1000);
-        assert_eq!(ours, pipe.get_packed_pipeline());
-    }
-
-    #[test]
-    fn parses_what_redis_sends() {
-        let all = b"*2\r\n$1\r\na\r\n$-1\r\n:5\r\n+OK\r\n*-1\r\n-NOSCRIPT No matching script\r\n";
-        let (v, at) = parse(all, 0).unwrap().unwrap();
-        assert_eq!(
-            v,
-            Value::Array(vec![Value::BulkString(b"a".to_vec()), Value::Nil])
-        );
-        let (v, at) = parse(all, at).unwrap().unwrap();
-        assert_eq!(v, Value::Int(5));
-        let (v, at) = parse(all, at).unwrap().unwrap();
-        assert_eq!(v, Value::Okay);
-        let (v, at) = parse(all, at).unwrap().unwrap();
-        assert_eq!(v, Value::Nil);
-        let (v, at) = parse(all, at).unwrap().unwrap();
-        assert_eq!(v.extract_error().unwrap_err().code(), Some("NOSCRIPT"));
-        assert_eq!(at, all.len());
-        // Any cut short of the end is "not yet", never a wrong value.
-        for cut in 0..all.len() {
-            let mut at = 0;
-            while let Ok(Some((_, end))) = parse(&all[..cut], at) {
-                at = end;
-            }
-            assert!(at <= cut);
-        }
-        assert!(parse(b"?x\r\n", 0).is_err());
-        // `skip` finds the same ends as `parse`, building nothing.
-        let mut at = 0;
-        while let Some((_, end)) = parse(all, at).unwrap() {
-            assert_eq!(skip(all, at).unwrap(), Some(end));
-            at = end;
-        }
-        for cut in 0..all.len() {
-            let (mut p, mut k) = (0, 0);
-            while let Ok(Some((_, end))) = parse(&all[..cut], p) {
-                p = end;
-            }
-            while let Ok(Some(end)) = skip(&all[..cut], k) {
-                k = end;
-            }
-            assert_eq!(p, k, "cut at {cut}");
-        }
-        assert!(skip(b"?x\r\n", 0).is_err());
-        assert_eq!(number(b"-1").unwrap(), -1);
-        assert_eq!(number(b"9223372036854775807").unwrap(), i64::MAX);
-        for bad in [&b""[..], b"-", b"1x", b"99999999999999999999"] {
-            assert!(number(bad).is_err(), "{bad:?}");
-        }
     }
 }

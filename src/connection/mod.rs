@@ -22,6 +22,7 @@ mod conn;
 mod connector;
 mod credentials;
 mod direct;
+mod resp;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,7 +39,7 @@ pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
-pub(crate) use direct::encode;
+pub(crate) use resp::encode;
 
 use crate::error::{SessionError, StoreError};
 

@@ -115,16 +115,20 @@ impl RedisBackend {
         crate::connection::encode(&mut packed, &[b"HGETALL", key.as_bytes()]);
         crate::connection::encode(&mut packed, &[b"PEXPIRE", key.as_bytes(), ms.as_bytes()]);
         let (packed, ms) = (&packed, &ms);
-        let hash: Value = self
-            .connections
+        self.connections
             .run(Repeat::Safe, |mut conn| async move {
                 if let Conn::Direct(direct) = &conn {
-                    let mut replies = direct.request(packed, 2).await?.into_iter();
-                    return match (replies.next(), replies.next()) {
-                        (Some(hash), Some(expired)) => expired.extract_error().and(Ok(hash)),
-                        _ => Err(RedisError::from((redis::ErrorKind::Client, "no reply"))),
-                    }
-                    .and_then(Value::extract_error);
+                    let replies = direct.replies(packed, 2).await?;
+                    let [hash, expired] = replies.split()?;
+                    expired.value()?;
+                    // The fields go from the reply's bytes into the session's map.
+                    let mut strings = hash.strings()?;
+                    let len = strings.len() / 2;
+                    let mut string = move || Some(strings.next()?.map_err(corrupt).and_then(owned));
+                    return Ok(session_of(
+                        len,
+                        std::iter::from_fn(|| Some((string()?, string()?))),
+                    ));
                 }
                 let mut pipe = redis::pipe();
                 pipe.cmd("HGETALL")
@@ -134,10 +138,9 @@ impl RedisBackend {
                     .arg(ms)
                     .ignore();
                 let (hash,): (Value,) = pipe.query_async(&mut conn).await?;
-                Ok(hash)
+                Ok(parse_hash(hash))
             })
-            .await?;
-        parse_hash(hash)
+            .await?
     }
 
     pub(crate) async fn save(
@@ -840,10 +843,26 @@ fn int(v: &Value) -> Result<i64, SessionError> {
 
 fn text(v: Value) -> Result<String, SessionError> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b)
-            .map_err(|_| SessionError::Corrupt("a session field is not UTF-8".into())),
+        Value::BulkString(b) => String::from_utf8(b).map_err(|_| not_utf8()),
         other => Err(unexpected(&other)),
     }
+}
+
+/// A field or value of a hash, read.
+type Text = Result<String, SessionError>;
+
+fn owned(b: &[u8]) -> Result<String, SessionError> {
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .map_err(|_| not_utf8())
+}
+
+fn not_utf8() -> SessionError {
+    SessionError::Corrupt("a session field is not UTF-8".into())
+}
+
+fn corrupt(e: RedisError) -> SessionError {
+    SessionError::Corrupt(e.to_string())
 }
 
 /// A hash as RESP3 sends it (a map), or as a script returns it (a flat array). The field `''`
@@ -851,10 +870,13 @@ fn text(v: Value) -> Result<String, SessionError> {
 fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     match reply {
         Value::Nil => Ok(Found::Absent),
-        Value::Map(pairs) => session_of(pairs.len(), pairs.into_iter()),
+        Value::Map(pairs) => session_of(
+            pairs.len(),
+            pairs.into_iter().map(|(f, v)| (text(f), text(v))),
+        ),
         Value::Array(flat) => {
             let len = flat.len() / 2;
-            let mut flat = flat.into_iter();
+            let mut flat = flat.into_iter().map(text);
             session_of(
                 len,
                 std::iter::from_fn(|| Some((flat.next()?, flat.next()?))),
@@ -864,11 +886,11 @@ fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     }
 }
 
-/// The session in a hash's `len` (field, value) pairs, taken in place (a large session has
-/// dozens: no second list of them).
+/// The session in a hash's `len` (field, value) pairs, each read as it comes (a large session
+/// has dozens: no second list of them).
 fn session_of(
     len: usize,
-    pairs: impl Iterator<Item = (Value, Value)>,
+    pairs: impl Iterator<Item = (Text, Text)>,
 ) -> Result<Found, SessionError> {
     if len == 0 {
         return Ok(Found::Absent);
@@ -876,7 +898,7 @@ fn session_of(
     let mut fields = HashMap::with_capacity(len);
     let mut created_ms = None;
     for (field, value) in pairs {
-        let (field, value) = (text(field)?, text(value)?);
+        let (field, value) = (field?, value?);
         if field.is_empty() {
             if value == ENDED {
                 return Ok(Found::Ended);

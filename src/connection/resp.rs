@@ -1,0 +1,333 @@
+//! RESP2 as our own connection speaks it: commands encoded into one buffer, replies found
+//! (`skip`, which builds nothing) and parsed (`parse`, into [`redis::Value`]) by hand, and
+//! [`Reply::strings`], which reads an array of bulk strings (a hash, as `HGETALL` sends it)
+//! in place, so that a loaded session's fields are copied once, straight into its map. Only
+//! error replies go through redis-rs's parser, which gives them their codes and kinds.
+
+use std::io;
+
+use redis::{RedisError, RedisResult, Value};
+
+/// A reply that cannot be read: the socket is out of step with its requests (an I/O error
+/// kind, so that the connection is retired).
+pub(super) fn broken(what: &str) -> RedisError {
+    RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
+}
+
+/// Complete replies, as one request received them.
+#[derive(Debug)]
+pub(crate) struct Replies(pub(super) Vec<u8>);
+
+impl Replies {
+    /// The first `N` replies, each not read yet.
+    pub(crate) fn split<const N: usize>(&self) -> RedisResult<[Reply<'_>; N]> {
+        let mut at = 0;
+        let mut replies = [Reply { buf: &[], at: 0 }; N];
+        for reply in &mut replies {
+            *reply = Reply { buf: &self.0, at };
+            at = skip(&self.0, at)?.ok_or_else(|| broken("a reply cut short"))?;
+        }
+        Ok(replies)
+    }
+}
+
+/// One complete reply in a buffer, not read yet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reply<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reply<'a> {
+    /// The reply as a value; an error reply is the error.
+    pub(crate) fn value(self) -> RedisResult<Value> {
+        parse(self.buf, self.at)?
+            .ok_or_else(|| broken("a reply cut short"))?
+            .0
+            .extract_error()
+    }
+
+    /// The items of an array of bulk strings, borrowed from the buffer; a nil array has none.
+    /// An error reply is the error; any other reply, or an item that is not a bulk string,
+    /// is an error of kind `UnexpectedReturnType`.
+    pub(crate) fn strings(self) -> RedisResult<Strings<'a>> {
+        let (kind, line, next) =
+            line(self.buf, self.at).ok_or_else(|| broken("a reply cut short"))?;
+        match kind {
+            b'*' => Ok(Strings {
+                buf: self.buf,
+                at: next,
+                left: usize::try_from(number(line)?).unwrap_or(0),
+            }),
+            b'-' => Err(self.value().err().unwrap_or_else(|| not_strings("reply"))),
+            _ => Err(not_strings("reply")),
+        }
+    }
+}
+
+fn not_strings(what: &str) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "expected an array of bulk strings",
+        format!("got another {what}"),
+    ))
+}
+
+/// The items of an array of bulk strings, in order.
+#[derive(Debug)]
+pub(crate) struct Strings<'a> {
+    buf: &'a [u8],
+    at: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = RedisResult<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.left = self.left.checked_sub(1)?;
+        let item = match line(self.buf, self.at) {
+            Some((b'$', line, next)) => number(line).and_then(|len| {
+                let end = usize::try_from(len)
+                    .ok()
+                    .map(|len| next + len)
+                    .filter(|&end| end + 2 <= self.buf.len())
+                    .ok_or_else(|| not_strings("item"))?;
+                self.at = end + 2;
+                Ok(&self.buf[next..end])
+            }),
+            _ => Err(not_strings("item")),
+        };
+        if item.is_err() {
+            self.left = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+impl Strings<'_> {
+    /// How many items are left.
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+}
+
+/// One RESP2 reply at `at`: the value and where it ends; `None` if it is not all in yet.
+pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
+    let Some((kind, line, next)) = line(buf, at) else {
+        return Ok(None);
+    };
+    let number = || number(line);
+    Ok(match kind {
+        b'+' if line == b"OK" => Some((Value::Okay, next)),
+        b'+' => Some((
+            Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
+            next,
+        )),
+        // Errors are rare: redis-rs's parser gives them their codes and kinds.
+        b'-' => Some((redis::parse_redis_value(&buf[at..next])?, next)),
+        b':' => Some((Value::Int(number()?), next)),
+        b'$' => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let end = next + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            Some((Value::BulkString(buf[next..end].to_vec()), end + 2))
+        }
+        b'*' => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let mut items = Vec::with_capacity(len.min(1024));
+            let mut at = next;
+            for _ in 0..len {
+                match parse(buf, at)? {
+                    Some((item, end)) => {
+                        items.push(item);
+                        at = end;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Some((Value::Array(items), at))
+        }
+        _ => return Err(broken("a reply of an unknown type from Redis")),
+    })
+}
+
+/// Appends one command in RESP to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    use std::io::Write as _;
+    let _ = write!(out, "*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(out, "${}\r\n", arg.len());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Where the RESP2 reply at `at` ends; `None` if it is not all in yet. Builds nothing.
+pub(super) fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
+    let Some((kind, line, next)) = line(buf, at) else {
+        return Ok(None);
+    };
+    let number = || number(line);
+    Ok(match kind {
+        b'+' | b'-' | b':' => Some(next),
+        b'$' => match usize::try_from(number()?) {
+            Ok(len) => (buf.len() >= next + len + 2).then_some(next + len + 2),
+            Err(_) => Some(next),
+        },
+        b'*' => {
+            let mut at = next;
+            for _ in 0..usize::try_from(number()?).unwrap_or(0) {
+                match skip(buf, at)? {
+                    Some(end) => at = end,
+                    None => return Ok(None),
+                }
+            }
+            Some(at)
+        }
+        _ => return Err(broken("a reply of an unknown type from Redis")),
+    })
+}
+
+/// The type byte, the rest of the line, and where the next line starts.
+fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let kind = *buf.get(at)?;
+    let rest = buf.get(at + 1..)?;
+    // A line holds no '\r' but its end (RESP2: bulk payloads are never scanned here).
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    (*rest.get(end + 1)? == b'\n').then_some((kind, &rest[..end], at + 1 + end + 2))
+}
+
+/// A RESP integer (a length or an `:` reply), read digit by digit.
+fn number(line: &[u8]) -> RedisResult<i64> {
+    let malformed = || broken("a malformed reply from Redis");
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(malformed());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(malformed());
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(i64::from(d - b'0')))
+            .ok_or_else(malformed)?;
+    }
+    Ok(if negative { -n } else { n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_as_redis_rs_does() {
+        let mut ours = Vec::new();
+        encode(&mut ours, &[b"HGETALL", b"k"]);
+        encode(&mut ours, &[b"PEXPIRE", b"k", b"1000"]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg("k")
+            .cmd("PEXPIRE")
+            .arg("k")
+            .arg(1000);
+        assert_eq!(ours, pipe.get_packed_pipeline());
+    }
+
+    #[test]
+    fn parses_what_redis_sends() {
+        let all = b"*2\r\n$1\r\na\r\n$-1\r\n:5\r\n+OK\r\n*-1\r\n-NOSCRIPT No matching script\r\n";
+        let (v, at) = parse(all, 0).unwrap().unwrap();
+        assert_eq!(
+            v,
+            Value::Array(vec![Value::BulkString(b"a".to_vec()), Value::Nil])
+        );
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Int(5));
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Okay);
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v, Value::Nil);
+        let (v, at) = parse(all, at).unwrap().unwrap();
+        assert_eq!(v.extract_error().unwrap_err().code(), Some("NOSCRIPT"));
+        assert_eq!(at, all.len());
+        // Any cut short of the end is "not yet", never a wrong value.
+        for cut in 0..all.len() {
+            let mut at = 0;
+            while let Ok(Some((_, end))) = parse(&all[..cut], at) {
+                at = end;
+            }
+            assert!(at <= cut);
+        }
+        assert!(parse(b"?x\r\n", 0).is_err());
+        // `skip` finds the same ends as `parse`, building nothing.
+        let mut at = 0;
+        while let Some((_, end)) = parse(all, at).unwrap() {
+            assert_eq!(skip(all, at).unwrap(), Some(end));
+            at = end;
+        }
+        for cut in 0..all.len() {
+            let (mut p, mut k) = (0, 0);
+            while let Ok(Some((_, end))) = parse(&all[..cut], p) {
+                p = end;
+            }
+            while let Ok(Some(end)) = skip(&all[..cut], k) {
+                k = end;
+            }
+            assert_eq!(p, k, "cut at {cut}");
+        }
+        assert!(skip(b"?x\r\n", 0).is_err());
+        assert_eq!(number(b"-1").unwrap(), -1);
+        assert_eq!(number(b"9223372036854775807").unwrap(), i64::MAX);
+        for bad in [&b""[..], b"-", b"1x", b"99999999999999999999"] {
+            assert!(number(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_a_hash_in_place() {
+        let replies = Replies(b"*4\r\n$1\r\na\r\n$0\r\n\r\n$2\r\nbc\r\n$1\r\nd\r\n:1\r\n".to_vec());
+        let [hash, expired] = replies.split().unwrap();
+        assert_eq!(expired.value().unwrap(), Value::Int(1));
+        let strings = hash.strings().unwrap();
+        assert_eq!(strings.len(), 4);
+        let items: Vec<&[u8]> = strings.map(Result::unwrap).collect();
+        assert_eq!(items, [&b"a"[..], b"", b"bc", b"d"]);
+        // Fewer replies than asked for: an error, never a wrong split.
+        assert!(Replies(b"*0\r\n".to_vec()).split::<2>().is_err());
+        // Nil and empty arrays have no items; an error reply is the error; other replies and
+        // items are errors too, and stop the items.
+        let one = |bytes: &[u8]| Replies(bytes.to_vec());
+        for empty in [&b"*-1\r\n"[..], b"*0\r\n"] {
+            let empty = one(empty);
+            let [r] = empty.split().unwrap();
+            assert_eq!(r.strings().unwrap().count(), 0);
+        }
+        let error = one(b"-WRONGTYPE Operation\r\n");
+        let [r] = error.split().unwrap();
+        assert_eq!(r.strings().unwrap_err().code(), Some("WRONGTYPE"));
+        let int = one(b":3\r\n");
+        let [r] = int.split().unwrap();
+        assert!(r.strings().is_err());
+        let mixed = one(b"*3\r\n$1\r\na\r\n:5\r\n$1\r\nb\r\n");
+        let [r] = mixed.split().unwrap();
+        let items: Vec<_> = r.strings().unwrap().collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[1].is_err());
+    }
+}
