@@ -74,6 +74,7 @@ mod cookie;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod fields;
 mod layer;
 mod observe;
 mod session;

@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cookie::{Carried, Meta, Verified};
 use crate::error::SessionError;
+use crate::fields::Fields;
 use crate::observe::{count, observe};
 use crate::state::StoreInner;
 use crate::store::{now_ms, Counter, Found, IndexOp, Mode, Outcome, Write, META_IDLE, META_USER};
@@ -115,7 +116,7 @@ struct State {
     /// Remaining lifetime as of the last store operation.
     ttl: Option<Duration>,
     /// Stored values with this request's changes applied (JSON text); `None` until loaded.
-    data: Option<HashMap<String, String>>,
+    data: Option<Fields>,
     /// Pending changes: `Some` to set, `None` to delete.
     changes: HashMap<String, Option<String>>,
     /// Pending: drop every stored field first.
@@ -127,7 +128,7 @@ impl State {
     fn adopt(&mut self, verified: Option<Verified>) {
         let Some(v) = verified else {
             self.stored = Stored::Absent;
-            self.data = Some(HashMap::new());
+            self.data = Some(Fields::default());
             return;
         };
         self.token = Some(v.token);
@@ -148,15 +149,15 @@ impl State {
     }
 
     /// The stored fields as this request sees them: its pending changes applied.
-    fn view(&self, mut stored: HashMap<String, String>) -> HashMap<String, String> {
+    fn view(&self, mut stored: Fields) -> Fields {
         if self.cleared {
             stored.clear();
         }
         for (k, v) in &self.changes {
             match v {
                 Some(v) => stored.insert(k.clone(), v.clone()),
-                None => stored.remove(k),
-            };
+                None => drop(stored.remove(k)),
+            }
         }
         stored
     }
@@ -168,7 +169,7 @@ impl State {
         let changes = std::mem::take(&mut self.changes);
         self.forget(Stored::Absent);
         self.changes = changes.into_iter().filter(|(_, v)| v.is_some()).collect();
-        self.data = Some(self.view(HashMap::new()));
+        self.data = Some(self.view(Fields::default()));
     }
 
     /// Drops every trace of the current session from this handle.
@@ -181,7 +182,7 @@ impl State {
         self.user_id = None;
         self.stored = stored;
         self.new_token = false;
-        self.data = Some(HashMap::new());
+        self.data = Some(Fields::default());
         self.changes.clear();
         self.cleared = false;
     }
@@ -220,7 +221,7 @@ impl Session {
             lifetime_changed: false,
             modified: false,
             ttl: None,
-            data: Some(HashMap::new()),
+            data: Some(Fields::default()),
             changes: HashMap::new(),
             cleared: false,
         };
@@ -296,7 +297,7 @@ impl Session {
                     if state.stored == Stored::Unknown {
                         state.stored = Stored::Absent;
                     }
-                    state.data = Some(state.view(HashMap::new()));
+                    state.data = Some(state.view(Fields::default()));
                     return Ok(());
                 }
             }
@@ -327,7 +328,7 @@ impl Session {
                 state.stored = Stored::Ended;
                 state.changes.clear();
                 state.cleared = false;
-                HashMap::new()
+                Fields::default()
             }
             Found::Absent => {
                 // Live earlier in this request and gone now: it ended meanwhile.
@@ -336,7 +337,7 @@ impl Session {
                 } else {
                     Stored::Absent
                 };
-                HashMap::new()
+                Fields::default()
             }
         };
         state.data = Some(state.view(fields));
@@ -352,7 +353,7 @@ impl Session {
             .data
             .as_ref()
             .and_then(|data| data.get(key))
-            .map(|json| serde_json::from_str(json))
+            .map(serde_json::from_str)
             .transpose()
             .map_err(|source| SessionError::Decode {
                 key: key.into(),
@@ -393,22 +394,30 @@ impl Session {
         }
         // Against the loaded session the limits are exact; unloaded, this request's own
         // changes are a lower bound here, and the store checks the rest when it writes.
-        let mut sizes: HashMap<&str, usize> = match &state.data {
-            Some(data) => data
-                .iter()
-                .map(|(k, v)| (k.as_str(), k.len() + v.len()))
-                .collect(),
-            None => state
-                .changes
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str(), k.len() + v.as_ref()?.len())))
-                .collect(),
+        let (count, bytes, old) = match &state.data {
+            Some(data) => (data.len(), data.bytes(), data.get(key)),
+            None => {
+                let sets = state
+                    .changes
+                    .iter()
+                    .filter_map(|(k, v)| Some((k, v.as_ref()?)));
+                let (count, bytes) =
+                    sets.fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+                (
+                    count,
+                    bytes,
+                    state.changes.get(key).and_then(Option::as_deref),
+                )
+            }
         };
-        sizes.insert(key, key.len() + json.len());
-        too_large(crate::store::KEY_COUNT, sizes.len(), limits.keys)?;
+        let (count, bytes) = match old {
+            Some(old) => (count, bytes.saturating_sub(key.len() + old.len())),
+            None => (count + 1, bytes),
+        };
+        too_large(crate::store::KEY_COUNT, count, limits.keys)?;
         too_large(
             crate::store::SESSION_SIZE,
-            sizes.values().sum(),
+            bytes + key.len() + json.len(),
             limits.session_bytes,
         )?;
         if let Some(data) = state.data.as_mut() {
@@ -442,7 +451,7 @@ impl Session {
     /// Removes every key but keeps the session (and its id). Written after the handler.
     pub fn clear(&self) -> Result<(), SessionError> {
         let mut state = self.state();
-        state.data = Some(HashMap::new());
+        state.data = Some(Fields::default());
         state.changes.clear();
         if matches!(state.stored, Stored::Unknown | Stored::Live) {
             state.cleared = true;
@@ -458,14 +467,14 @@ impl Session {
             .state()
             .data
             .as_ref()
-            .map(|data| data.keys().cloned().collect())
+            .map(|data| data.iter().map(|(k, _)| k.to_owned()).collect())
             .unwrap_or_default())
     }
 
     /// Whether the session holds no keys. Loads the session on first use.
     pub async fn is_empty(&self) -> Result<bool, SessionError> {
         self.load().await?;
-        Ok(self.state().data.as_ref().is_none_or(HashMap::is_empty))
+        Ok(self.state().data.as_ref().is_none_or(Fields::is_empty))
     }
 
     /// Whether this request changed the session: a staged `insert`, `remove` or `clear`, or
@@ -776,7 +785,7 @@ impl Session {
         let (fields, user_id) = {
             let mut state = self.state();
             let fields = state.view(if switching {
-                HashMap::new()
+                Fields::default()
             } else {
                 taken.map(|t| t.fields).unwrap_or_default()
             });
@@ -806,10 +815,7 @@ impl Session {
                 |store, key, mode, ttl| {
                     let (fields, user_id, index) = (&fields, &user_id, &index);
                     async move {
-                        let mut set: Vec<(&str, &str)> = fields
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
+                        let mut set: Vec<(&str, &str)> = fields.iter().collect();
                         if let Some(user) = user_id {
                             set.push((META_USER, user.as_str()));
                         }

@@ -1,10 +1,12 @@
 //! RESP2 as our own connection speaks it: commands encoded into one buffer, replies found
 //! (`skip`, which builds nothing) and parsed (`parse`, into [`redis::Value`]) by hand, and
-//! [`Reply::strings`], which reads an array of bulk strings (a hash, as `HGETALL` sends it)
-//! in place, so that a loaded session's fields are copied once, straight into its map. Only
+//! [`Reply::spans`], which finds the items of an array of bulk strings (a hash, as `HGETALL`
+//! sends it) in place, so that a loaded session's fields stay in the reply's bytes. Only
 //! error replies go through redis-rs's parser, which gives them their codes and kinds.
 
 use std::io;
+use std::ops::Range;
+use std::string::FromUtf8Error;
 
 use redis::{RedisError, RedisResult, Value};
 
@@ -29,6 +31,11 @@ impl Replies {
         }
         Ok(replies)
     }
+
+    /// The replies' bytes as text, if they are UTF-8: spans of their items are spans of it.
+    pub(crate) fn into_text(self) -> Result<String, FromUtf8Error> {
+        String::from_utf8(self.0)
+    }
 }
 
 /// One complete reply in a buffer, not read yet.
@@ -47,14 +54,14 @@ impl<'a> Reply<'a> {
             .extract_error()
     }
 
-    /// The items of an array of bulk strings, borrowed from the buffer; a nil array has none.
-    /// An error reply is the error; any other reply, or an item that is not a bulk string,
-    /// is an error of kind `UnexpectedReturnType`.
-    pub(crate) fn strings(self) -> RedisResult<Strings<'a>> {
+    /// Where the items of an array of bulk strings are in the replies' bytes; a nil array has
+    /// none. An error reply is the error; any other reply, or an item that is not a bulk
+    /// string, is an error of kind `UnexpectedReturnType`.
+    pub(crate) fn spans(self) -> RedisResult<Spans<'a>> {
         let (kind, line, next) =
             line(self.buf, self.at).ok_or_else(|| broken("a reply cut short"))?;
         match kind {
-            b'*' => Ok(Strings {
+            b'*' => Ok(Spans {
                 buf: self.buf,
                 at: next,
                 left: usize::try_from(number(line)?).unwrap_or(0),
@@ -73,16 +80,16 @@ fn not_strings(what: &str) -> RedisError {
     ))
 }
 
-/// The items of an array of bulk strings, in order.
+/// Where each item of an array of bulk strings is, in order.
 #[derive(Debug)]
-pub(crate) struct Strings<'a> {
+pub(crate) struct Spans<'a> {
     buf: &'a [u8],
     at: usize,
     left: usize,
 }
 
-impl<'a> Iterator for Strings<'a> {
-    type Item = RedisResult<&'a [u8]>;
+impl Iterator for Spans<'_> {
+    type Item = RedisResult<Range<usize>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.left = self.left.checked_sub(1)?;
@@ -94,7 +101,7 @@ impl<'a> Iterator for Strings<'a> {
                     .filter(|&end| end + 2 <= self.buf.len())
                     .ok_or_else(|| not_strings("item"))?;
                 self.at = end + 2;
-                Ok(&self.buf[next..end])
+                Ok(next..end)
             }),
             _ => Err(not_strings("item")),
         };
@@ -109,7 +116,7 @@ impl<'a> Iterator for Strings<'a> {
     }
 }
 
-impl Strings<'_> {
+impl Spans<'_> {
     /// How many items are left.
     pub(crate) fn len(&self) -> usize {
         self.left
@@ -304,10 +311,12 @@ mod tests {
         let replies = Replies(b"*4\r\n$1\r\na\r\n$0\r\n\r\n$2\r\nbc\r\n$1\r\nd\r\n:1\r\n".to_vec());
         let [hash, expired] = replies.split().unwrap();
         assert_eq!(expired.value().unwrap(), Value::Int(1));
-        let strings = hash.strings().unwrap();
-        assert_eq!(strings.len(), 4);
-        let items: Vec<&[u8]> = strings.map(Result::unwrap).collect();
-        assert_eq!(items, [&b"a"[..], b"", b"bc", b"d"]);
+        let spans = hash.spans().unwrap();
+        assert_eq!(spans.len(), 4);
+        let items: Vec<_> = spans.map(Result::unwrap).collect();
+        let text = replies.into_text().unwrap();
+        let items: Vec<&str> = items.into_iter().map(|r| &text[r]).collect();
+        assert_eq!(items, ["a", "", "bc", "d"]);
         // Fewer replies than asked for: an error, never a wrong split.
         assert!(Replies(b"*0\r\n".to_vec()).split::<2>().is_err());
         // Nil and empty arrays have no items; an error reply is the error; other replies and
@@ -316,17 +325,17 @@ mod tests {
         for empty in [&b"*-1\r\n"[..], b"*0\r\n"] {
             let empty = one(empty);
             let [r] = empty.split().unwrap();
-            assert_eq!(r.strings().unwrap().count(), 0);
+            assert_eq!(r.spans().unwrap().count(), 0);
         }
         let error = one(b"-WRONGTYPE Operation\r\n");
         let [r] = error.split().unwrap();
-        assert_eq!(r.strings().unwrap_err().code(), Some("WRONGTYPE"));
+        assert_eq!(r.spans().unwrap_err().code(), Some("WRONGTYPE"));
         let int = one(b":3\r\n");
         let [r] = int.split().unwrap();
-        assert!(r.strings().is_err());
+        assert!(r.spans().is_err());
         let mixed = one(b"*3\r\n$1\r\na\r\n:5\r\n$1\r\nb\r\n");
         let [r] = mixed.split().unwrap();
-        let items: Vec<_> = r.strings().unwrap().collect();
+        let items: Vec<_> = r.spans().unwrap().collect();
         assert_eq!(items.len(), 2);
         assert!(items[1].is_err());
     }

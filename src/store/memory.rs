@@ -12,6 +12,7 @@ use super::{
     SESSION_SIZE,
 };
 use crate::error::SessionError;
+use crate::fields::Fields;
 use crate::token::StoreKey;
 use crate::token::UserKeys;
 
@@ -152,7 +153,10 @@ impl MemoryBackend {
                 if entry.ended {
                     Found::Ended
                 } else {
-                    Found::Live(Loaded::from_fields(entry.created_ms, entry.fields.clone()))
+                    Found::Live(Loaded::from_fields(
+                        entry.created_ms,
+                        Fields::of_hash(entry.fields.clone()),
+                    ))
                 }
             }
         })
@@ -226,7 +230,7 @@ impl MemoryBackend {
         entry.fields.insert(c.field.to_owned(), new.to_string());
         let loaded = c
             .load
-            .then(|| Loaded::from_fields(entry.created_ms, entry.fields.clone()));
+            .then(|| Loaded::from_fields(entry.created_ms, Fields::of_hash(entry.fields.clone())));
         Ok(Outcome::Done((new, loaded)))
     }
 
@@ -282,7 +286,7 @@ impl MemoryBackend {
             Some(e) if e.ended => Found::Ended,
             Some(e) => Found::Live(Loaded::from_fields(
                 e.created_ms,
-                if read { e.fields } else { HashMap::new() },
+                Fields::of_hash(if read { e.fields } else { HashMap::new() }),
             )),
         })
     }

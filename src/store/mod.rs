@@ -6,7 +6,7 @@
 pub(crate) mod memory;
 pub(crate) mod redis;
 
-use std::collections::HashMap;
+use crate::fields::Fields;
 use std::time::Duration;
 
 use crate::error::SessionError;
@@ -82,7 +82,7 @@ pub(crate) struct Loaded {
     /// The creation time stored with the session.
     pub(crate) created_ms: i64,
     /// User fields (metadata removed), values as JSON text.
-    pub(crate) fields: HashMap<String, String>,
+    pub(crate) fields: Fields,
     /// The public id, and the user the session is bound to.
     pub(crate) id: Option<uuid::Uuid>,
     pub(crate) user: Option<String>,
@@ -90,12 +90,12 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     /// Splits a hash's fields into the session's keys and its metadata.
-    pub(crate) fn from_fields(created_ms: i64, mut fields: HashMap<String, String>) -> Self {
+    pub(crate) fn from_fields(created_ms: i64, mut fields: Fields) -> Self {
         let id = fields
             .remove(META_ID)
             .and_then(|v| uuid::Uuid::parse_str(&v).ok());
         let user = fields.remove(META_USER);
-        fields.retain(|k, _| !is_meta(k));
+        fields.retain(|k| !is_meta(k));
         Self {
             created_ms,
             fields,

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::connection::{Conn, Connections, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
+use crate::fields::Fields;
 use crate::token::StoreKey;
 use crate::token::UserKeys;
 
@@ -121,14 +122,16 @@ impl RedisBackend {
                     let replies = direct.replies(packed, 2).await?;
                     let [hash, expired] = replies.split()?;
                     expired.value()?;
-                    // The fields go from the reply's bytes into the session's map.
-                    let mut strings = hash.strings()?;
-                    let len = strings.len() / 2;
-                    let mut string = move || Some(strings.next()?.map_err(corrupt).and_then(owned));
-                    return Ok(session_of(
-                        len,
-                        std::iter::from_fn(|| Some((string()?, string()?))),
-                    ));
+                    // The fields stay in the reply's bytes.
+                    let mut spans = hash.spans()?;
+                    let mut entries = Vec::with_capacity(spans.len() / 2);
+                    while let (Some(field), Some(value)) = (spans.next(), spans.next()) {
+                        entries.push((field?, value?));
+                    }
+                    return Ok(match replies.into_text() {
+                        Ok(text) => session_of(Fields::in_text(text, entries)),
+                        Err(_) => Err(not_utf8()),
+                    });
                 }
                 let mut pipe = redis::pipe();
                 pipe.cmd("HGETALL")
@@ -848,67 +851,38 @@ fn text(v: Value) -> Result<String, SessionError> {
     }
 }
 
-/// A field or value of a hash, read.
-type Text = Result<String, SessionError>;
-
-fn owned(b: &[u8]) -> Result<String, SessionError> {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| not_utf8())
-}
-
 fn not_utf8() -> SessionError {
     SessionError::Corrupt("a session field is not UTF-8".into())
-}
-
-fn corrupt(e: RedisError) -> SessionError {
-    SessionError::Corrupt(e.to_string())
 }
 
 /// A hash as RESP3 sends it (a map), or as a script returns it (a flat array). The field `''`
 /// is the creation time, or the [`ENDED`] marker; a hash without it is not a session of ours.
 fn parse_hash(reply: Value) -> Result<Found, SessionError> {
-    match reply {
-        Value::Nil => Ok(Found::Absent),
-        Value::Map(pairs) => session_of(
-            pairs.len(),
-            pairs.into_iter().map(|(f, v)| (text(f), text(v))),
-        ),
+    let text = |(f, v)| Ok((text(f)?, text(v)?));
+    let pairs: Vec<(String, String)> = match reply {
+        Value::Nil => return Ok(Found::Absent),
+        Value::Map(pairs) => pairs.into_iter().map(text).collect::<Result<_, _>>()?,
         Value::Array(flat) => {
-            let len = flat.len() / 2;
-            let mut flat = flat.into_iter().map(text);
-            session_of(
-                len,
-                std::iter::from_fn(|| Some((flat.next()?, flat.next()?))),
-            )
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?)))
+                .map(text)
+                .collect::<Result<_, _>>()?
         }
-        other => Err(unexpected(&other)),
-    }
+        other => return Err(unexpected(&other)),
+    };
+    session_of(Fields::of_hash(pairs))
 }
 
-/// The session in a hash's `len` (field, value) pairs, each read as it comes (a large session
-/// has dozens: no second list of them).
-fn session_of(
-    len: usize,
-    pairs: impl Iterator<Item = (Text, Text)>,
-) -> Result<Found, SessionError> {
-    if len == 0 {
+/// The session in a hash's fields.
+fn session_of(fields: Fields) -> Result<Found, SessionError> {
+    if fields.is_empty() {
         return Ok(Found::Absent);
     }
-    let mut fields = HashMap::with_capacity(len);
-    let mut created_ms = None;
-    for (field, value) in pairs {
-        let (field, value) = (field?, value?);
-        if field.is_empty() {
-            if value == ENDED {
-                return Ok(Found::Ended);
-            }
-            created_ms = value.parse().ok();
-        } else {
-            fields.insert(field, value);
-        }
-    }
-    let created_ms = created_ms
-        .ok_or_else(|| SessionError::Corrupt("a session hash without its creation time".into()))?;
+    let created_ms = match fields.get("") {
+        Some(ENDED) => return Ok(Found::Ended),
+        created => created.and_then(|c| c.parse().ok()).ok_or_else(|| {
+            SessionError::Corrupt("a session hash without its creation time".into())
+        })?,
+    };
     Ok(Found::Live(Loaded::from_fields(created_ms, fields)))
 }
