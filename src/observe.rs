@@ -54,17 +54,26 @@ pub(crate) async fn observe<T>(
         outcome = tracing::field::Empty,
         duration_us = tracing::field::Empty,
     );
-    let start = Instant::now();
-    let result = work.instrument(span.clone()).await;
-    let took = start.elapsed();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(SessionError::Unavailable(_)) => "unavailable",
-        Err(SessionError::Ended) => "ended",
-        Err(_) => "error",
+    // Without a subscriber for the span (the usual case in production at info level) and
+    // without metrics, nothing reads the duration or the span's fields: not measured.
+    let traced = !span.is_disabled();
+    let start = (traced || cfg!(feature = "metrics")).then(Instant::now);
+    let result = if traced {
+        work.instrument(span.clone()).await
+    } else {
+        work.await
     };
-    span.record("outcome", outcome);
-    span.record("duration_us", took.as_micros() as u64);
+    let took = start.map(|start| start.elapsed());
+    if traced {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(SessionError::Unavailable(_)) => "unavailable",
+            Err(SessionError::Ended) => "ended",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        span.record("duration_us", took.unwrap_or_default().as_micros() as u64);
+    }
     match &result {
         Err(SessionError::Unavailable(e)) => {
             tracing::warn!(parent: &span, error = %e, "session store unavailable");
@@ -76,6 +85,7 @@ pub(crate) async fn observe<T>(
     }
     count("session_store_operations_total", &[("op", op)], 1);
     #[cfg(feature = "metrics")]
-    ::metrics::histogram!("session_store_duration_seconds", "op" => op).record(took.as_secs_f64());
+    ::metrics::histogram!("session_store_duration_seconds", "op" => op)
+        .record(took.unwrap_or_default().as_secs_f64());
     result
 }

@@ -171,12 +171,45 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
 
 /// Appends one command in RESP to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    use std::io::Write as _;
-    let _ = write!(out, "*{}\r\n", args.len());
+    header(out, b'*', args.len());
     for arg in args {
-        let _ = write!(out, "${}\r\n", arg.len());
+        header(out, b'$', arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A type byte, a length and CRLF.
+fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
+    out.push(kind);
+    out.extend_from_slice(Digits::of(n as u64).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A number in decimal, on the stack (`write!` and `to_string` cost more than the rest of a
+/// command).
+pub(crate) struct Digits {
+    digits: [u8; 20],
+    at: usize,
+}
+
+impl Digits {
+    pub(crate) fn of(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Self { digits, at }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.at..]
     }
 }
 
@@ -243,16 +276,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn digits() {
+        for n in [0, 7, 10, 1_800_000, u64::MAX] {
+            assert_eq!(Digits::of(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
     fn encodes_as_redis_rs_does() {
         let mut ours = Vec::new();
         encode(&mut ours, &[b"HGETALL", b"k"]);
         encode(&mut ours, &[b"PEXPIRE", b"k", b"1000"]);
+        let long = vec![b'x'; 1234];
+        encode(&mut ours, &[b"GET", &long, b""]);
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL")
             .arg("k")
             .cmd("PEXPIRE")
             .arg("k")
-            .arg(1000);
+            .arg(1000)
+            .cmd("GET")
+            .arg(&long)
+            .arg("");
         assert_eq!(ours, pipe.get_packed_pipeline());
     }
 

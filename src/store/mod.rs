@@ -92,8 +92,8 @@ impl Loaded {
     /// Splits a hash's fields into the session's keys and its metadata.
     pub(crate) fn from_fields(created_ms: i64, mut fields: Fields) -> Self {
         let id = fields
-            .remove(META_ID)
-            .and_then(|v| uuid::Uuid::parse_str(&v).ok());
+            .get(META_ID)
+            .and_then(|v| uuid::Uuid::parse_str(v).ok());
         let user = fields.remove(META_USER);
         fields.retain(|k| !is_meta(k));
         Self {

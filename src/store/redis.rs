@@ -16,7 +16,7 @@ use super::{
     now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
     Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
-use crate::connection::{Conn, Connections, Repeat, Stats};
+use crate::connection::{Conn, Connections, Digits, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
 use crate::fields::Fields;
 use crate::token::StoreKey;
@@ -110,12 +110,12 @@ impl RedisBackend {
     /// `HGETALL` and `PEXPIRE` in one pipeline. `PEXPIRE` of a key that is gone does nothing,
     /// so a concurrent logout is never undone.
     pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
-        let (key, ms) = (key.as_str(), millis(ttl).to_string());
+        let (key, ms) = (key.as_str(), Digits::of(millis(ttl)));
         // Our own connection takes the two commands ready-encoded: one buffer, no builder.
         let mut packed = Vec::with_capacity(48 + 2 * key.len());
         crate::connection::encode(&mut packed, &[b"HGETALL", key.as_bytes()]);
         crate::connection::encode(&mut packed, &[b"PEXPIRE", key.as_bytes(), ms.as_bytes()]);
-        let (packed, ms) = (&packed, &ms);
+        let (packed, ms) = (&packed, ms.as_bytes());
         self.connections
             .run(Repeat::Safe, |mut conn| async move {
                 if let Conn::Direct(direct) = &conn {

@@ -11,7 +11,7 @@
 //! Libraries: our layer, tower-sessions (default and `always_save`), the router without a
 //! layer, and two floors for `read`:
 //! - `floor`: the router without the layer, whose handler does our read's Redis work
-//!   (`HGETALL key` + `PEXPIRE key 1800000`, parsed into a map) through our store's own
+//!   (`HGETALL key` + `PEXPIRE key 1800000`, read into a session's fields) through our own
 //!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic;
 //! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no

@@ -819,7 +819,7 @@ fn markdown(report: &Report) -> String {
         md,
         "\n### Floors\n\nThe **floor** is a request on the same router without the session layer \
          whose handler does our read's Redis work (`HGETALL key` + `PEXPIRE key 1800000`, the \
-         reply parsed into a map) through our store's own connections and nothing else. The \
+         reply read into a session's fields) through our store's own connections and nothing else. The \
          **raw floor** is the physical limit: \
          those two commands as RESP bytes written on one bare blocking TCP socket and read until \
          both replies are complete (no client library, no runtime, no router). Same session as \
