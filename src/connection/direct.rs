@@ -72,8 +72,8 @@ struct Pending {
     expected: usize,
     /// Replies received, and their bytes.
     got: usize,
-    bytes: Vec<u8>,
-    done: oneshot::Sender<RedisResult<Vec<u8>>>,
+    replies: Replies,
+    done: oneshot::Sender<RedisResult<Replies>>,
 }
 
 struct Writer {
@@ -205,12 +205,12 @@ impl Direct {
     /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies, to
     /// be read in place.
     pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
-        self.exchange(bytes, expected).await.map(Replies)
+        self.exchange(bytes, expected).await
     }
 
     /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies.
     async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
-        let replies = self.exchange(bytes, expected).await?;
+        let replies = self.exchange(bytes, expected).await?.bytes;
         let mut values = Vec::with_capacity(expected);
         let mut at = 0;
         while values.len() < expected {
@@ -222,7 +222,7 @@ impl Direct {
     }
 
     /// Sends `bytes` (`expected` commands) and waits for the bytes of their replies.
-    async fn exchange(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<u8>> {
+    async fn exchange(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
         let (done, mut answer) = oneshot::channel();
         {
             let mut w = self.writer();
@@ -232,7 +232,7 @@ impl Direct {
             w.pending.push_back(Pending {
                 expected,
                 got: 0,
-                bytes: Vec::new(),
+                replies: Replies::default(),
                 done,
             });
             w.backlog.extend_from_slice(bytes);
@@ -263,8 +263,8 @@ impl Direct {
     async fn read_for(
         &self,
         reader: &mut Reader,
-        mut answer: oneshot::Receiver<RedisResult<Vec<u8>>>,
-    ) -> RedisResult<Vec<u8>> {
+        mut answer: oneshot::Receiver<RedisResult<Replies>>,
+    ) -> RedisResult<Replies> {
         loop {
             if let Ok(result) = answer.try_recv() {
                 return result;
@@ -356,15 +356,18 @@ impl Direct {
                 let Some(front) = w.pending.front_mut() else {
                     return Err(broken("a reply that no request asked for"));
                 };
-                front.got += 1;
                 // The request's replies that are in, copied in one go (one allocation of the
                 // right size when they came in one read, as they mostly do).
+                let had = front.replies.bytes.len();
+                front.got += 1;
+                front.replies.ended(had + end - start);
                 while front.got < front.expected {
                     let Some(next) = ends.next() else { break };
                     front.got += 1;
                     end = next;
+                    front.replies.ended(had + end - start);
                 }
-                front.bytes.extend_from_slice(&buf[start..end]);
+                front.replies.bytes.extend_from_slice(&buf[start..end]);
                 start = end;
                 if front.got < front.expected {
                     break;
@@ -383,7 +386,7 @@ impl Direct {
         }
         for p in done.drain(..) {
             // A request that gave up (cancelled) no longer listens: nothing to do.
-            let _ = p.done.send(Ok(p.bytes));
+            let _ = p.done.send(Ok(p.replies));
         }
         Ok(())
     }

@@ -16,25 +16,51 @@ pub(super) fn broken(what: &str) -> RedisError {
     RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
 }
 
-/// Complete replies, as one request received them.
-#[derive(Debug)]
-pub(crate) struct Replies(pub(super) Vec<u8>);
+/// Complete replies, as one request received them, with where the first few end (the reader
+/// found that already; reading a reply twice over is most of what a short one costs).
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    pub(super) bytes: Vec<u8>,
+    ends: [usize; 4],
+    known: usize,
+}
 
 impl Replies {
+    /// Replies whose ends are not known yet.
+    #[cfg(test)]
+    fn of(bytes: &[u8]) -> Self {
+        Self {
+            bytes: bytes.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// The next reply ends at `end` in `bytes` (once they are all in).
+    pub(super) fn ended(&mut self, end: usize) {
+        if let Some(slot) = self.ends.get_mut(self.known) {
+            *slot = end;
+            self.known += 1;
+        }
+    }
+
     /// The first `N` replies, each not read yet.
     pub(crate) fn split<const N: usize>(&self) -> RedisResult<[Reply<'_>; N]> {
+        let buf = &self.bytes;
         let mut at = 0;
         let mut replies = [Reply { buf: &[], at: 0 }; N];
-        for reply in &mut replies {
-            *reply = Reply { buf: &self.0, at };
-            at = skip(&self.0, at)?.ok_or_else(|| broken("a reply cut short"))?;
+        for (i, reply) in replies.iter_mut().enumerate() {
+            *reply = Reply { buf, at };
+            at = match self.ends[..self.known].get(i) {
+                Some(&end) if end <= buf.len() => end,
+                _ => skip(buf, at)?.ok_or_else(|| broken("a reply cut short"))?,
+            };
         }
         Ok(replies)
     }
 
     /// The replies' bytes as text, if they are UTF-8: spans of their items are spans of it.
     pub(crate) fn into_text(self) -> Result<String, FromUtf8Error> {
-        String::from_utf8(self.0)
+        String::from_utf8(self.bytes)
     }
 }
 
@@ -353,20 +379,25 @@ mod tests {
 
     #[test]
     fn reads_a_hash_in_place() {
-        let replies = Replies(b"*4\r\n$1\r\na\r\n$0\r\n\r\n$2\r\nbc\r\n$1\r\nd\r\n:1\r\n".to_vec());
-        let [hash, expired] = replies.split().unwrap();
-        assert_eq!(expired.value().unwrap(), Value::Int(1));
-        let spans = hash.spans().unwrap();
-        assert_eq!(spans.len(), 4);
-        let items: Vec<_> = spans.map(Result::unwrap).collect();
-        let text = replies.into_text().unwrap();
-        let items: Vec<&str> = items.into_iter().map(|r| &text[r]).collect();
-        assert_eq!(items, ["a", "", "bc", "d"]);
+        let bytes = b"*4\r\n$1\r\na\r\n$0\r\n\r\n$2\r\nbc\r\n$1\r\nd\r\n:1\r\n";
+        let mut known = Replies::of(bytes);
+        known.ended(skip(bytes, 0).unwrap().unwrap());
+        known.ended(bytes.len());
+        for replies in [Replies::of(bytes), known] {
+            let [hash, expired] = replies.split().unwrap();
+            assert_eq!(expired.value().unwrap(), Value::Int(1));
+            let spans = hash.spans().unwrap();
+            assert_eq!(spans.len(), 4);
+            let items: Vec<_> = spans.map(Result::unwrap).collect();
+            let text = replies.into_text().unwrap();
+            let items: Vec<&str> = items.into_iter().map(|r| &text[r]).collect();
+            assert_eq!(items, ["a", "", "bc", "d"]);
+        }
         // Fewer replies than asked for: an error, never a wrong split.
-        assert!(Replies(b"*0\r\n".to_vec()).split::<2>().is_err());
+        assert!(Replies::of(b"*0\r\n").split::<2>().is_err());
         // Nil and empty arrays have no items; an error reply is the error; other replies and
         // items are errors too, and stop the items.
-        let one = |bytes: &[u8]| Replies(bytes.to_vec());
+        let one = Replies::of;
         for empty in [&b"*-1\r\n"[..], b"*0\r\n"] {
             let empty = one(empty);
             let [r] = empty.split().unwrap();
