@@ -9,9 +9,12 @@
 //! the allocator's locks contend.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -265,6 +268,14 @@ impl Direct {
         reader: &mut Reader,
         mut answer: oneshot::Receiver<RedisResult<Replies>>,
     ) -> RedisResult<Replies> {
+        // This request reads its own replies: the waker that `exchange` left with the channel
+        // must not wake it when `dispatch` hands them over (a poll of the whole request for
+        // nothing and, on a current-thread runtime, one more turn of the I/O driver).
+        if let Poll::Ready(result) =
+            Pin::new(&mut answer).poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return result.unwrap_or_else(|_| Err(broken("the connection to Redis dropped")));
+        }
         loop {
             if let Ok(result) = answer.try_recv() {
                 return result;

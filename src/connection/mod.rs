@@ -241,6 +241,11 @@ impl Shared {
     /// The live connection with the fewest commands in flight, or, when there is none, the
     /// one that an attempt under way opens (before `deadline`).
     async fn lend(&self, deadline: Instant) -> Result<Lent<'_>, SessionError> {
+        // The common case, without subscribing to changes (subscribed before the next look,
+        // so that none is missed).
+        if let Some(lent) = self.try_lend() {
+            return Ok(lent);
+        }
         let mut changes = self.changed.subscribe();
         loop {
             if let Some(lent) = self.try_lend() {
