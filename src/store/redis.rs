@@ -176,24 +176,55 @@ impl RedisBackend {
         let Mode::Create { created_ms, id, .. } = write.mode else {
             return Ok(Outcome::Gone);
         };
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let hset = pipe.cmd("HSET").arg(key.as_str());
-        hset.arg("")
-            .arg(created_ms)
-            .arg(META_ID)
-            .arg(id.to_string());
+        let created = created_ms.to_string();
+        let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = id.hyphenated().encode_lower(&mut id_text).as_bytes();
+        let ms = Digits::of(millis(write.ttl));
+        let (key, ms) = (key.as_str().as_bytes(), ms.as_bytes());
+        let mut hset: Vec<&[u8]> = Vec::with_capacity(6 + 2 * write.set.len());
+        hset.extend([
+            &b"HSET"[..],
+            key,
+            b"",
+            created.as_bytes(),
+            META_ID.as_bytes(),
+            id,
+        ]);
         for (field, value) in &write.set {
-            hset.arg(*field).arg(*value);
+            hset.extend([field.as_bytes(), value.as_bytes()]);
         }
-        hset.ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(key.as_str())
-            .arg(millis(write.ttl))
-            .ignore();
-        let pipe = &pipe;
+        let pexpire = [&b"PEXPIRE"[..], key, ms];
+        let hset = &hset;
         self.connections
             .run(Repeat::Never, |mut conn| async move {
+                if let Conn::Direct(direct) = &conn {
+                    // Ready-encoded, as a load: one buffer, no builder.
+                    let mut packed =
+                        Vec::with_capacity(64 + hset.iter().map(|a| a.len() + 8).sum::<usize>());
+                    crate::connection::encode(&mut packed, &[b"MULTI"]);
+                    crate::connection::encode(&mut packed, hset);
+                    crate::connection::encode(&mut packed, &pexpire);
+                    crate::connection::encode(&mut packed, &[b"EXEC"]);
+                    let replies = direct.replies(&packed, 4).await?;
+                    let [multi, queued, queued_too, exec] = replies.split()?;
+                    for reply in [multi, queued, queued_too] {
+                        reply.value()?;
+                    }
+                    if let Value::Array(results) = exec.value()? {
+                        for result in results {
+                            result.extract_error()?;
+                        }
+                    }
+                    return Ok(());
+                }
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                let cmd = pipe.cmd("HSET");
+                for arg in &hset[1..] {
+                    cmd.arg(*arg);
+                }
+                cmd.ignore();
+                pipe.cmd("PEXPIRE").arg(key).arg(ms).ignore();
                 pipe.exec_async(&mut conn).await
             })
             .await?;
