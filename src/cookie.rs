@@ -44,6 +44,9 @@ pub(crate) struct CookieCodec {
     /// One MAC per key, already keyed and fed `name=`, cloned for each use.
     macs: Vec<HmacSha256>,
     pub(crate) attributes: CookieAttributes,
+    /// `attributes` as `Set-Cookie` writes them after the value (`; HttpOnly; ...`),
+    /// rendered once by the `cookie` crate.
+    attributes_text: String,
 }
 
 /// The attributes sent with the cookie.
@@ -195,11 +198,19 @@ impl CookieCodec {
                 Some(mac)
             })
             .collect();
-        Self {
+        let mut codec = Self {
             name,
             macs,
             attributes,
-        }
+            attributes_text: String::new(),
+        };
+        let prefix = format!("{}=", codec.name);
+        let rendered = codec.base(String::new()).to_string();
+        codec.attributes_text = rendered
+            .strip_prefix(&prefix)
+            .unwrap_or_default()
+            .to_owned();
+        codec
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -397,8 +408,17 @@ impl CookieCodec {
     }
 
     /// `TOKEN.CREATED.IDLE.EXPIRES.ID.USER.TAG`, signed with the current key.
+    #[cfg(test)]
     pub(crate) fn sign(&self, token: &Token, meta: &Meta) -> String {
         let mut value = String::with_capacity(TOKEN_CHARS + 160);
+        self.sign_into(&mut value, token, meta);
+        value
+    }
+
+    /// Appends the signed value to `out`.
+    fn sign_into(&self, out: &mut String, token: &Token, meta: &Meta) {
+        let start = out.len();
+        let value = out;
         value.push_str(token.as_str());
         let _ = write!(value, ".{}.", meta.created_ms);
         if let Some(idle) = meta.idle_ms {
@@ -409,18 +429,17 @@ impl CookieCodec {
             let _ = write!(value, "{expires}");
         }
         value.push('.');
-        URL_SAFE_NO_PAD.encode_string(meta.id.as_bytes(), &mut value);
+        URL_SAFE_NO_PAD.encode_string(meta.id.as_bytes(), value);
         value.push('.');
         if let Some(user) = &meta.user {
             value.push_str(user.as_str());
         }
         if let Some(mac) = self.macs.first() {
             let mut mac = mac.clone();
-            mac.update(value.as_bytes());
+            mac.update(value.get(start..).unwrap_or_default().as_bytes());
             value.push('.');
-            URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
+            URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), value);
         }
-        value
     }
 
     /// `Set-Cookie` for a live session: persistent with this `Max-Age` when `max_age` is
@@ -432,13 +451,21 @@ impl CookieCodec {
         meta: &Meta,
         max_age: Option<Duration>,
     ) -> Option<HeaderValue> {
-        let mut cookie = self.base(self.sign(token, meta));
+        // Written in one go, as the `cookie` crate renders it (see `attributes_text`).
+        let mut header =
+            String::with_capacity(self.name.len() + TOKEN_CHARS + 200 + self.attributes_text.len());
+        header.push_str(&self.name);
+        header.push('=');
+        self.sign_into(&mut header, token, meta);
+        header.push_str(&self.attributes_text);
         if let Some(max_age) = max_age {
-            cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
-            ));
+            let _ = write!(
+                header,
+                "; Max-Age={}",
+                max_age.as_secs().min(i64::MAX as u64)
+            );
         }
-        HeaderValue::try_from(cookie.to_string()).ok()
+        HeaderValue::try_from(header).ok()
     }
 
     /// `Set-Cookie` that makes the browser drop the cookie.
@@ -612,5 +639,35 @@ mod tests {
         assert_eq!(max_age, ["Max-Age=90"]);
         let r = c.removal().unwrap();
         assert!(r.to_str().unwrap().split("; ").any(|a| a == "Max-Age=0"));
+    }
+
+    #[test]
+    fn set_cookie_renders_as_the_cookie_crate() {
+        let t = Token::generate().unwrap();
+        for (secure, same_site, domain) in [
+            (true, SameSite::Lax, None),
+            (false, SameSite::None, Some("example.com")),
+            (true, SameSite::Strict, Some("a.example")),
+        ] {
+            let attributes = CookieAttributes {
+                path: "/app".into(),
+                domain: domain.map(str::to_owned),
+                secure,
+                http_only: !secure,
+                same_site,
+                persistent: false,
+            };
+            let keys = [K1.to_vec()];
+            let c = CookieCodec::new("sid".into(), &keys, attributes);
+            let m = meta(1);
+            for max_age in [None, Some(Duration::from_secs(1_209_600))] {
+                let mut expected = c.base(c.sign(&t, &m));
+                if let Some(m) = max_age {
+                    expected.set_max_age(cookie::time::Duration::seconds(m.as_secs() as i64));
+                }
+                let got = c.set_cookie(&t, &m, max_age).unwrap();
+                assert_eq!(got.to_str().unwrap(), expected.to_string());
+            }
+        }
     }
 }
