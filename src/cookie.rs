@@ -45,8 +45,9 @@ pub(crate) struct CookieCodec {
     macs: Vec<HmacSha256>,
     pub(crate) attributes: CookieAttributes,
     /// `attributes` as `Set-Cookie` writes them after the value (`; HttpOnly; ...`),
-    /// rendered once by the `cookie` crate.
-    attributes_text: String,
+    /// rendered once by the `cookie` crate; `None` if its rendering did not start with
+    /// `name=` (then each cookie is rendered by the crate: never one without attributes).
+    attributes_text: Option<String>,
 }
 
 /// The attributes sent with the cookie.
@@ -202,14 +203,11 @@ impl CookieCodec {
             name,
             macs,
             attributes,
-            attributes_text: String::new(),
+            attributes_text: None,
         };
         let prefix = format!("{}=", codec.name);
         let rendered = codec.base(String::new()).to_string();
-        codec.attributes_text = rendered
-            .strip_prefix(&prefix)
-            .unwrap_or_default()
-            .to_owned();
+        codec.attributes_text = rendered.strip_prefix(&prefix).map(str::to_owned);
         codec
     }
 
@@ -451,13 +449,24 @@ impl CookieCodec {
         meta: &Meta,
         max_age: Option<Duration>,
     ) -> Option<HeaderValue> {
+        let Some(attributes) = &self.attributes_text else {
+            let mut value = String::with_capacity(TOKEN_CHARS + 160);
+            self.sign_into(&mut value, token, meta);
+            let mut cookie = self.base(value);
+            if let Some(max_age) = max_age {
+                cookie.set_max_age(cookie::time::Duration::seconds(
+                    i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+                ));
+            }
+            return HeaderValue::try_from(cookie.to_string()).ok();
+        };
         // Written in one go, as the `cookie` crate renders it (see `attributes_text`).
         let mut header =
-            String::with_capacity(self.name.len() + TOKEN_CHARS + 200 + self.attributes_text.len());
+            String::with_capacity(self.name.len() + TOKEN_CHARS + 200 + attributes.len());
         header.push_str(&self.name);
         header.push('=');
         self.sign_into(&mut header, token, meta);
-        header.push_str(&self.attributes_text);
+        header.push_str(attributes);
         if let Some(max_age) = max_age {
             let _ = write!(
                 header,
@@ -659,8 +668,14 @@ mod tests {
             };
             let keys = [K1.to_vec()];
             let c = CookieCodec::new("sid".into(), &keys, attributes);
+            assert!(c.attributes_text.is_some());
+            let mut rendered_each_time = c.clone();
+            rendered_each_time.attributes_text = None;
             let m = meta(1);
-            for max_age in [None, Some(Duration::from_secs(1_209_600))] {
+            for (c, max_age) in [&c, &rendered_each_time]
+                .into_iter()
+                .flat_map(|c| [(c, None), (c, Some(Duration::from_secs(1_209_600)))])
+            {
                 let mut expected = c.base(c.sign(&t, &m));
                 if let Some(m) = max_age {
                     expected.set_max_age(cookie::time::Duration::seconds(m.as_secs() as i64));
