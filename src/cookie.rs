@@ -406,7 +406,6 @@ impl CookieCodec {
     }
 
     /// `TOKEN.CREATED.IDLE.EXPIRES.ID.USER.TAG`, signed with the current key.
-    #[cfg(test)]
     pub(crate) fn sign(&self, token: &Token, meta: &Meta) -> String {
         let mut value = String::with_capacity(TOKEN_CHARS + 160);
         self.sign_into(&mut value, token, meta);
@@ -450,9 +449,7 @@ impl CookieCodec {
         max_age: Option<Duration>,
     ) -> Option<HeaderValue> {
         let Some(attributes) = &self.attributes_text else {
-            let mut value = String::with_capacity(TOKEN_CHARS + 160);
-            self.sign_into(&mut value, token, meta);
-            let mut cookie = self.base(value);
+            let mut cookie = self.base(self.sign(token, meta));
             if let Some(max_age) = max_age {
                 cookie.set_max_age(cookie::time::Duration::seconds(
                     i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),

@@ -25,14 +25,23 @@ enum Text {
 }
 
 impl Fields {
-    /// Fields read in place: `entries` are spans of `text` (on character boundaries), no key
-    /// twice, as a hash's fields in a reply are.
-    pub(crate) fn in_text(text: String, entries: Vec<(Range<usize>, Range<usize>)>) -> Self {
-        let entries = entries
-            .into_iter()
-            .map(|(k, v)| (Text::In(k), Text::In(v)))
-            .collect();
-        Self { text, entries }
+    /// Room for `n` keys read in place (see [`push_span`](Self::push_span)).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            text: String::new(),
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds a key and its value read in place: spans (on character boundaries) of the text
+    /// [`in_text`](Self::in_text) then gives, each key once, as a hash's fields in a reply.
+    pub(crate) fn push_span(&mut self, key: Range<usize>, value: Range<usize>) {
+        self.entries.push((Text::In(key), Text::In(value)));
+    }
+
+    /// The text the spans are in.
+    pub(crate) fn in_text(self, text: String) -> Self {
+        Self { text, ..self }
     }
 
     /// Owned keys and values, each key once (a hash's fields).
@@ -48,11 +57,7 @@ impl Fields {
     }
 
     fn str<'a>(&'a self, t: &'a Text) -> &'a str {
-        match t {
-            // Spans come from the reply's own framing: always in range, on boundaries.
-            Text::In(r) => self.text.get(r.clone()).unwrap_or_default(),
-            Text::Own(s) => s,
-        }
+        t.of(&self.text)
     }
 
     fn position(&self, key: &str) -> Option<usize> {
@@ -81,20 +86,15 @@ impl Fields {
         let i = self.position(key)?;
         let (_, value) = self.entries.swap_remove(i);
         Some(match value {
-            Text::In(r) => self.text.get(r).unwrap_or_default().to_owned(),
             Text::Own(s) => s,
+            span => span.of(&self.text).to_owned(),
         })
     }
 
     /// Keeps only the keys `keep` says yes to.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let text = &self.text;
-        self.entries.retain(|(k, _)| {
-            keep(match k {
-                Text::In(r) => text.get(r.clone()).unwrap_or_default(),
-                Text::Own(s) => s,
-            })
-        });
+        self.entries.retain(|(k, _)| keep(k.of(text)));
     }
 
     pub(crate) fn clear(&mut self) {
@@ -120,6 +120,17 @@ impl Fields {
     }
 }
 
+impl Text {
+    /// The text itself, `text` being what spans are spans of.
+    fn of<'a>(&'a self, text: &'a str) -> &'a str {
+        match self {
+            // Spans come from the reply's own framing: always in range, on boundaries.
+            Self::In(r) => text.get(r.clone()).unwrap_or_default(),
+            Self::Own(s) => s,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,10 +142,10 @@ mod tests {
             let at = text.find(s).unwrap();
             at..at + s.len()
         };
-        let mut f = Fields::in_text(
-            text.clone(),
-            vec![(span("a"), span("\"x\"")), (span("b"), span("1"))],
-        );
+        let mut f = Fields::with_capacity(2);
+        f.push_span(span("a"), span("\"x\""));
+        f.push_span(span("b"), span("1"));
+        let mut f = f.in_text(text.clone());
         assert_eq!(f.get("a"), Some("\"x\""));
         assert_eq!(f.get("b"), Some("1"));
         assert_eq!(f.get("c"), None);

@@ -802,7 +802,7 @@ impl Session {
         };
         let limits = store.limits;
         too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
-        let bytes = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let bytes = fields.bytes();
         too_large(crate::store::SESSION_SIZE, bytes, limits.session_bytes)?;
         // The new session and its index entry in one round trip, in no particular order: "end
         // all" that strikes before the index change gets it refused (the new session is then

@@ -205,15 +205,9 @@ impl Direct {
         }
     }
 
-    /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies, to
-    /// be read in place.
-    pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
-        self.exchange(bytes, expected).await
-    }
-
     /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies.
     async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
-        let replies = self.exchange(bytes, expected).await?.bytes;
+        let replies = self.replies(bytes, expected).await?.bytes;
         let mut values = Vec::with_capacity(expected);
         let mut at = 0;
         while values.len() < expected {
@@ -224,8 +218,9 @@ impl Direct {
         Ok(values)
     }
 
-    /// Sends `bytes` (`expected` commands) and waits for the bytes of their replies.
-    async fn exchange(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
+    /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies, to
+    /// be read in place.
+    pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
         let (done, mut answer) = oneshot::channel();
         {
             let mut w = self.writer();
@@ -268,7 +263,7 @@ impl Direct {
         reader: &mut Reader,
         mut answer: oneshot::Receiver<RedisResult<Replies>>,
     ) -> RedisResult<Replies> {
-        // This request reads its own replies: the waker that `exchange` left with the channel
+        // This request reads its own replies: the waker that `replies` left with the channel
         // must not wake it when `dispatch` hands them over (a poll of the whole request for
         // nothing and, on a current-thread runtime, one more turn of the I/O driver).
         if let Poll::Ready(result) =
@@ -362,7 +357,7 @@ impl Direct {
         {
             let mut w = self.writer();
             let mut start = 0;
-            let mut ends = ends.iter().copied().peekable();
+            let mut ends = ends.iter().copied();
             while let Some(mut end) = ends.next() {
                 let Some(front) = w.pending.front_mut() else {
                     return Err(broken("a reply that no request asked for"));

@@ -6,10 +6,10 @@
 pub(crate) mod memory;
 pub(crate) mod redis;
 
-use crate::fields::Fields;
 use std::time::Duration;
 
 use crate::error::SessionError;
+use crate::fields::Fields;
 use crate::token::{StoreKey, UserKeys};
 
 /// Idle and absolute timeouts, in milliseconds. The store never keeps a session past its

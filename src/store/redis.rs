@@ -124,12 +124,12 @@ impl RedisBackend {
                     expired.value()?;
                     // The fields stay in the reply's bytes.
                     let mut spans = hash.spans()?;
-                    let mut entries = Vec::with_capacity(spans.len() / 2);
+                    let mut fields = Fields::with_capacity(spans.len() / 2);
                     while let (Some(field), Some(value)) = (spans.next(), spans.next()) {
-                        entries.push((field?, value?));
+                        fields.push_span(field?, value?);
                     }
                     return Ok(match replies.into_text() {
-                        Ok(text) => session_of(Fields::in_text(text, entries)),
+                        Ok(text) => session_of(fields.in_text(text)),
                         Err(_) => Err(not_utf8()),
                     });
                 }
