@@ -738,16 +738,17 @@ impl Session {
             state.changes.clear();
             state.cleared = true;
         }
+        let (token, generated_id) =
+            Token::generate_with_id(now).map_err(|e| SessionError::Entropy(e.to_string()))?;
         let new_id = if fresh {
-            uuid::Uuid::now_v7()
+            generated_id
         } else {
-            id.unwrap_or_else(uuid::Uuid::now_v7)
+            id.unwrap_or(generated_id)
         };
         let created_ms = taken
             .as_ref()
             .filter(|_| !fresh)
             .map_or(now, |t| t.created_ms);
-        let token = Token::generate().map_err(|e| SessionError::Entropy(e.to_string()))?;
         let new_key = token.store_key(&store.prefix);
         let old_key = old.as_ref().map(|(key, _)| key);
         let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
@@ -1019,18 +1020,20 @@ impl Session {
                         (key, Mode::Update, created, None)
                     }
                     _ => {
-                        let (token, announced) = match &create {
+                        let (token, fresh_id, announced) = match &create {
                             Create::No => return Ok(None),
-                            Create::Yes => (
-                                Token::generate()
-                                    .map_err(|e| SessionError::Entropy(e.to_string()))?,
-                                false,
-                            ),
-                            Create::With(token, announced) => (token.clone(), *announced),
+                            Create::Yes => {
+                                let (token, id) = Token::generate_with_id(now)
+                                    .map_err(|e| SessionError::Entropy(e.to_string()))?;
+                                (token, Some(id), false)
+                            }
+                            Create::With(token, announced) => (token.clone(), None, *announced),
                         };
                         let key = token.store_key(&store.prefix);
                         let created = created_ms.unwrap_or(now);
-                        let id = *state.id.get_or_insert_with(uuid::Uuid::now_v7);
+                        let id = *state
+                            .id
+                            .get_or_insert_with(|| fresh_id.unwrap_or_else(uuid::Uuid::now_v7));
                         let mode = Mode::Create {
                             created_ms: created,
                             id,

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 pub(crate) const TOKEN_BYTES: usize = 32;
 /// Length of a token once base64url-encoded without padding.
 pub(crate) const TOKEN_CHARS: usize = 43;
+/// Random bytes of a UUID v7 (its 74 random bits, rounded up).
+const ID_RANDOM_BYTES: usize = 10;
 /// Bytes of the token's SHA-256 digest that make the store key.
 const KEY_DIGEST_BYTES: usize = 16;
 
@@ -25,6 +27,21 @@ impl Token {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)?;
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A fresh token and a fresh public id (a UUID v7 stamped `now_ms`), their random bits
+    /// from one read of the CSPRNG: a new session would otherwise cost two or three
+    /// `getrandom` system calls (the token's, and `Uuid::now_v7`'s own). Ids made within one
+    /// millisecond are not ordered among themselves, which nothing relies on.
+    pub(crate) fn generate_with_id(now_ms: i64) -> Result<(Self, uuid::Uuid), getrandom::Error> {
+        let mut bytes = [0u8; TOKEN_BYTES + ID_RANDOM_BYTES];
+        getrandom::fill(&mut bytes)?;
+        let (token, random) = bytes.split_at(TOKEN_BYTES);
+        let mut id_random = [0u8; ID_RANDOM_BYTES];
+        id_random.copy_from_slice(random);
+        let millis = u64::try_from(now_ms).unwrap_or(0);
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &id_random).into_uuid();
+        Ok((Self(URL_SAFE_NO_PAD.encode(token)), id))
     }
 
     /// Accepts the text of a cookie's token part once its MAC has been verified.
@@ -122,6 +139,22 @@ mod tests {
             .as_str()
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn token_and_id_from_one_read() {
+        let now = 1_700_000_000_123;
+        let (a, id_a) = Token::generate_with_id(now).unwrap();
+        let (b, id_b) = Token::generate_with_id(now).unwrap();
+        assert_eq!(a.as_str().len(), TOKEN_CHARS);
+        assert_ne!(a, b);
+        assert_ne!(id_a, id_b);
+        assert_eq!(id_a.get_version_num(), 7);
+        let (secs, nanos) = id_a.get_timestamp().unwrap().to_unix();
+        assert_eq!(
+            secs * 1000 + u64::from(nanos) / 1_000_000,
+            1_700_000_000_123
+        );
     }
 
     #[test]
