@@ -33,6 +33,33 @@ const MAX_DIGITS: usize = 15;
 /// At most this many cookies carrying our name are checked per request; more are ignored, so
 /// a hostile header costs a bounded number of MACs.
 const MAX_CANDIDATES: usize = 4;
+
+/// Byte classes of a signed value's parts (see [`all_of`]).
+const BASE64: u8 = 1;
+const DIGIT: u8 = 2;
+static CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            classes[b] |= BASE64;
+        }
+        if c.is_ascii_digit() {
+            classes[b] |= DIGIT;
+        }
+        b += 1;
+    }
+    classes
+};
+
+/// Whether every byte of `text` is of `class`: one table look-up per byte and no branch,
+/// as every request with a cookie runs this over about 140 bytes.
+fn all_of(text: &[u8], class: u8) -> bool {
+    text.iter()
+        .fold(class, |all, &b| all & CLASSES[usize::from(b)])
+        == class
+}
 /// A creation time further ahead of this machine's clock than this is refused: it would
 /// stretch the absolute timeout (clock jumps, skew between app servers).
 pub(crate) const MAX_CLOCK_SKEW_MS: i64 = 60_000;
@@ -344,16 +371,11 @@ impl CookieCodec {
         let number = |digits: &[u8], optional: bool| {
             (digits.len() <= MAX_DIGITS
                 && (optional || !digits.is_empty())
-                && digits.iter().all(u8::is_ascii_digit))
+                && all_of(digits, DIGIT))
             .then_some(())
         };
-        let base64 = |text: &[u8], len: usize| {
-            (text.len() == len
-                && text
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
-            .then_some(())
-        };
+        let base64 =
+            |text: &[u8], len: usize| (text.len() == len && all_of(text, BASE64)).then_some(());
         base64(token, TOKEN_CHARS)?;
         number(created, false)?;
         number(idle, true)?;
@@ -372,17 +394,14 @@ impl CookieCodec {
             mac.update(signed);
             mac.verify_slice(tag_bytes).is_ok()
         })?;
-        // The checks above make every part ASCII digits or base64url.
-        fn parse<N: std::str::FromStr>(digits: &[u8]) -> Option<N> {
-            std::str::from_utf8(digits).ok()?.parse().ok()
-        }
-        let optional = |digits: &[u8]| -> Option<Option<u64>> {
-            if digits.is_empty() {
-                Some(None)
-            } else {
-                parse(digits).map(Some)
-            }
+        // The checks above make every part ASCII digits or base64url, and a number at most
+        // MAX_DIGITS digits: it fits in a u64.
+        let parse = |digits: &[u8]| {
+            digits.iter().fold(0u64, |n, &d| {
+                n.saturating_mul(10).saturating_add(u64::from(d & 0x0f))
+            })
         };
+        let optional = |digits: &[u8]| (!digits.is_empty()).then(|| parse(digits));
         let mut id_bytes = [0u8; 18];
         let n = URL_SAFE_NO_PAD.decode_slice(id, &mut id_bytes).ok()?;
         let id = uuid::Uuid::from_slice(id_bytes.get(..n)?).ok()?;
@@ -392,9 +411,9 @@ impl CookieCodec {
             Some(UserHandle::from_verified(std::str::from_utf8(user).ok()?))
         };
         let meta = Meta {
-            created_ms: parse(created)?,
-            idle_ms: optional(idle)?,
-            expires_ms: optional(expires)?.and_then(|e| i64::try_from(e).ok()),
+            created_ms: i64::try_from(parse(created)).ok()?,
+            idle_ms: optional(idle),
+            expires_ms: optional(expires).and_then(|e| i64::try_from(e).ok()),
             id,
             user,
         };

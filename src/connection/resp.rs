@@ -205,6 +205,13 @@ pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
+/// Room enough for `args` as one command: a buffer of this capacity never grows in
+/// [`encode`] (a header is a type byte, at most 11 digits for any length below 100 GB,
+/// and CRLF).
+pub(crate) fn encoded_len(args: &[&[u8]]) -> usize {
+    16 + args.iter().map(|a| a.len() + 16).sum::<usize>()
+}
+
 /// A type byte, a length and CRLF.
 fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
@@ -315,6 +322,12 @@ mod tests {
         encode(&mut ours, &[b"PEXPIRE", b"k", b"1000"]);
         let long = vec![b'x'; 1234];
         encode(&mut ours, &[b"GET", &long, b""]);
+        let commands: [&[&[u8]]; 3] = [
+            &[b"HGETALL", b"k"],
+            &[b"PEXPIRE", b"k", b"1000"],
+            &[b"GET", &long, b""],
+        ];
+        assert!(ours.len() <= commands.iter().map(|c| encoded_len(c)).sum::<usize>());
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL")
             .arg("k")
