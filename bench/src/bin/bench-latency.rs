@@ -17,8 +17,9 @@
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
 //!   router).
 //!
-//! Requests go through the real tower stack (`oneshot` on the Router, no sockets), on a
-//! current-thread runtime as a Criterion async bench would.
+//! Requests go through the real tower stack (`oneshot` on the Router, its routes built once
+//! as `axum::serve` does; no sockets), on a current-thread runtime as a Criterion async
+//! bench would.
 //!
 //! A bin rather than a `harness = false` bench: it takes its own flags, runs from the
 //! repository root like the other runners (cargo runs benches from the package folder), and
@@ -158,16 +159,20 @@ impl Bench {
     fn setup(rt: &Runtime, redis: &RedisServer) -> Self {
         let url = redis.url();
         let mut apps = HashMap::new();
-        apps.insert(NO_LAYER, no_layer_app());
+        apps.insert(NO_LAYER, served(no_layer_app()));
         let store = rt.block_on(ours_store(&url));
-        apps.insert(OURS, ours_app(&store));
+        apps.insert(OURS, served(ours_app(&store)));
         apps.insert(
             TS,
-            tower_sessions_app(rt.block_on(tower_sessions_layer(&url, false))),
+            served(tower_sessions_app(
+                rt.block_on(tower_sessions_layer(&url, false)),
+            )),
         );
         apps.insert(
             TS_ALWAYS,
-            tower_sessions_app(rt.block_on(tower_sessions_layer(&url, true))),
+            served(tower_sessions_app(
+                rt.block_on(tower_sessions_layer(&url, true)),
+            )),
         );
         let mut bench = Self {
             apps,
@@ -198,7 +203,7 @@ impl Bench {
                 bench.regenerated.insert((lib, size), cookie);
             }
 
-            let floor = floor_router(&store, &key);
+            let floor = served(floor_router(&store, &key));
             let read = rt.block_on(send_body(&floor));
             assert_eq!(
                 read,
@@ -337,6 +342,13 @@ struct Budget {
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_millis())
+}
+
+/// `router` as `axum::serve` runs it: `with_state(())` turns every handler, with the layers
+/// around it, into a route once. `oneshot` on a router without it rebuilds (and boxes) them
+/// on every request, a cost that no served app pays.
+fn served(router: Router) -> Router {
+    router.with_state(())
 }
 
 async fn send_body(app: &Router) -> String {

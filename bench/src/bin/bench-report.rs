@@ -793,7 +793,7 @@ fn markdown(report: &Report) -> String {
     let _ = writeln!(
         md,
         "## Latency per request\n\n![latency per scenario, relative to tower-sessions](docs/latency.svg)\n\n\
-         µs per request through the real tower stack (`oneshot` on the router, no sockets), each \
+         µs per request through the real tower stack (`oneshot` on the router, its routes built once as `axum::serve` does; no sockets), each \
          round's figure being the median of that library's requests in the cell ({}). Small session: 3 short \
          fields; large: 50 fields, about 4 KB. tower-sessions 0.14 with \
          tower-sessions-redis-store 0.16 runs in the same process against the same \
