@@ -60,6 +60,7 @@ fn all_of(text: &[u8], class: u8) -> bool {
         .fold(class, |all, &b| all & CLASSES[usize::from(b)])
         == class
 }
+
 /// A creation time further ahead of this machine's clock than this is refused: it would
 /// stretch the absolute timeout (clock jumps, skew between app servers).
 pub(crate) const MAX_CLOCK_SKEW_MS: i64 = 60_000;
