@@ -12,7 +12,6 @@
 //! the store's expiry, and keep the user's index of sessions in step without a read first. The first key of the ring signs; every key verifies, in
 //! constant time. Anything that does not verify is "no session" and costs no store command.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use cookie::{Cookie, SameSite};
 use hmac::{digest::KeyInit, Hmac, Mac};
 use http::{header::COOKIE, HeaderMap, HeaderValue};
@@ -20,6 +19,8 @@ use sha2::Sha256;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::base64url::{decode, push};
+use crate::connection::Digits;
 use crate::token::{Token, UserHandle, TOKEN_CHARS};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -59,6 +60,51 @@ fn all_of(text: &[u8], class: u8) -> bool {
     text.iter()
         .fold(class, |all, &b| all & CLASSES[usize::from(b)])
         == class
+}
+
+/// The `;`-separated pairs of a `Cookie` header, found with `memchr` (a byte-by-byte scan
+/// of the header for `;` cost more than all the rest of finding our cookie in it).
+fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let end = memchr::memchr(b';', text);
+        rest = end.and_then(|end| text.get(end + 1..));
+        text.get(..end.unwrap_or(text.len()))
+    })
+}
+
+/// `text` split after its first `len` bytes and the '.' that must follow them.
+fn fixed(text: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
+    match text.get(len) {
+        Some(b'.') => Some((text.get(..len)?, text.get(len + 1..)?)),
+        _ => None,
+    }
+}
+
+/// The number (at most [`MAX_DIGITS`] digits, so that it fits; none: `None`) before the next
+/// '.' of `text`, and what follows that '.'.
+fn number(text: &[u8]) -> Option<(Option<u64>, &[u8])> {
+    let end = text.iter().take(MAX_DIGITS + 1).position(|&b| b == b'.')?;
+    let (digits, rest) = (text.get(..end)?, text.get(end + 1..)?);
+    if !all_of(digits, DIGIT) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d & 0x0f));
+    Some(((!digits.is_empty()).then_some(n), rest))
+}
+
+/// Appends `n` in decimal (without `fmt`, which costs more than the rest of a signature's
+/// text). A negative number, which no clock gives, is written as such and never verifies.
+fn push_number(out: &mut String, n: i64) {
+    match u64::try_from(n) {
+        Ok(n) => out.push_str(Digits::of(n).as_str()),
+        Err(_) => {
+            let _ = write!(out, "{n}");
+        }
+    }
 }
 
 /// A creation time further ahead of this machine's clock than this is refused: it would
@@ -273,7 +319,7 @@ impl CookieCodec {
         carried
             .values()
             .iter()
-            .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
+            .flat_map(|h| pairs(h.as_bytes()))
             .filter_map(|pair| {
                 let pair = pair.trim_ascii();
                 let eq = pair.iter().position(|&b| b == b'=')?;
@@ -355,71 +401,39 @@ impl CookieCodec {
     }
 
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {
-        let mut parts = value.split(|&b| b == b'.');
-        let mut next = || parts.next();
-        let (token, created, idle, expires, id, user, tag) = (
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-        );
-        if next().is_some() {
+        // The base64url parts have fixed lengths: only the numbers are scanned for their ends.
+        let (token, rest) = fixed(value, TOKEN_CHARS)?;
+        let (created, rest) = number(rest)?;
+        let (idle_ms, rest) = number(rest)?;
+        let (expires, rest) = number(rest)?;
+        let (id, rest) = fixed(rest, ID_CHARS)?;
+        let (user, tag) = rest.split_at_checked(rest.len().checked_sub(TAG_CHARS)?)?;
+        let user = user.strip_suffix(b".")?;
+        let user_ok = user.is_empty() || (user.len() == UserHandle::CHARS && all_of(user, BASE64));
+        if !(user_ok && all_of(token, BASE64)) {
             return None;
         }
-        let number = |digits: &[u8], optional: bool| {
-            (digits.len() <= MAX_DIGITS
-                && (optional || !digits.is_empty())
-                && all_of(digits, DIGIT))
-            .then_some(())
-        };
-        let base64 =
-            |text: &[u8], len: usize| (text.len() == len && all_of(text, BASE64)).then_some(());
-        base64(token, TOKEN_CHARS)?;
-        number(created, false)?;
-        number(idle, true)?;
-        number(expires, true)?;
-        base64(id, ID_CHARS)?;
-        if !user.is_empty() {
-            base64(user, UserHandle::CHARS)?;
-        }
-        base64(tag, TAG_CHARS)?;
-        let mut tag_bytes = [0u8; 33];
-        let n = URL_SAFE_NO_PAD.decode_slice(tag, &mut tag_bytes).ok()?;
-        let tag_bytes = tag_bytes.get(..n)?;
-        let signed = &value[..value.len() - TAG_CHARS - 1];
+        let (id, tag): ([u8; 16], [u8; 32]) = (decode(id)?, decode(tag)?);
+        let signed = value.get(..value.len().checked_sub(TAG_CHARS + 1)?)?;
         let index = self.macs.iter().position(|mac| {
             let mut mac = mac.clone();
             mac.update(signed);
-            mac.verify_slice(tag_bytes).is_ok()
+            mac.verify_slice(&tag).is_ok()
         })?;
-        // The checks above make every part ASCII digits or base64url, and a number at most
-        // MAX_DIGITS digits: it fits in a u64.
-        let parse = |digits: &[u8]| {
-            digits.iter().fold(0u64, |n, &d| {
-                n.saturating_mul(10).saturating_add(u64::from(d & 0x0f))
-            })
-        };
-        let optional = |digits: &[u8]| (!digits.is_empty()).then(|| parse(digits));
-        let mut id_bytes = [0u8; 18];
-        let n = URL_SAFE_NO_PAD.decode_slice(id, &mut id_bytes).ok()?;
-        let id = uuid::Uuid::from_slice(id_bytes.get(..n)?).ok()?;
         let user = if user.is_empty() {
             None
         } else {
             Some(UserHandle::from_verified(std::str::from_utf8(user).ok()?))
         };
         let meta = Meta {
-            created_ms: i64::try_from(parse(created)).ok()?,
-            idle_ms: optional(idle),
-            expires_ms: optional(expires).and_then(|e| i64::try_from(e).ok()),
-            id,
+            created_ms: i64::try_from(created?).ok()?,
+            idle_ms,
+            expires_ms: expires.and_then(|e| i64::try_from(e).ok()),
+            id: uuid::Uuid::from_bytes(id),
             user,
         };
         Some(Verified {
-            token: Token::from_verified(std::str::from_utf8(token).ok()?),
+            token: Token::from_verified(token)?,
             meta,
             stale_key: index > 0,
         })
@@ -437,16 +451,18 @@ impl CookieCodec {
         let start = out.len();
         let value = out;
         value.push_str(token.as_str());
-        let _ = write!(value, ".{}.", meta.created_ms);
+        value.push('.');
+        push_number(value, meta.created_ms);
+        value.push('.');
         if let Some(idle) = meta.idle_ms {
-            let _ = write!(value, "{idle}");
+            value.push_str(Digits::of(idle).as_str());
         }
         value.push('.');
         if let Some(expires) = meta.expires_ms {
-            let _ = write!(value, "{expires}");
+            push_number(value, expires);
         }
         value.push('.');
-        URL_SAFE_NO_PAD.encode_string(meta.id.as_bytes(), value);
+        push(value, meta.id.as_bytes());
         value.push('.');
         if let Some(user) = &meta.user {
             value.push_str(user.as_str());
@@ -455,7 +471,7 @@ impl CookieCodec {
             let mut mac = mac.clone();
             mac.update(value.get(start..).unwrap_or_default().as_bytes());
             value.push('.');
-            URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), value);
+            push(value, &mac.finalize().into_bytes());
         }
     }
 

@@ -68,6 +68,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod base64url;
 mod builder;
 mod connection;
 mod cookie;

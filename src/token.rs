@@ -5,8 +5,9 @@
 //! usable cookie. 128 bits keep preimages out of reach and collisions at 2^64 sessions, in a
 //! key 21 bytes shorter than the whole digest: Redis memory is per byte of key.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
+
+use crate::base64url;
 
 /// Bytes of entropy in a token: 256 bits from the OS CSPRNG.
 pub(crate) const TOKEN_BYTES: usize = 32;
@@ -17,16 +18,23 @@ const ID_RANDOM_BYTES: usize = 10;
 /// Bytes of the token's SHA-256 digest that make the store key.
 const KEY_DIGEST_BYTES: usize = 16;
 
-/// A session token as it travels in the cookie (base64url, 43 characters).
+/// A session token as it travels in the cookie (base64url, 43 characters), held inline:
+/// every request with a cookie makes one.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Token(String);
+pub(crate) struct Token([u8; TOKEN_CHARS]);
 
 impl Token {
     /// A fresh token from the operating system's CSPRNG.
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+        Ok(Self::encoding(&bytes))
+    }
+
+    fn encoding(bytes: &[u8]) -> Self {
+        let mut text = [0u8; TOKEN_CHARS];
+        base64url::encode_to(bytes, &mut text);
+        Self(text)
     }
 
     /// A fresh token and a fresh public id (a UUID v7 stamped `now_ms`), their random bits
@@ -41,24 +49,26 @@ impl Token {
         id_random.copy_from_slice(random);
         let millis = u64::try_from(now_ms).unwrap_or(0);
         let id = uuid::Builder::from_unix_timestamp_millis(millis, &id_random).into_uuid();
-        Ok((Self(URL_SAFE_NO_PAD.encode(token)), id))
+        Ok((Self::encoding(token), id))
     }
 
-    /// Accepts the text of a cookie's token part once its MAC has been verified.
-    pub(crate) fn from_verified(text: &str) -> Self {
-        Self(text.to_owned())
+    /// Accepts the text of a cookie's token part once its MAC has been verified; `None` if
+    /// it does not have a token's length.
+    pub(crate) fn from_verified(text: &[u8]) -> Option<Self> {
+        text.try_into().ok().map(Self)
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        // Made of base64url characters only (by us, or checked before the MAC).
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// The key of this session's hash in the store.
     pub(crate) fn store_key(&self, prefix: &str) -> StoreKey {
-        let digest = Sha256::digest(self.0.as_bytes());
-        let mut key = String::with_capacity(prefix.len() + 22);
+        let digest = Sha256::digest(self.0);
+        let mut key = String::with_capacity(prefix.len() + base64url::chars(KEY_DIGEST_BYTES));
         key.push_str(prefix);
-        URL_SAFE_NO_PAD.encode_string(&digest[..KEY_DIGEST_BYTES], &mut key);
+        base64url::push(&mut key, &digest[..KEY_DIGEST_BYTES]);
         StoreKey(key)
     }
 }
@@ -81,7 +91,9 @@ impl UserHandle {
 
     pub(crate) fn of(user_id: &str) -> Self {
         let digest = Sha256::digest([b"user:", user_id.as_bytes()].concat());
-        Self(URL_SAFE_NO_PAD.encode(&digest[..KEY_DIGEST_BYTES]))
+        let mut handle = String::with_capacity(Self::CHARS);
+        base64url::push(&mut handle, &digest[..KEY_DIGEST_BYTES]);
+        Self(handle)
     }
 
     /// Accepts the text of a cookie's user part once its MAC has been verified.

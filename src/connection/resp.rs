@@ -80,6 +80,16 @@ impl<'a> Reply<'a> {
             .extract_error()
     }
 
+    /// Checks a reply whose content does not matter (`OK`, `QUEUED`): an error reply is the
+    /// error; nothing is built for any other.
+    pub(crate) fn check(self) -> RedisResult<()> {
+        match line(self.buf, self.at) {
+            Some((b'-', ..)) => self.value().map(drop),
+            Some(_) => Ok(()),
+            None => Err(broken("a reply cut short")),
+        }
+    }
+
     /// Where the items of an array of bulk strings are in the replies' bytes; a nil array has
     /// none. An error reply is the error; any other reply, or an item that is not a bulk
     /// string, is an error of kind `UnexpectedReturnType`.
@@ -212,11 +222,19 @@ pub(crate) fn encoded_len(args: &[&[u8]]) -> usize {
     16 + args.iter().map(|a| a.len() + 16).sum::<usize>()
 }
 
-/// A type byte, a length and CRLF.
+/// A type byte, a length and CRLF. Nearly every length in a session's commands is below
+/// 100: those are written as one fixed-size copy, with no call to `memcpy` or loop.
 fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
-    out.push(kind);
-    out.extend_from_slice(Digits::of(n as u64).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let digit = |d: usize| b'0' + (d % 10) as u8;
+    if n < 10 {
+        out.extend_from_slice(&[kind, digit(n), b'\r', b'\n']);
+    } else if n < 100 {
+        out.extend_from_slice(&[kind, digit(n / 10), digit(n), b'\r', b'\n']);
+    } else {
+        out.push(kind);
+        out.extend_from_slice(Digits::of(n as u64).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A number in decimal, on the stack (`write!` and `to_string` cost more than the rest of a
@@ -243,6 +261,11 @@ impl Digits {
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.digits[self.at..]
+    }
+
+    /// The digits as text (ASCII, so never empty).
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
 }
 

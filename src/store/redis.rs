@@ -178,7 +178,7 @@ impl RedisBackend {
         let Mode::Create { created_ms, id, .. } = write.mode else {
             return Ok(Outcome::Gone);
         };
-        let created = created_ms.to_string();
+        let created = Digits::of(u64::try_from(created_ms).unwrap_or(0));
         let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = id.hyphenated().encode_lower(&mut id_text).as_bytes();
         let ms = Digits::of(millis(write.ttl));
@@ -211,7 +211,7 @@ impl RedisBackend {
                     let replies = direct.replies(&packed, 4).await?;
                     let [multi, queued, queued_too, exec] = replies.split()?;
                     for reply in [multi, queued, queued_too] {
-                        reply.value()?;
+                        reply.check()?;
                     }
                     if let Value::Array(results) = exec.value()? {
                         for result in results {
