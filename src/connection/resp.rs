@@ -90,6 +90,20 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// As [`check`](Self::check), and for an array (`EXEC`'s) each of its items as well.
+    pub(crate) fn check_items(self) -> RedisResult<()> {
+        let cut = || broken("a reply cut short");
+        let (kind, line, mut at) = line(self.buf, self.at).ok_or_else(cut)?;
+        if kind != b'*' {
+            return self.check();
+        }
+        for _ in 0..usize::try_from(number(line)?).unwrap_or(0) {
+            Reply { buf: self.buf, at }.check()?;
+            at = skip(self.buf, at)?.ok_or_else(cut)?;
+        }
+        Ok(())
+    }
+
     /// Where the items of an array of bulk strings are in the replies' bytes; a nil array has
     /// none. An error reply is the error; any other reply, or an item that is not a bulk
     /// string, is an error of kind `UnexpectedReturnType`.
@@ -361,6 +375,30 @@ mod tests {
             .arg(&long)
             .arg("");
         assert_eq!(ours, pipe.get_packed_pipeline());
+    }
+
+    #[test]
+    fn every_length_encodes_as_redis_rs_does() {
+        for len in (0..=120).chain([999, 1000, 65_536]) {
+            let arg = vec![b'x'; len];
+            let mut ours = Vec::new();
+            encode(&mut ours, &[b"SET", &arg]);
+            assert_eq!(ours, redis::cmd("SET").arg(&arg).get_packed_command());
+        }
+    }
+
+    #[test]
+    fn checks_find_errors_only() {
+        let replies =
+            Replies::of(b"+QUEUED\r\n*2\r\n:1\r\n:0\r\n*2\r\n:1\r\n-OOM no\r\n-EXECABORT x\r\n");
+        let [queued, exec, failed, aborted] = replies.split().unwrap();
+        assert!(queued.check().is_ok());
+        assert!(exec.check_items().is_ok());
+        // The array itself is no error; one of its items is.
+        assert!(failed.check().is_ok());
+        assert_eq!(failed.check_items().unwrap_err().code(), Some("OOM"));
+        assert_eq!(aborted.check().unwrap_err().code(), Some("EXECABORT"));
+        assert_eq!(aborted.check_items().unwrap_err().code(), Some("EXECABORT"));
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl RedisBackend {
                 if let Conn::Direct(direct) = &conn {
                     let replies = direct.replies(packed, 2).await?;
                     let [hash, expired] = replies.split()?;
-                    expired.value()?;
+                    expired.check()?;
                     // The fields stay in the reply's bytes.
                     let mut spans = hash.spans()?;
                     let mut fields = Fields::with_capacity(spans.len() / 2);
@@ -213,11 +213,7 @@ impl RedisBackend {
                     for reply in [multi, queued, queued_too] {
                         reply.check()?;
                     }
-                    if let Value::Array(results) = exec.value()? {
-                        for result in results {
-                            result.extract_error()?;
-                        }
-                    }
+                    exec.check_items()?;
                     return Ok(());
                 }
                 let mut pipe = redis::pipe();
