@@ -203,37 +203,38 @@ impl Session {
     /// The session of a request that started at `now_ms`, with the cookie headers it carried
     /// (verified on first use).
     pub(crate) fn new(store: Arc<StoreInner>, carried: Option<Carried>, now_ms: i64) -> Self {
-        let mut state = State {
-            carried: None,
-            token: None,
-            key: None,
-            created_ms: None,
-            id: None,
-            user: None,
-            user_id: None,
-            stored: Stored::Absent,
-            idle_ms: None,
-            persistent: store.codec.attributes.persistent,
-            cookie_expires_ms: None,
-            stale_key: false,
-            new_token: false,
-            destroyed: false,
-            lifetime_changed: false,
-            modified: false,
-            ttl: None,
-            data: Some(Fields::default()),
-            changes: HashMap::new(),
-            cleared: false,
+        // A cookie: not known to be stored or absent until it is verified and loaded.
+        let (stored, data) = match carried {
+            Some(_) => (Stored::Unknown, None),
+            None => (Stored::Absent, Some(Fields::default())),
         };
-        if carried.is_some() {
-            state.carried = carried;
-            state.stored = Stored::Unknown;
-            state.data = None;
-        }
+        // Built in one expression, so that the state is not copied from place to place
+        // before it lands in the `Arc` (every request makes one).
         Self {
             inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    carried,
+                    token: None,
+                    key: None,
+                    created_ms: None,
+                    id: None,
+                    user: None,
+                    user_id: None,
+                    stored,
+                    idle_ms: None,
+                    persistent: store.codec.attributes.persistent,
+                    cookie_expires_ms: None,
+                    stale_key: false,
+                    new_token: false,
+                    destroyed: false,
+                    lifetime_changed: false,
+                    modified: false,
+                    ttl: None,
+                    data,
+                    changes: HashMap::new(),
+                    cleared: false,
+                }),
                 store,
-                state: Mutex::new(state),
                 op: tokio::sync::Mutex::new(()),
                 started_ms: now_ms,
             }),
