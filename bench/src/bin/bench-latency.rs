@@ -15,7 +15,11 @@
 //!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic;
 //! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
-//!   router).
+//!   router);
+//!
+//! and one for `create`, `raw create`: our create's own commands (`MULTI`, `HSET` of the
+//! creation time, the public id and one value, `PEXPIRE`, `EXEC`) for a fresh key, on a bare
+//! socket as the raw floor.
 //!
 //! Requests go through the real tower stack (`oneshot` on the Router, its routes built once
 //! as `axum::serve` does; no sockets), on a current-thread runtime as a Criterion async
@@ -41,7 +45,7 @@ use trs_bench::apps::{
     floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
-use trs_bench::support::{fields, send, SIZES};
+use trs_bench::support::{fields, next_value, send, SIZES};
 use trs_bench::{arg_value, resp, rotated};
 
 const OURS: &str = "tower-redis-session";
@@ -50,9 +54,11 @@ const TS_ALWAYS: &str = "tower-sessions always_save";
 const NO_LAYER: &str = "no layer";
 const FLOOR: &str = "floor";
 const RAW_FLOOR: &str = "raw floor";
+const RAW_CREATE: &str = "raw create";
 
 const SESSION_LIBS: [&str; 3] = [OURS, TS, TS_ALWAYS];
 const READ_LIBS: [&str; 5] = [OURS, TS, TS_ALWAYS, FLOOR, RAW_FLOOR];
+const CREATE_LIBS: [&str; 4] = [OURS, TS, TS_ALWAYS, RAW_CREATE];
 
 /// Our read's expiry, as the floors send it.
 const TTL_MS: &str = "1800000";
@@ -74,7 +80,7 @@ fn cells() -> Vec<Cell> {
         Cell {
             scenario: "create",
             size: None,
-            libs: &SESSION_LIBS,
+            libs: &CREATE_LIBS,
         },
     ];
     for size in SIZES {
@@ -143,11 +149,76 @@ impl RawFloor {
     }
 }
 
+/// Our create's own commands as raw RESP on a bare socket, for a fresh key each time: the
+/// physical limit of `create` as the raw floor is of `read`.
+struct RawCreate {
+    stream: TcpStream,
+    made: u64,
+    buf: Vec<u8>,
+}
+
+impl RawCreate {
+    fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("raw create: connect");
+        stream.set_nodelay(true).expect("raw create: nodelay");
+        Self {
+            stream,
+            made: 0,
+            buf: vec![0; 4096],
+        }
+    }
+
+    /// One round trip: what ours sends for a new session holding one value (its key, the
+    /// creation time, the public id and the handler's JSON value, as long as ours').
+    fn create(&mut self) {
+        self.made += 1;
+        let key = format!("session:rawcreate{:013}", self.made);
+        let created = format!("{:013}", 1_700_000_000_000u64 + self.made);
+        let value = format!("\"{}\"", next_value());
+        let mut request = resp::command(&["MULTI"]);
+        request.extend(resp::command(&[
+            "HSET",
+            &key,
+            "",
+            &created,
+            "\0id",
+            "019a0b1c-2d3e-7f40-8152-6374a5b6c7d8",
+            "theme",
+            &value,
+        ]));
+        request.extend(resp::command(&["PEXPIRE", &key, TTL_MS]));
+        request.extend(resp::command(&["EXEC"]));
+        self.stream.write_all(&request).expect("raw create: write");
+        let mut len = 0;
+        loop {
+            let n = self
+                .stream
+                .read(&mut self.buf[len..])
+                .expect("raw create: read");
+            assert!(n > 0, "raw create: redis closed the connection");
+            len += n;
+            if resp::replies_end(&self.buf[..len], 4)
+                .expect("raw create: RESP")
+                .is_some()
+            {
+                break;
+            }
+        }
+        // EXEC answered both commands: 3 fields added, the expiry set.
+        assert!(
+            self.buf[..len].ends_with(b"*2\r\n:3\r\n:1\r\n"),
+            "raw create: {:?}",
+            String::from_utf8_lossy(&self.buf[..len])
+        );
+    }
+}
+
 /// Everything the cells run on, with the cookies each library's scenarios carry.
 struct Bench {
     apps: HashMap<&'static str, Router>,
     floors: HashMap<&'static str, Router>,
     raw_floors: HashMap<&'static str, RawFloor>,
+    raw_create: RawCreate,
     /// The session of `read`, `write`, `counter` and `untouched`, per (library, size).
     cookies: HashMap<(&'static str, &'static str), String>,
     /// A session of its own for `regenerate`, whose id changes at every request: the cookie
@@ -178,6 +249,7 @@ impl Bench {
             apps,
             floors: HashMap::new(),
             raw_floors: HashMap::new(),
+            raw_create: RawCreate::connect(redis.port),
             cookies: HashMap::new(),
             regenerated: HashMap::new(),
         };
@@ -263,7 +335,13 @@ impl Bench {
         times: &mut Vec<Duration>,
     ) {
         let size = cell.size.unwrap_or("small");
-        if lib == RAW_FLOOR {
+        if lib == RAW_CREATE {
+            for _ in 0..n {
+                let start = Instant::now();
+                self.raw_create.create();
+                times.push(start.elapsed());
+            }
+        } else if lib == RAW_FLOOR {
             let raw = self.raw_floors.get_mut(size).expect("raw floor");
             for _ in 0..n {
                 let start = Instant::now();
