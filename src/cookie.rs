@@ -9,8 +9,9 @@
 //! can neither move to another cookie name nor change any of it. Carrying these lets the
 //! layer compute the session's expiry (idle timeout cut short by the absolute timeout)
 //! without asking the store first, tell when a persistent cookie's `Max-Age` has drifted from
-//! the store's expiry, and keep the user's index of sessions in step without a read first. The first key of the ring signs; every key verifies, in
-//! constant time. Anything that does not verify is "no session" and costs no store command.
+//! the store's expiry, and keep the user's index of sessions in step without a read first.
+//! The first key of the ring signs; every key verifies, in constant time. Anything that does
+//! not verify is "no session" and costs no store command.
 
 use cookie::{Cookie, SameSite};
 use hmac::{digest::KeyInit, Hmac, Mac};

@@ -31,6 +31,7 @@ impl Token {
         Ok(Self::encoding(&bytes))
     }
 
+    /// The token that encodes these [`TOKEN_BYTES`] random bytes.
     fn encoding(bytes: &[u8]) -> Self {
         let mut text = [0u8; TOKEN_CHARS];
         base64url::encode_to(bytes, &mut text);
