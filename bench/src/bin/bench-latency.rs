@@ -191,6 +191,9 @@ impl RawCreate {
         self.stream.write_all(&request).expect("raw create: write");
         let mut len = 0;
         loop {
+            if len == self.buf.len() {
+                self.buf.resize(len * 2, 0);
+            }
             let n = self
                 .stream
                 .read(&mut self.buf[len..])
