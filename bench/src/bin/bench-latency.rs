@@ -100,31 +100,25 @@ fn cells() -> Vec<Cell> {
     cells
 }
 
-/// The same pipeline as raw RESP on a bare socket.
-struct RawFloor {
+/// A bare blocking socket to Redis: no client, no runtime.
+struct RawSocket {
     stream: TcpStream,
-    request: Vec<u8>,
     buf: Vec<u8>,
 }
 
-impl RawFloor {
-    fn connect(port: u16, key: &str) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("raw floor: connect");
-        stream.set_nodelay(true).expect("raw floor: nodelay");
-        let mut request = resp::command(&["HGETALL", key]);
-        request.extend(resp::command(&["PEXPIRE", key, TTL_MS]));
+impl RawSocket {
+    fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("raw socket: connect");
+        stream.set_nodelay(true).expect("raw socket: nodelay");
         Self {
             stream,
-            request,
             buf: vec![0; 64 * 1024],
         }
     }
 
-    /// One round trip; the bytes of both replies.
-    fn load(&mut self) -> &[u8] {
-        self.stream
-            .write_all(&self.request)
-            .expect("raw floor: write");
+    /// Writes `request` and reads until its `replies` replies are complete; their bytes.
+    fn round_trip(&mut self, request: &[u8], replies: usize) -> &[u8] {
+        self.stream.write_all(request).expect("raw socket: write");
         let mut len = 0;
         loop {
             if len == self.buf.len() {
@@ -133,16 +127,38 @@ impl RawFloor {
             let n = self
                 .stream
                 .read(&mut self.buf[len..])
-                .expect("raw floor: read");
-            assert!(n > 0, "raw floor: redis closed the connection");
+                .expect("raw socket: read");
+            assert!(n > 0, "raw socket: redis closed the connection");
             len += n;
-            match resp::replies_end(&self.buf[..len], 2).expect("raw floor: RESP") {
+            match resp::replies_end(&self.buf[..len], replies).expect("raw socket: RESP") {
                 Some(end) if end == len => break,
-                Some(end) => panic!("raw floor: {} bytes past the replies", len - end),
+                Some(end) => panic!("raw socket: {} bytes past the replies", len - end),
                 None => {}
             }
         }
-        let replies = &self.buf[..len];
+        &self.buf[..len]
+    }
+}
+
+/// The same pipeline as raw RESP on a bare socket.
+struct RawFloor {
+    socket: RawSocket,
+    request: Vec<u8>,
+}
+
+impl RawFloor {
+    fn connect(port: u16, key: &str) -> Self {
+        let mut request = resp::command(&["HGETALL", key]);
+        request.extend(resp::command(&["PEXPIRE", key, TTL_MS]));
+        Self {
+            socket: RawSocket::connect(port),
+            request,
+        }
+    }
+
+    /// One round trip; the bytes of both replies.
+    fn load(&mut self) -> &[u8] {
+        let replies = self.socket.round_trip(&self.request, 2);
         // PEXPIRE answered 1: the key was there, so HGETALL read the whole session.
         assert!(replies.ends_with(b":1\r\n"), "raw floor: the key is gone");
         replies
@@ -152,19 +168,15 @@ impl RawFloor {
 /// Our create's own commands as raw RESP on a bare socket, for a fresh key each time: the
 /// physical limit of `create` as the raw floor is of `read`.
 struct RawCreate {
-    stream: TcpStream,
+    socket: RawSocket,
     made: u64,
-    buf: Vec<u8>,
 }
 
 impl RawCreate {
     fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("raw create: connect");
-        stream.set_nodelay(true).expect("raw create: nodelay");
         Self {
-            stream,
+            socket: RawSocket::connect(port),
             made: 0,
-            buf: vec![0; 4096],
         }
     }
 
@@ -188,30 +200,12 @@ impl RawCreate {
         ]));
         request.extend(resp::command(&["PEXPIRE", &key, TTL_MS]));
         request.extend(resp::command(&["EXEC"]));
-        self.stream.write_all(&request).expect("raw create: write");
-        let mut len = 0;
-        loop {
-            if len == self.buf.len() {
-                self.buf.resize(len * 2, 0);
-            }
-            let n = self
-                .stream
-                .read(&mut self.buf[len..])
-                .expect("raw create: read");
-            assert!(n > 0, "raw create: redis closed the connection");
-            len += n;
-            if resp::replies_end(&self.buf[..len], 4)
-                .expect("raw create: RESP")
-                .is_some()
-            {
-                break;
-            }
-        }
+        let replies = self.socket.round_trip(&request, 4);
         // EXEC answered both commands: 3 fields added, the expiry set.
         assert!(
-            self.buf[..len].ends_with(b"*2\r\n:3\r\n:1\r\n"),
+            replies.ends_with(b"*2\r\n:3\r\n:1\r\n"),
             "raw create: {:?}",
-            String::from_utf8_lossy(&self.buf[..len])
+            String::from_utf8_lossy(replies)
         );
     }
 }
