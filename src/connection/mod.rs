@@ -39,7 +39,7 @@ pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
-pub(crate) use resp::{encode, encoded_len, Digits};
+pub(crate) use resp::{pack, Digits};
 
 use crate::error::{SessionError, StoreError};
 

@@ -219,8 +219,18 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
     })
 }
 
+/// `commands` in RESP, one after the other, in one buffer sized for them up front (it never
+/// grows while they are written).
+pub(crate) fn pack(commands: &[&[&[u8]]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(commands.iter().map(|c| encoded_len(c)).sum());
+    for command in commands {
+        encode(&mut out, command);
+    }
+    out
+}
+
 /// Appends one command in RESP to `out`.
-pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     header(out, b'*', args.len());
     for arg in args {
         header(out, b'$', arg.len());
@@ -232,7 +242,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// Room enough for `args` as one command: a buffer of this capacity never grows in
 /// [`encode`] (a header is a type byte, at most 11 digits for any length below 100 GB,
 /// and CRLF).
-pub(crate) fn encoded_len(args: &[&[u8]]) -> usize {
+fn encoded_len(args: &[&[u8]]) -> usize {
     16 + args.iter().map(|a| a.len() + 16).sum::<usize>()
 }
 
@@ -365,6 +375,13 @@ mod tests {
             &[b"GET", &long, b""],
         ];
         assert!(ours.len() <= commands.iter().map(|c| encoded_len(c)).sum::<usize>());
+        // `pack` writes the same bytes, into a buffer that never had to grow.
+        let packed = pack(&commands);
+        assert_eq!(packed, ours);
+        assert_eq!(
+            packed.capacity(),
+            commands.iter().map(|c| encoded_len(c)).sum::<usize>()
+        );
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL")
             .arg("k")

@@ -16,7 +16,7 @@ use super::{
     now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
     Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
-use crate::connection::{encoded_len, Conn, Connections, Digits, Repeat, Stats};
+use crate::connection::{pack, Conn, Connections, Digits, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
 use crate::fields::Fields;
 use crate::token::StoreKey;
@@ -112,11 +112,10 @@ impl RedisBackend {
     pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
         let (key, ms) = (key.as_str(), Digits::of(millis(ttl)));
         // Our own connection takes the two commands ready-encoded: one buffer, no builder.
-        let hgetall: [&[u8]; 2] = [b"HGETALL", key.as_bytes()];
-        let pexpire: [&[u8]; 3] = [b"PEXPIRE", key.as_bytes(), ms.as_bytes()];
-        let mut packed = Vec::with_capacity(encoded_len(&hgetall) + encoded_len(&pexpire));
-        crate::connection::encode(&mut packed, &hgetall);
-        crate::connection::encode(&mut packed, &pexpire);
+        let packed = pack(&[
+            &[b"HGETALL", key.as_bytes()],
+            &[b"PEXPIRE", key.as_bytes(), ms.as_bytes()],
+        ]);
         let (packed, ms) = (&packed, ms.as_bytes());
         self.connections
             .run(Repeat::Safe, |mut conn| async move {
@@ -201,13 +200,7 @@ impl RedisBackend {
             .run(Repeat::Never, |mut conn| async move {
                 if let Conn::Direct(direct) = &conn {
                     // Ready-encoded, as a load: one buffer, no builder.
-                    let mut packed = Vec::with_capacity(
-                        2 * encoded_len(&[b"MULTI"]) + encoded_len(hset) + encoded_len(&pexpire),
-                    );
-                    crate::connection::encode(&mut packed, &[b"MULTI"]);
-                    crate::connection::encode(&mut packed, hset);
-                    crate::connection::encode(&mut packed, &pexpire);
-                    crate::connection::encode(&mut packed, &[b"EXEC"]);
+                    let packed = pack(&[&[b"MULTI"], hset, &pexpire, &[b"EXEC"]]);
                     let replies = direct.replies(&packed, 4).await?;
                     let [multi, queued, queued_too, exec] = replies.split()?;
                     for reply in [multi, queued, queued_too] {
