@@ -93,11 +93,11 @@ impl<'a> Reply<'a> {
     /// As [`check`](Self::check), and for an array (`EXEC`'s) each of its items as well.
     pub(crate) fn check_items(self) -> RedisResult<()> {
         let cut = || broken("a reply cut short");
-        let (kind, line, mut at) = line(self.buf, self.at).ok_or_else(cut)?;
+        let (kind, _, mut at) = line(self.buf, self.at).ok_or_else(cut)?;
         if kind != b'*' {
             return self.check();
         }
-        for _ in 0..usize::try_from(number(line)?).unwrap_or(0) {
+        for _ in 0..usize::try_from(number(self.buf, self.at)?).unwrap_or(0) {
             Reply { buf: self.buf, at }.check()?;
             at = skip(self.buf, at)?.ok_or_else(cut)?;
         }
@@ -108,13 +108,12 @@ impl<'a> Reply<'a> {
     /// none. An error reply is the error; any other reply, or an item that is not a bulk
     /// string, is an error of kind `UnexpectedReturnType`.
     pub(crate) fn spans(self) -> RedisResult<Spans<'a>> {
-        let (kind, line, next) =
-            line(self.buf, self.at).ok_or_else(|| broken("a reply cut short"))?;
+        let (kind, _, next) = line(self.buf, self.at).ok_or_else(|| broken("a reply cut short"))?;
         match kind {
             b'*' => Ok(Spans {
                 buf: self.buf,
                 at: next,
-                left: usize::try_from(number(line)?).unwrap_or(0),
+                left: usize::try_from(number(self.buf, self.at)?).unwrap_or(0),
             }),
             b'-' => Err(self.value().err().unwrap_or_else(|| not_strings("reply"))),
             _ => Err(not_strings("reply")),
@@ -179,7 +178,7 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
     let Some((kind, line, next)) = line(buf, at) else {
         return Ok(None);
     };
-    let number = || number(line);
+    let number = || number(buf, at);
     Ok(match kind {
         b'+' if line == b"OK" => Some((Value::Okay, next)),
         b'+' => Some((
@@ -334,10 +333,10 @@ fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
     (*rest.get(end + 1)? == b'\n').then_some((kind, &rest[..end], at + 1 + end + 2))
 }
 
-/// The number on the line at `at`, after its type byte, and where the next line starts: what
-/// `line` and then `number` give, in one pass over the digits (lengths are most of what a
-/// reply's lines hold). `None` if the line is not all in yet. Inlined, so that its result
-/// stays in registers: it runs twice per item of every reply.
+/// The number on the line at `at`, after its type byte, and where the next line starts, in
+/// one pass over the digits (lengths are most of what a reply's lines hold). `None` if the
+/// line is not all in yet. Inlined, so that its result stays in registers: it runs twice per
+/// item of every reply.
 #[inline(always)]
 fn counted(buf: &[u8], at: usize) -> RedisResult<Option<(i64, usize)>> {
     let malformed = || broken("a malformed reply from Redis");
@@ -363,32 +362,39 @@ fn counted(buf: &[u8], at: usize) -> RedisResult<Option<(i64, usize)>> {
     Ok(Some((if negative { -n } else { n }, end + 2)))
 }
 
-/// A RESP integer (a length or an `:` reply), read digit by digit.
-fn number(line: &[u8]) -> RedisResult<i64> {
-    let malformed = || broken("a malformed reply from Redis");
-    let (negative, digits) = match line.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, line),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return Err(malformed());
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return Err(malformed());
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(i64::from(d - b'0')))
-            .ok_or_else(malformed)?;
-    }
-    Ok(if negative { -n } else { n })
+/// The number on the line at `at`, which is all in (a length or an `:` reply).
+fn number(buf: &[u8], at: usize) -> RedisResult<i64> {
+    counted(buf, at)?
+        .map(|(n, _)| n)
+        .ok_or_else(|| broken("a reply cut short"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How lengths were read before `counted`: the reference it is checked against.
+    fn number_of(line: &[u8]) -> RedisResult<i64> {
+        let malformed = || broken("a malformed reply from Redis");
+        let (negative, digits) = match line.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, line),
+        };
+        if digits.is_empty() || digits.len() > 19 {
+            return Err(malformed());
+        }
+        let mut n: i64 = 0;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return Err(malformed());
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(i64::from(d - b'0')))
+                .ok_or_else(malformed)?;
+        }
+        Ok(if negative { -n } else { n })
+    }
 
     #[test]
     fn digits() {
@@ -496,15 +502,20 @@ mod tests {
             assert_eq!(p, k, "cut at {cut}");
         }
         assert!(skip(b"?x\r\n", 0).is_err());
-        assert_eq!(number(b"-1").unwrap(), -1);
-        assert_eq!(number(b"9223372036854775807").unwrap(), i64::MAX);
-        for bad in [&b""[..], b"-", b"1x", b"99999999999999999999"] {
-            assert!(number(bad).is_err(), "{bad:?}");
+        assert_eq!(number(b":-1\r\n", 0).unwrap(), -1);
+        assert_eq!(number(b":9223372036854775807\r\n", 0).unwrap(), i64::MAX);
+        for bad in [
+            &b":\r\n"[..],
+            b":-\r\n",
+            b":1x\r\n",
+            b":99999999999999999999\r\n",
+        ] {
+            assert!(number(bad, 0).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn counts_as_line_and_number_do() {
+    fn counts_as_the_reference_does() {
         // Every line of up to 6 bytes over digits, a sign, line ends and another byte, and
         // the limits of an `i64`: the same number and end, or an error, as before; a line
         // that is not all in is never a number.
@@ -527,7 +538,7 @@ mod tests {
         }
         lines.push(format!("${}\r\n", "1".repeat(20)).into_bytes());
         for l in &lines {
-            let before = line(l, 0).map(|(_, text, next)| number(text).map(|n| (n, next)));
+            let before = line(l, 0).map(|(_, text, next)| number_of(text).map(|n| (n, next)));
             match (before, counted(l, 0)) {
                 (Some(Ok(old)), new) => assert_eq!(new.ok().flatten(), Some(old), "{l:?}"),
                 (Some(Err(_)), new) => assert!(new.is_err(), "{l:?}"),
