@@ -92,14 +92,12 @@ impl<'a> Reply<'a> {
 
     /// As [`check`](Self::check), and for an array (`EXEC`'s) each of its items as well.
     pub(crate) fn check_items(self) -> RedisResult<()> {
-        let cut = || broken("a reply cut short");
-        let (kind, _, mut at) = line(self.buf, self.at).ok_or_else(cut)?;
-        if kind != b'*' {
+        let Some((len, mut at)) = self.items()? else {
             return self.check();
-        }
-        for _ in 0..usize::try_from(number(self.buf, self.at)?).unwrap_or(0) {
+        };
+        for _ in 0..len {
             Reply { buf: self.buf, at }.check()?;
-            at = skip(self.buf, at)?.ok_or_else(cut)?;
+            at = skip(self.buf, at)?.ok_or_else(|| broken("a reply cut short"))?;
         }
         Ok(())
     }
@@ -108,16 +106,29 @@ impl<'a> Reply<'a> {
     /// none. An error reply is the error; any other reply, or an item that is not a bulk
     /// string, is an error of kind `UnexpectedReturnType`.
     pub(crate) fn spans(self) -> RedisResult<Spans<'a>> {
-        let (kind, _, next) = line(self.buf, self.at).ok_or_else(|| broken("a reply cut short"))?;
-        match kind {
-            b'*' => Ok(Spans {
+        if let Some((left, at)) = self.items()? {
+            return Ok(Spans {
                 buf: self.buf,
-                at: next,
-                left: usize::try_from(number(self.buf, self.at)?).unwrap_or(0),
-            }),
-            b'-' => Err(self.value().err().unwrap_or_else(|| not_strings("reply"))),
-            _ => Err(not_strings("reply")),
+                at,
+                left,
+            });
         }
+        match line(self.buf, self.at) {
+            Some((b'-', ..)) => Err(self.value().err().unwrap_or_else(|| not_strings("reply"))),
+            Some(_) => Err(not_strings("reply")),
+            None => Err(broken("a reply cut short")),
+        }
+    }
+
+    /// For an array, how many items it has (a nil array none) and where the first starts;
+    /// `None` for any other reply.
+    fn items(self) -> RedisResult<Option<(usize, usize)>> {
+        if self.buf.get(self.at) != Some(&b'*') {
+            return Ok(None);
+        }
+        let (len, first) =
+            counted(self.buf, self.at)?.ok_or_else(|| broken("a reply cut short"))?;
+        Ok(Some((usize::try_from(len).unwrap_or(0), first)))
     }
 }
 
