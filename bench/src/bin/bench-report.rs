@@ -24,6 +24,7 @@ const UNTOUCHED: &str = "tower-redis-session, untouched route";
 const NO_LAYER: &str = "no layer";
 const FLOOR: &str = "floor";
 const EXTENSION: &str = "extension only";
+const RAW_FLOOR: &str = "raw floor";
 const RAW_CREATE: &str = "raw create";
 
 /// Latency cells in report order: (scenario, size).
@@ -404,15 +405,15 @@ fn latency(file: Option<&LatencyFile>) -> Latency {
     let mut floors = Vec::new();
     for size in ["small", "large"] {
         let mut us = BTreeMap::new();
-        for lib in [OURS, "floor", "raw floor"] {
+        for lib in [OURS, FLOOR, RAW_FLOOR] {
             if let Some(s) = Spread::of(get("read", Some(size), lib).values().copied().collect()) {
                 us.insert(lib.to_string(), s);
             }
         }
         let (read, floor, raw) = (
             get("read", Some(size), OURS),
-            get("read", Some(size), "floor"),
-            get("read", Some(size), "raw floor"),
+            get("read", Some(size), FLOOR),
+            get("read", Some(size), RAW_FLOOR),
         );
         floors.push(FloorRow {
             size: size.into(),
@@ -517,14 +518,14 @@ fn targets(latency: &Latency, load: &Load) -> Vec<Target> {
         let floor = |size: &str| latency.floors.iter().find(|f| f.size == size);
         let (by, raw) = match (row.scenario.as_str(), row.size.as_deref()) {
             ("read", Some(size)) => (
-                "raw floor",
+                RAW_FLOOR,
                 floor(size).and_then(|f| f.raw_floor_to_tower_sessions_read.clone()),
             ),
             ("create", _) => (
                 RAW_CREATE,
                 latency.create_limit.raw_create_to_tower_sessions.clone(),
             ),
-            _ => ("raw floor", None),
+            _ => (RAW_FLOOR, None),
         };
         t.push(
             target(
@@ -854,8 +855,8 @@ fn markdown(report: &Report) -> String {
             "| {} | {} | {} | {} | {} | {} |",
             f.size,
             fmt_spread(f.us.get(OURS), 1, ""),
-            fmt_spread(f.us.get("floor"), 1, ""),
-            fmt_spread(f.us.get("raw floor"), 1, ""),
+            fmt_spread(f.us.get(FLOOR), 1, ""),
+            fmt_spread(f.us.get(RAW_FLOOR), 1, ""),
             fmt_spread(f.read_to_floor.as_ref(), 2, "×"),
             fmt_spread(f.floor_to_raw_floor.as_ref(), 2, "×"),
         );
@@ -884,13 +885,13 @@ fn markdown(report: &Report) -> String {
     };
     for f in &report.floors {
         let read = f.raw_floor_to_tower_sessions_read.as_ref();
-        let ours_to_raw = Spread::per_round_of(&f.us, OURS, "raw floor");
+        let ours_to_raw = Spread::per_round_of(&f.us, OURS, RAW_FLOOR);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
             f.size,
             fmt_spread(read, 2, "×"),
-            allows(read, "raw floor"),
+            allows(read, RAW_FLOOR),
             fmt_spread(ours_to_raw.as_ref(), 2, "×"),
         );
     }
