@@ -91,10 +91,21 @@ impl Fields {
         })
     }
 
-    /// Keeps only the keys `keep` says yes to.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+    /// Removes the keys `pick` says yes to, in one pass, handing each and its value to `take`.
+    pub(crate) fn take_out(
+        &mut self,
+        pick: impl Fn(&str) -> bool,
+        mut take: impl FnMut(&str, &str),
+    ) {
         let text = &self.text;
-        self.entries.retain(|(k, _)| keep(k.of(text)));
+        self.entries.retain(|(k, v)| {
+            let k = k.of(text);
+            let picked = pick(k);
+            if picked {
+                take(k, v.of(text));
+            }
+            !picked
+        });
     }
 
     pub(crate) fn clear(&mut self) {
@@ -155,7 +166,12 @@ mod tests {
         assert_eq!((f.get("b"), f.get("c"), f.len()), (Some("2"), Some("3"), 3));
         assert_eq!(f.remove("a").as_deref(), Some("\"x\""));
         assert!(!f.contains_key("a") && f.contains_key("c"));
-        f.retain(|k| k != "c");
+        let mut taken = Vec::new();
+        f.take_out(
+            |k| k == "c",
+            |k, v| taken.push((k.to_owned(), v.to_owned())),
+        );
+        assert_eq!(taken, [("c".to_owned(), "3".to_owned())]);
         let mut all: Vec<_> = f.iter().collect();
         all.sort();
         assert_eq!(all, [("b", "2")]);

@@ -89,15 +89,48 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
+    /// The session in a hash's fields: `""` holds the creation time, or the [`ENDED`] marker;
+    /// a hash without it is not a session of ours.
+    pub(crate) fn of_hash(fields: Fields) -> Result<Found, SessionError> {
+        if fields.is_empty() {
+            return Ok(Found::Absent);
+        }
+        let (mut created, mut ended) = (None, false);
+        let loaded = Self::split(fields, |v| match v {
+            ENDED => ended = true,
+            v => created = v.parse().ok(),
+        });
+        match created {
+            _ if ended => Ok(Found::Ended),
+            Some(created_ms) => Ok(Found::Live(Self {
+                created_ms,
+                ..loaded
+            })),
+            None => Err(SessionError::Corrupt(
+                "a session hash without its creation time".into(),
+            )),
+        }
+    }
+
     /// Splits a hash's fields into the session's keys and its metadata.
-    pub(crate) fn from_fields(created_ms: i64, mut fields: Fields) -> Self {
-        let id = fields
-            .get(META_ID)
-            .and_then(|v| uuid::Uuid::parse_str(v).ok());
-        let user = fields.remove(META_USER);
-        fields.retain(|k| !is_meta(k));
+    pub(crate) fn from_fields(created_ms: i64, fields: Fields) -> Self {
         Self {
             created_ms,
+            ..Self::split(fields, |_| {})
+        }
+    }
+
+    /// Takes the metadata out of `fields`, in one pass; `created` gets the value of `""`.
+    fn split(mut fields: Fields, mut created: impl FnMut(&str)) -> Self {
+        let (mut id, mut user) = (None, None);
+        fields.take_out(is_meta, |k, v| match k {
+            "" => created(v),
+            META_ID => id = uuid::Uuid::parse_str(v).ok(),
+            META_USER => user = Some(v.to_owned()),
+            _ => {}
+        });
+        Self {
+            created_ms: 0,
             fields,
             id,
             user,
@@ -374,4 +407,51 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pairs: &[(&str, &str)]) -> Fields {
+        Fields::of_hash(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn a_hash_splits_into_keys_and_metadata() {
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        let found = Loaded::of_hash(hash(&[
+            ("a", "1"),
+            ("", "1700"),
+            (META_ID, id),
+            (META_USER, "alice"),
+            (META_IDLE, "60000"),
+            ("b", "2"),
+        ]));
+        let Ok(Found::Live(loaded)) = found else {
+            panic!("not live: {found:?}")
+        };
+        assert_eq!(loaded.created_ms, 1700);
+        assert_eq!(loaded.id, uuid::Uuid::parse_str(id).ok());
+        assert_eq!(loaded.user.as_deref(), Some("alice"));
+        let mut keys: Vec<_> = loaded.fields.iter().collect();
+        keys.sort();
+        assert_eq!(keys, [("a", "1"), ("b", "2")]);
+
+        assert!(matches!(Loaded::of_hash(hash(&[])), Ok(Found::Absent)));
+        assert!(matches!(
+            Loaded::of_hash(hash(&[("", ENDED), ("a", "1")])),
+            Ok(Found::Ended)
+        ));
+        for bad in [&[("a", "1")][..], &[("", "soon"), ("a", "1")]] {
+            assert!(matches!(
+                Loaded::of_hash(hash(bad)),
+                Err(SessionError::Corrupt(_))
+            ));
+        }
+    }
 }

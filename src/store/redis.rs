@@ -14,7 +14,7 @@ use redis::{Cmd, RedisError, Value};
 
 use super::{
     now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
-    Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::connection::{pack, Conn, Connections, Digits, Repeat, Stats};
 use crate::error::{SessionError, StoreError};
@@ -130,7 +130,7 @@ impl RedisBackend {
                         fields.push_span(field?, value?);
                     }
                     return Ok(match replies.into_text() {
-                        Ok(text) => session_of(fields.in_text(text)),
+                        Ok(text) => Loaded::of_hash(fields.in_text(text)),
                         Err(_) => Err(not_utf8()),
                     });
                 }
@@ -878,8 +878,7 @@ fn not_utf8() -> SessionError {
     SessionError::Corrupt("a session field is not UTF-8".into())
 }
 
-/// A hash as RESP3 sends it (a map), or as a script returns it (a flat array). The field `''`
-/// is the creation time, or the [`ENDED`] marker; a hash without it is not a session of ours.
+/// The session in a hash as RESP3 sends it (a map), or as a script returns it (a flat array).
 fn parse_hash(reply: Value) -> Result<Found, SessionError> {
     let text = |(f, v)| Ok((text(f)?, text(v)?));
     let pairs: Vec<(String, String)> = match reply {
@@ -893,19 +892,5 @@ fn parse_hash(reply: Value) -> Result<Found, SessionError> {
         }
         other => return Err(unexpected(&other)),
     };
-    session_of(Fields::of_hash(pairs))
-}
-
-/// The session in a hash's fields.
-fn session_of(fields: Fields) -> Result<Found, SessionError> {
-    if fields.is_empty() {
-        return Ok(Found::Absent);
-    }
-    let created_ms = match fields.get("") {
-        Some(ENDED) => return Ok(Found::Ended),
-        created => created.and_then(|c| c.parse().ok()).ok_or_else(|| {
-            SessionError::Corrupt("a session hash without its creation time".into())
-        })?,
-    };
-    Ok(Found::Live(Loaded::from_fields(created_ms, fields)))
+    Loaded::of_hash(Fields::of_hash(pairs))
 }
