@@ -14,6 +14,17 @@ pub(crate) enum Conn {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl Conn {
+    /// This connection for a command due by `deadline`, if it fails the command itself then
+    /// (ours does, see `direct`); otherwise the caller must bound the command.
+    pub(crate) fn until(&self, deadline: tokio::time::Instant) -> Option<Self> {
+        match self {
+            Self::Direct(c) => Some(Self::Direct(c.until(deadline))),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(feature = "cluster")]
 mod redirect {
     //! The cluster client is built without retries (it would re-send a counter after a dropped

@@ -53,8 +53,8 @@ pub(crate) struct Options {
     pub(crate) auth: Option<(Option<String>, String)>,
     pub(crate) credentials: Option<Refresh>,
     pub(crate) connect_timeout: Duration,
-    /// The cluster client's response timeout (single connections have none of their own).
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// The cluster client's response timeout; our own connection fails a late request
+    /// within a quarter of it.
     pub(crate) command_timeout: Duration,
 }
 
@@ -65,6 +65,7 @@ pub(crate) struct Connector {
     tls: Tls,
     credentials: Option<Refresh>,
     connect_timeout: Duration,
+    command_timeout: Duration,
 }
 
 enum Kind {
@@ -170,6 +171,7 @@ impl Connector {
             tls: options.tls,
             credentials: options.credentials,
             connect_timeout: options.connect_timeout,
+            command_timeout: options.command_timeout,
         })
     }
 
@@ -268,7 +270,8 @@ impl Connector {
         closed: Arc<AtomicBool>,
         wake: Arc<Notify>,
     ) -> RedisResult<Conn> {
-        let connect = Direct::connect(info.addr(), info.redis_settings(), closed, wake);
+        let tick = self.command_timeout / 4;
+        let connect = Direct::connect(info.addr(), info.redis_settings(), closed, wake, tick);
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(conn) => Ok(Conn::Direct(conn?)),
             Err(_) => Err(RedisError::from(std::io::Error::new(

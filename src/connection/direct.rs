@@ -7,21 +7,29 @@
 //! are parsed (see `resp`) by the request they belong to: the reader only finds where each
 //! ends and hands over the bytes, since values built on one thread and freed on another make
 //! the allocator's locks contend.
+//!
+//! Each request is due by the deadline `Connections::run` gives it. A watchdog task per
+//! socket fails whatever is still waiting past its deadline, a few times per command
+//! timeout, rather than a timer per command (registering and clearing one in the runtime's
+//! timer wheel was a tenth of what the connection cost a request over a bare socket).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
-use super::resp::{broken, parse, skip, Replies};
+use super::resp::{broken, parse, skip, timed_out, Replies};
 
 /// The two halves of a socket.
 enum Socket {
@@ -76,7 +84,19 @@ struct Pending {
     /// Replies received, and their bytes.
     got: usize,
     replies: Replies,
-    done: oneshot::Sender<RedisResult<Replies>>,
+    /// Taken when the request is answered: by its replies, by the watchdog at `deadline`
+    /// (the replies then still come, and are dropped), or by the socket failing.
+    done: Option<oneshot::Sender<RedisResult<Replies>>>,
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn answer(&mut self, result: RedisResult<Replies>) {
+        if let Some(done) = self.done.take() {
+            // A request that gave up (cancelled) no longer listens: nothing to do.
+            let _ = done.send(result);
+        }
+    }
 }
 
 struct Writer {
@@ -107,6 +127,9 @@ struct Inner {
     reader: tokio::sync::Mutex<Reader>,
     closed: Arc<AtomicBool>,
     wake: Arc<Notify>,
+    /// The waker of the request reading the socket, which the watchdog wakes when it fails
+    /// requests (the reader's own among them, maybe): waiting for data, it listens to no other.
+    reading: Mutex<Option<Waker>>,
     db: i64,
 }
 
@@ -114,6 +137,9 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Direct {
     inner: Arc<Inner>,
+    /// When the replies of requests made through this handle are due (none: never failed
+    /// for being late; the caller bounds them).
+    deadline: Option<Instant>,
 }
 
 /// Replies buffered before the reader parses; grows for larger ones.
@@ -121,12 +147,14 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Direct {
     /// Opens a socket to `addr` and logs in (`AUTH`, `SELECT`). `closed` is raised, and `wake`
-    /// notified, when the socket fails.
+    /// notified, when the socket fails. Requests past their deadline are failed within
+    /// `tick` of it.
     pub(crate) async fn connect(
         addr: &redis::ConnectionAddr,
         settings: &redis::RedisConnectionInfo,
         closed: Arc<AtomicBool>,
         wake: Arc<Notify>,
+        tick: Duration,
     ) -> RedisResult<Self> {
         let socket = match addr {
             redis::ConnectionAddr::Tcp(host, port) => {
@@ -168,9 +196,12 @@ impl Direct {
                 }),
                 closed,
                 wake,
+                reading: Mutex::new(None),
                 db: settings.db(),
             }),
+            deadline: None,
         };
+        tokio::spawn(watch(Arc::downgrade(&conn.inner), tick));
         let mut login = redis::pipe();
         if let Some(password) = settings.password() {
             let auth = login.cmd("AUTH");
@@ -189,19 +220,24 @@ impl Direct {
         Ok(conn)
     }
 
+    /// This socket, for requests due by `deadline`.
+    pub(crate) fn until(&self, deadline: Instant) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            deadline: Some(deadline),
+        }
+    }
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.writer()
     }
 
     /// The socket failed: every waiting request fails, new ones fail at once.
     fn close(&self) {
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.wake.notify_one();
-        for p in self.writer().pending.drain(..) {
-            let _ = p.done.send(Err(broken("the connection to Redis dropped")));
+        for mut p in self.writer().pending.drain(..) {
+            p.answer(Err(broken("the connection to Redis dropped")));
         }
     }
 
@@ -231,7 +267,8 @@ impl Direct {
                 expected,
                 got: 0,
                 replies: Replies::default(),
-                done,
+                done: Some(done),
+                deadline: self.deadline,
             });
             w.backlog.extend_from_slice(bytes);
             // One batch out at a time: while one is, commands gather and go together when its
@@ -257,24 +294,13 @@ impl Direct {
         }
     }
 
-    /// Reads for every request until `answer` has this one's replies.
+    /// Reads for every request until `answer` has this one's replies, or its deadline passed.
     async fn read_for(
         &self,
         reader: &mut Reader,
         mut answer: oneshot::Receiver<RedisResult<Replies>>,
     ) -> RedisResult<Replies> {
-        // This request reads its own replies: the waker that `replies` left with the channel
-        // must not wake it when `dispatch` hands them over (a poll of the whole request for
-        // nothing and, on a current-thread runtime, one more turn of the I/O driver).
-        if let Poll::Ready(result) =
-            Pin::new(&mut answer).poll(&mut Context::from_waker(Waker::noop()))
-        {
-            return result.unwrap_or_else(|_| Err(broken("the connection to Redis dropped")));
-        }
         loop {
-            if let Ok(result) = answer.try_recv() {
-                return result;
-            }
             if let Err(e) = self.dispatch(reader) {
                 self.close();
                 return Err(e);
@@ -286,13 +312,39 @@ impl Direct {
                 // Doubling: a large reply is parsed again only a few times.
                 reader.buf.reserve(reader.buf.len().max(READ_CHUNK));
             }
-            match reader.half.read_buf(&mut reader.buf).await {
-                Ok(0) => {
+            // The waker this request left with the channel must not wake it when `dispatch`
+            // hands its replies over: it reads them itself (a poll of the whole request for
+            // nothing and, on a current-thread runtime, one more turn of the I/O driver).
+            if let Poll::Ready(result) =
+                Pin::new(&mut answer).poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return result.unwrap_or_else(|_| Err(broken("the connection to Redis dropped")));
+            }
+            let mut read = pin!(reader.half.read_buf(&mut reader.buf));
+            let read = std::future::poll_fn(|cx| {
+                if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(read));
+                }
+                // While it waits for data, the watchdog may answer it (its deadline passed):
+                // it is woken then, having left its waker before looking.
+                self.inner.reading_by(cx.waker());
+                match answer.try_recv() {
+                    Err(TryRecvError::Empty) => Poll::Pending,
+                    answered => Poll::Ready(Err(answered)),
+                }
+            })
+            .await;
+            match read {
+                Err(answered) => {
+                    return answered
+                        .unwrap_or_else(|_| Err(broken("the connection to Redis dropped")))
+                }
+                Ok(Ok(0)) => {
                     self.close();
                     return Err(broken("Redis closed the connection"));
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     self.close();
                     return Err(e.into());
                 }
@@ -390,9 +442,9 @@ impl Direct {
         if let Some(out) = out {
             self.write_out(out)?;
         }
-        for p in done.drain(..) {
-            // A request that gave up (cancelled) no longer listens: nothing to do.
-            let _ = p.done.send(Ok(p.replies));
+        for mut p in done.drain(..) {
+            let replies = std::mem::take(&mut p.replies);
+            p.answer(Ok(replies));
         }
         Ok(())
     }
@@ -406,6 +458,46 @@ impl Direct {
         // Written at least in part now; the rest, if any, by another flush task.
         if self.write_out(out).is_err() {
             self.close();
+        }
+    }
+}
+
+impl Inner {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The task with `waker` reads the socket now.
+    fn reading_by(&self, waker: &Waker) {
+        let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        if !reading.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *reading = Some(waker.clone());
+        }
+    }
+}
+
+/// Every `tick`, fails the requests still waiting past their deadline, until the socket
+/// closes (which fails them all) or is dropped.
+async fn watch(inner: Weak<Inner>, tick: Duration) {
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let mut late = false;
+        for p in inner.writer().pending.iter_mut() {
+            if p.done.is_some() && p.deadline.is_some_and(|due| due <= now) {
+                p.answer(Err(timed_out()));
+                late = true;
+            }
+        }
+        if late {
+            let reading = inner.reading.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(reader) = reading.as_ref() {
+                reader.wake_by_ref();
+            }
         }
     }
 }

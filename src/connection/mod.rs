@@ -39,6 +39,7 @@ pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
+use resp::timed_out;
 pub(crate) use resp::{pack, Digits};
 
 use crate::error::{SessionError, StoreError};
@@ -197,8 +198,9 @@ impl Connections {
         &self.shared.stats
     }
 
-    /// Runs `work` on a connection, all within the command timeout; see the module docs for
-    /// what retires a connection and what is retried.
+    /// Runs `work` on a connection, all within the command timeout (on our own connection,
+    /// within a quarter more: its watchdog, not a timer per command, enforces it); see the
+    /// module docs for what retires a connection and what is retried.
     pub(crate) async fn run<T, F, Fut>(&self, repeat: Repeat, work: F) -> Result<T, SessionError>
     where
         F: Fn(Conn) -> Fut,
@@ -211,8 +213,15 @@ impl Connections {
         for _ in 0..tries {
             let lent = shared.lend(deadline).await?;
             let started = Instant::now();
-            match tokio::time::timeout_at(deadline, work(lent.live.conn.clone())).await {
-                Err(_) => {
+            let result = match lent.live.conn.until(deadline) {
+                Some(conn) => work(conn).await,
+                None => tokio::time::timeout_at(deadline, work(lent.live.conn.clone()))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out())),
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_timeout() => {
                     // Only a connection that had a fair share of the budget (not a request
                     // that waited most of it for a reconnect) is judged by the timeout.
                     if started.elapsed() >= shared.command_timeout / 2 {
@@ -222,12 +231,11 @@ impl Connections {
                         shared.command_timeout,
                     )));
                 }
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if connection_failed(&e) => {
+                Err(e) if connection_failed(&e) => {
                     shared.retire(&lent, &e.to_string());
                     failure = Some(e);
                 }
-                Ok(Err(e)) => return Err(classify(e)),
+                Err(e) => return Err(classify(e)),
             }
         }
         Err(failure.map_or(
@@ -449,7 +457,6 @@ fn jitter(delay: Duration) -> Duration {
 fn connection_failed(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_unrecoverable_error()
-        || e.is_timeout()
         || e.is_connection_dropped()
         || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
 }

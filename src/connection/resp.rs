@@ -16,6 +16,14 @@ pub(super) fn broken(what: &str) -> RedisError {
     RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
 }
 
+/// No reply within the command timeout (a timeout kind: the request is not sent again).
+pub(super) fn timed_out() -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no reply from Redis within the command timeout",
+    ))
+}
+
 /// Complete replies, as one request received them, with where the first few end (the reader
 /// found that already; reading a reply twice over is most of what a short one costs).
 #[derive(Debug, Default)]
