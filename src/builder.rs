@@ -358,7 +358,9 @@ impl SessionStoreBuilder {
     }
 
     /// How long one store operation may take in all, including waiting for a connection
-    /// (default 1 s). Past it the request gets 503 Service Unavailable.
+    /// (default 1 s). Past it the request gets 503 Service Unavailable: on the crate's own
+    /// connection (plain TCP or unix socket) within a quarter of the timeout more, since it
+    /// checks its requests' deadlines four times per timeout rather than keep a timer for each.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
