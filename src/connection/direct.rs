@@ -228,15 +228,11 @@ impl Direct {
         }
     }
 
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        self.inner.writer()
-    }
-
     /// The socket failed: every waiting request fails, new ones fail at once.
     fn close(&self) {
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.wake.notify_one();
-        for mut p in self.writer().pending.drain(..) {
+        for mut p in self.inner.writer().pending.drain(..) {
             p.answer(Err(broken("the connection to Redis dropped")));
         }
     }
@@ -259,7 +255,7 @@ impl Direct {
     pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
         let (done, mut answer) = oneshot::channel();
         {
-            let mut w = self.writer();
+            let mut w = self.inner.writer();
             if self.inner.closed.load(Ordering::Relaxed) {
                 return Err(broken("the connection to Redis is closed"));
             }
@@ -377,7 +373,7 @@ impl Direct {
                 tokio::spawn(self.clone().flush(out));
                 return Ok(());
             }
-            let mut w = self.writer();
+            let mut w = self.inner.writer();
             if w.backlog.is_empty() {
                 w.writing = false;
                 // Reuse the buffer for the next batch.
@@ -407,7 +403,7 @@ impl Direct {
         // commands written, after it.
         let mut out = None;
         {
-            let mut w = self.writer();
+            let mut w = self.inner.writer();
             let mut start = 0;
             let mut ends = ends.iter().copied();
             while let Some(mut end) = ends.next() {

@@ -134,8 +134,7 @@ impl<'a> Reply<'a> {
         if self.buf.get(self.at) != Some(&b'*') {
             return Ok(None);
         }
-        let (len, first) =
-            counted(self.buf, self.at)?.ok_or_else(|| broken("a reply cut short"))?;
+        let (len, first) = number(self.buf, self.at)?;
         Ok(Some((usize::try_from(len).unwrap_or(0), first)))
     }
 }
@@ -197,7 +196,7 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
     let Some((kind, line, next)) = line(buf, at) else {
         return Ok(None);
     };
-    let number = || number(buf, at);
+    let number = || number(buf, at).map(|(n, _)| n);
     Ok(match kind {
         b'+' if line == b"OK" => Some((Value::Okay, next)),
         b'+' => Some((
@@ -381,11 +380,10 @@ fn counted(buf: &[u8], at: usize) -> RedisResult<Option<(i64, usize)>> {
     Ok(Some((if negative { -n } else { n }, end + 2)))
 }
 
-/// The number on the line at `at`, which is all in (a length or an `:` reply).
-fn number(buf: &[u8], at: usize) -> RedisResult<i64> {
-    counted(buf, at)?
-        .map(|(n, _)| n)
-        .ok_or_else(|| broken("a reply cut short"))
+/// The number on the line at `at`, which is all in (a length or an `:` reply), and where the
+/// next line starts.
+fn number(buf: &[u8], at: usize) -> RedisResult<(i64, usize)> {
+    counted(buf, at)?.ok_or_else(|| broken("a reply cut short"))
 }
 
 #[cfg(test)]
@@ -521,8 +519,8 @@ mod tests {
             assert_eq!(p, k, "cut at {cut}");
         }
         assert!(skip(b"?x\r\n", 0).is_err());
-        assert_eq!(number(b":-1\r\n", 0).unwrap(), -1);
-        assert_eq!(number(b":9223372036854775807\r\n", 0).unwrap(), i64::MAX);
+        assert_eq!(number(b":-1\r\n", 0).unwrap(), (-1, 5));
+        assert_eq!(number(b":9223372036854775807\r\n", 0).unwrap().0, i64::MAX);
         for bad in [
             &b":\r\n"[..],
             b":-\r\n",
