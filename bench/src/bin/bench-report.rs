@@ -133,14 +133,6 @@ impl Spread {
     }
 }
 
-impl Spread {
-    /// `a ÷ b` within each round, for two series of the same table row.
-    fn per_round_of(us: &BTreeMap<String, Spread>, a: &str, b: &str) -> Option<Self> {
-        let (a, b) = (us.get(a)?, us.get(b)?);
-        Self::of(a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect())
-    }
-}
-
 fn ratio(a: f64, b: f64) -> f64 {
     a / b
 }
@@ -190,6 +182,7 @@ struct FloorRow {
     us: BTreeMap<String, Spread>,
     read_to_floor: Option<Spread>,
     floor_to_raw_floor: Option<Spread>,
+    ours_to_raw_floor: Option<Spread>,
     /// The physical limit of a one-round-trip request against tower-sessions' whole read:
     /// below 0.9, "ours ≤ 0.9 × tower-sessions" is out of reach for any client.
     raw_floor_to_tower_sessions_read: Option<Spread>,
@@ -420,6 +413,7 @@ fn latency(file: Option<&LatencyFile>) -> Latency {
             us,
             read_to_floor: Spread::per_round(read, floor, ratio),
             floor_to_raw_floor: Spread::per_round(floor, raw, ratio),
+            ours_to_raw_floor: Spread::per_round(read, raw, ratio),
             raw_floor_to_tower_sessions_read: Spread::per_round(
                 raw,
                 get("read", Some(size), TS),
@@ -885,14 +879,13 @@ fn markdown(report: &Report) -> String {
     };
     for f in &report.floors {
         let read = f.raw_floor_to_tower_sessions_read.as_ref();
-        let ours_to_raw = Spread::per_round_of(&f.us, OURS, RAW_FLOOR);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
             f.size,
             fmt_spread(read, 2, "×"),
             allows(read, RAW_FLOOR),
-            fmt_spread(ours_to_raw.as_ref(), 2, "×"),
+            fmt_spread(f.ours_to_raw_floor.as_ref(), 2, "×"),
         );
     }
     let c = &report.create_limit;
@@ -911,7 +904,7 @@ fn markdown(report: &Report) -> String {
         fmt_spread(c.us.get(TS), 1, ""),
         fmt_spread(c.us.get(RAW_CREATE), 1, ""),
         fmt_spread(raw_create, 2, "×"),
-        allows(raw_create, "raw create"),
+        allows(raw_create, RAW_CREATE),
         fmt_spread(c.ours_to_raw_create.as_ref(), 2, "×"),
     );
     let _ = writeln!(
