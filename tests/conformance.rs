@@ -505,6 +505,28 @@ async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
 /// B does, and whenever its answers arrive, the browser ends up with A's new cookie.
 async fn relogin_in_another_tab_is_never_undone(kind: Kind) {
     let f = fixture(kind, |b| b.persistent(true)).await;
+    // The race needs A's login to finish while B's three slow requests (300 ms) are in
+    // flight. A loaded machine can miss that window, so up to three tries, each checked in
+    // full, until one where all three answered after the login.
+    let (mut tries, mut raced) = (0, 0);
+    while tries < 3 && raced < 3 {
+        tries += 1;
+        raced = relogin_while_the_other_tab_is_slow(&f).await;
+    }
+    assert_eq!(
+        raced, 3,
+        "B's answers that came after A's login, in {tries} tries"
+    );
+    assert_eq!(
+        f.stored().unwrap_or(tries),
+        tries,
+        "one live session per try"
+    );
+}
+
+/// One try of `relogin_in_another_tab_is_never_undone`: how many of B's slow answers came
+/// after A's login.
+async fn relogin_while_the_other_tab_is_slow(f: &Fixture) -> usize {
     let mut a = f.browser();
     a.get("/set/user/alice").await;
     let tab_b = a.clone();
@@ -513,29 +535,23 @@ async fn relogin_in_another_tab_is_never_undone(kind: Kind) {
         let b = tab_b.clone();
         tokio::spawn(async move { (b.peek(path).await, started.elapsed()) })
     };
-    // B reads, writes, or does not touch the session; each starts before A's login and
-    // answers after it.
+    // B reads, writes, or does not touch the session; each starts before A's login.
     let reads = slow("/slow-get/300/user");
     let writes = slow("/slow-set/300/cart/full");
     let untouched = slow("/slow-get/300/nothing-but-never-mind");
-    let plain = {
-        let b = tab_b.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            (b.peek("/untouched").await, started.elapsed())
-        })
-    };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let login = a.get("/regenerate").await;
     let login_done = started.elapsed();
     assert_eq!(login.status, StatusCode::OK);
     let new_cookie = a.cookie.clone();
     assert_ne!(new_cookie, tab_b.cookie);
-    let mut interleaved = 0;
-    for task in [reads, writes, untouched, plain] {
+    // A route that never touches the session, sent with the old cookie after the login.
+    let plain = slow("/untouched");
+    let mut raced = 0;
+    for (i, task) in [reads, writes, untouched, plain].into_iter().enumerate() {
         let (reply, done) = task.await.expect("task");
-        if done > login_done {
-            interleaved += 1;
+        if i < 3 && done > login_done {
+            raced += 1;
         }
         assert!(reply.set_cookie.is_empty(), "{reply:?}");
         // The browser applies B's answer after A's: nothing changes.
@@ -544,14 +560,13 @@ async fn relogin_in_another_tab_is_never_undone(kind: Kind) {
         }
         assert_eq!(a.cookie, new_cookie);
     }
-    assert_eq!(interleaved, 4, "every answer of B came after A's login");
     assert_eq!(a.get("/get/user").await.body, "alice");
     assert_eq!(
         a.get("/get/cart").await.body,
         "none",
         "B's write was refused"
     );
-    assert_eq!(f.stored().unwrap_or(1), 1);
+    raced
 }
 
 /// A loads role=user, B sets admin, A sets role=user explicitly: A's write is the last one.
