@@ -344,8 +344,9 @@ impl SessionStoreBuilder {
     }
 
     /// Redis connections (default 4). Each is multiplexed: concurrent requests pipeline on
-    /// it. A request goes to the connection with the fewest commands in flight, so a large
-    /// reply holds up only its own connection.
+    /// it. A request goes to the first connection with fewer than 32 commands in flight,
+    /// else to the least busy, so that concurrent requests share system calls; the others
+    /// take the overflow and stand by when one fails.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

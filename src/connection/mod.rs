@@ -2,8 +2,10 @@
 //! request, replaced when they fail, and re-opened one attempt at a time with backoff.
 //!
 //! - `pool_size` connections, each multiplexed (requests pipeline on its socket). A request
-//!   goes to the live connection with the fewest commands in flight, scanning from a rotating
-//!   start, so a large reply holds up only the requests behind it on its own socket.
+//!   goes to the first live connection with fewer than [`PACK`] commands in flight, else to
+//!   the least busy: concurrent requests share one socket's system calls (here and in Redis)
+//!   instead of each paying its own on a socket of its own, and the other connections take
+//!   the overflow and stand by for failures.
 //! - A connection is retired when a command on it meets a dropped socket or an I/O error, when
 //!   the command timeout cuts it short, or when the server answers `READONLY`, `MASTERDOWN` or
 //!   `LOADING` (a demoted or not yet ready primary: the next connection asks Sentinel, or the
@@ -44,6 +46,12 @@ pub(crate) use resp::{pack, Digits};
 
 use crate::error::{SessionError, StoreError};
 
+/// Commands in flight on a connection before requests go to the next one. Requests that share
+/// a socket share its reads and writes, which under load costs fewer system calls than giving
+/// each its own socket (BENCHMARKS.md, HTTP). While a connection has room, a large reply
+/// delays fewer than this many requests behind it.
+const PACK: usize = 32;
+
 /// The first pause after a failed connection attempt; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -73,7 +81,6 @@ pub(crate) struct Connections {
 
 struct Shared {
     slots: Box<[Slot]>,
-    rotor: AtomicUsize,
     connector: Connector,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -151,7 +158,6 @@ impl Connections {
     ) -> Self {
         let shared = Arc::new(Shared {
             slots: (0..pool_size.max(1)).map(|_| Slot::default()).collect(),
-            rotor: AtomicUsize::new(0),
             connector,
             command_timeout,
             connect_timeout,
@@ -280,24 +286,23 @@ impl Shared {
         }
     }
 
+    /// The first live connection with fewer than [`PACK`] commands in flight, else the least
+    /// busy one.
     fn try_lend(&self) -> Option<Lent<'_>> {
-        let n = self.slots.len();
-        let start = self.rotor.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, usize, Live)> = None;
-        for i in 0..n {
-            let index = (start + i) % n;
-            let slot = &self.slots[index];
+        for (index, slot) in self.slots.iter().enumerate() {
             let Some(live) = slot.current() else { continue };
             if live.closed.load(Ordering::Relaxed) {
                 self.retire_id(index, live.id, "the socket closed");
                 continue;
             }
             let load = slot.in_flight.load(Ordering::Relaxed);
+            if load < PACK {
+                best = Some((index, load, live));
+                break;
+            }
             if best.as_ref().is_none_or(|(_, least, _)| load < *least) {
                 best = Some((index, load, live));
-                if load == 0 {
-                    break;
-                }
             }
         }
         let (index, _, live) = best?;
