@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::base64url;
 
+mod entropy;
+
 /// Bytes of entropy in a token: 256 bits from the OS CSPRNG.
 pub(crate) const TOKEN_BYTES: usize = 32;
 /// Length of a token once base64url-encoded without padding.
@@ -27,7 +29,7 @@ impl Token {
     /// A fresh token from the operating system's CSPRNG.
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes)?;
+        entropy::fill(&mut bytes)?;
         Ok(Self::encoding(&bytes))
     }
 
@@ -39,12 +41,11 @@ impl Token {
     }
 
     /// A fresh token and a fresh public id (a UUID v7 stamped `now_ms`), their random bits
-    /// from one read of the CSPRNG: a new session would otherwise cost two or three
-    /// `getrandom` system calls (the token's, and `Uuid::now_v7`'s own). Ids made within one
+    /// from one draw of the OS's random bytes, not `Uuid::now_v7`'s own. Ids made within one
     /// millisecond are not ordered among themselves, which nothing relies on.
     pub(crate) fn generate_with_id(now_ms: i64) -> Result<(Self, uuid::Uuid), getrandom::Error> {
         let mut bytes = [0u8; TOKEN_BYTES + ID_RANDOM_BYTES];
-        getrandom::fill(&mut bytes)?;
+        entropy::fill(&mut bytes)?;
         let (token, random) = bytes.split_at(TOKEN_BYTES);
         let mut id_random = [0u8; ID_RANDOM_BYTES];
         id_random.copy_from_slice(random);
