@@ -158,6 +158,36 @@ async fn paused_redis_fails_fast_and_resumes() {
     under_fault(Fault::Pause, "fault_pause").await;
 }
 
+/// Redis closes connections idle past its `timeout` (as proxies and load balancers do).
+/// Requests pack onto the first connection, so the others can idle for long: each socket's
+/// watchdog finds them closed and they are replaced before a request needs them, so that
+/// even a request that is never sent twice (a counter) is not the one to find out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_redis_while_idle_are_replaced_before_use() {
+    let redis = RedisServer::start();
+    let pool = 4;
+    let store = builder()
+        .redis_url(redis.url())
+        .command_timeout(TIMEOUT)
+        .pool_size(pool as usize)
+        .build()
+        .await
+        .expect("store");
+    let mut b = Browser::new(app(&store));
+    assert_eq!(b.get("/incr/n/1").await.body, "1");
+    let before = store.stats();
+    let _: () = redis.cmd(&["CONFIG", "SET", "timeout", "1"]);
+    // Each connection idles past 1 s at least once in 2.5 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _: () = redis.cmd(&["CONFIG", "SET", "timeout", "0"]);
+    let closed = store.stats().connections_retired - before.connections_retired;
+    assert!(closed >= pool, "idle connections found closed: {closed}");
+    // Replaced within a watchdog tick and a reconnect.
+    tokio::time::sleep(TIMEOUT).await;
+    let reply = b.get("/incr/n/1").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "2"));
+}
+
 #[tokio::test]
 async fn out_of_memory_refuses_writes_and_half_writes_nothing() {
     let redis =

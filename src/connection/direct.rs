@@ -11,7 +11,9 @@
 //! Each request is due by the deadline `Connections::run` gives it. A watchdog task per
 //! socket fails whatever is still waiting past its deadline, a few times per command
 //! timeout, rather than a timer per command (registering and clearing one in the runtime's
-//! timer wheel was a tenth of what the connection cost a request over a bare socket).
+//! timer wheel was a tenth of what the connection cost a request over a bare socket). The
+//! same watchdog looks at an idle socket, so that one the server closed meanwhile is
+//! replaced before a request finds it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -74,6 +76,15 @@ impl ReadHalf {
             Self::Tcp(r) => r.read_buf(buf).await,
             #[cfg(unix)]
             Self::Unix(r) => r.read_buf(buf).await,
+        }
+    }
+
+    /// Reads what the socket holds now, without waiting.
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Self::Tcp(r) => r.try_read_buf(buf),
+            #[cfg(unix)]
+            Self::Unix(r) => r.try_read_buf(buf),
         }
     }
 }
@@ -228,15 +239,6 @@ impl Direct {
         }
     }
 
-    /// The socket failed: every waiting request fails, new ones fail at once.
-    fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        self.inner.wake.notify_one();
-        for mut p in self.inner.writer().pending.drain(..) {
-            p.answer(Err(broken("the connection to Redis dropped")));
-        }
-    }
-
     /// Sends `bytes` (`expected` commands, already in RESP) and waits for their replies.
     async fn request(&self, bytes: &[u8], expected: usize) -> RedisResult<Vec<Value>> {
         let replies = self.replies(bytes, expected).await?.bytes;
@@ -276,7 +278,7 @@ impl Direct {
                 let out = self.take_backlog(&mut w);
                 drop(w);
                 if let Err(e) = self.write_out(out) {
-                    self.close();
+                    self.inner.close();
                     return Err(e.into());
                 }
             }
@@ -298,7 +300,7 @@ impl Direct {
     ) -> RedisResult<Replies> {
         loop {
             if let Err(e) = self.dispatch(reader) {
-                self.close();
+                self.inner.close();
                 return Err(e);
             }
             if let Ok(result) = answer.try_recv() {
@@ -336,12 +338,12 @@ impl Direct {
                         .unwrap_or_else(|_| Err(broken("the connection to Redis dropped")))
                 }
                 Ok(Ok(0)) => {
-                    self.close();
+                    self.inner.close();
                     return Err(broken("Redis closed the connection"));
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    self.close();
+                    self.inner.close();
                     return Err(e.into());
                 }
             }
@@ -449,11 +451,11 @@ impl Direct {
     /// meanwhile.
     async fn flush(self, out: Vec<u8>) {
         if self.inner.half.writable().await.is_err() {
-            return self.close();
+            return self.inner.close();
         }
         // Written at least in part now; the rest, if any, by another flush task.
         if self.write_out(out).is_err() {
-            self.close();
+            self.inner.close();
         }
     }
 }
@@ -461,6 +463,36 @@ impl Direct {
 impl Inner {
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The socket failed: every waiting request fails, new ones fail at once.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        for mut p in self.writer().pending.drain(..) {
+            p.answer(Err(broken("the connection to Redis dropped")));
+        }
+    }
+
+    /// Whether an idle socket is still open: one that Redis (its `timeout`), a proxy or a
+    /// restart closed is found here, not by the next request on it, which may be one that
+    /// is never sent twice. Requests pack onto the first connections, so the others can sit
+    /// idle for long. A socket in use is left to its readers.
+    fn check_idle(&self) {
+        if !self.writer().pending.is_empty() {
+            return;
+        }
+        let Ok(mut reader) = self.reader.try_lock() else {
+            return;
+        };
+        let Reader { half, buf, .. } = &mut *reader;
+        // Bytes that arrive now (a request sent since the look above) stay for its reader.
+        match half.try_read_buf(buf) {
+            Ok(0) => self.close(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => self.close(),
+        }
     }
 
     /// The task with `waker` reads the socket now.
@@ -495,6 +527,7 @@ async fn watch(inner: Weak<Inner>, tick: Duration) {
                 reader.wake_by_ref();
             }
         }
+        inner.check_idle();
     }
 }
 

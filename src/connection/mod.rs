@@ -6,10 +6,11 @@
 //!   the least busy: concurrent requests share one socket's system calls (here and in Redis)
 //!   instead of each paying its own on a socket of its own, and the other connections take
 //!   the overflow and stand by for failures.
-//! - A connection is retired when a command on it meets a dropped socket or an I/O error, when
-//!   the command timeout cuts it short, or when the server answers `READONLY`, `MASTERDOWN` or
-//!   `LOADING` (a demoted or not yet ready primary: the next connection asks Sentinel, or the
-//!   cluster, for the current one). A request that is cancelled (the client hung up, a timeout
+//! - A connection is retired when its socket is found closed (our own connection looks at an
+//!   idle socket a few times per command timeout), when a command on it meets a dropped
+//!   socket or an I/O error, when the command timeout cuts it short, or when the server
+//!   answers `READONLY`, `MASTERDOWN` or `LOADING` (a demoted or not yet ready primary: the
+//!   next connection asks Sentinel, or the cluster, for the current one). A request that is cancelled (the client hung up, a timeout
 //!   layer above us) retires nothing: its connection is as healthy as before.
 //! - One background task re-opens retired connections, one attempt at a time, with exponential
 //!   backoff (50 ms doubling to 1 s) and jitter. While no connection is live, a request waits for an attempt already
