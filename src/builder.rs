@@ -344,9 +344,9 @@ impl SessionStoreBuilder {
     }
 
     /// Redis connections (default 4). Each is multiplexed: concurrent requests pipeline on
-    /// it. A request goes to an idle connection if there is one; when all are busy, to the
-    /// first with fewer than 32 commands in flight (else the least busy), so that its
-    /// commands go out with others in one batch.
+    /// it. A request goes to the first connection with fewer than 32 commands in flight,
+    /// else to the least busy, so that concurrent requests share system calls; the others
+    /// take the overflow and stand by when one fails.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

@@ -1,7 +1,8 @@
 //! Regressions found by review, each reproduced before its fix: regenerating an expired or
 //! oversized session must not lock the browser out, a retried logout still drops the cookie,
 //! two store operations of one handle never race, a sentinel naming a dead primary does not
-//! hide the others, and regenerate obeys the session size limit.
+//! hide the others, regenerate obeys the session size limit, and commands do not wait for
+//! the replies of the batch in flight on their connection.
 mod common;
 
 use std::time::Duration;
@@ -350,4 +351,98 @@ async fn regenerate_obeys_the_session_size_limit() {
             .sum();
         assert!(bytes <= 100, "{bytes} bytes stored");
     }
+}
+
+/// A proxy between the store and Redis that forwards each chunk after `delay` and records, in
+/// the order they reach it, which way each went: `true` for the store's commands.
+async fn recording_proxy(
+    port: u16,
+    delay: Duration,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                return;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (commands, mut from, mut to) in [
+                (
+                    true,
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (false, Box::new(sr) as _, Box::new(cw) as _),
+            ] {
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = from.read(&mut buf).await {
+                        log.lock().expect("log").push(commands);
+                        let _ = tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if to.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (format!("redis://{addr}"), seen)
+}
+
+/// Requests that come while a batch is out go out without waiting for its replies: holding
+/// them until then (as this connection once did) made every request pay two round trips once
+/// requests outnumbered connections, on any Redis across a network. On one connection behind
+/// a proxy that delays each way by 50 ms, a second wave of reads, sent while the first wave's
+/// batch is out, reaches Redis before the first wave's replies come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_do_not_wait_for_the_batch_in_flight() {
+    let redis = common::RedisServer::start();
+    let (url, seen) = recording_proxy(redis.port, Duration::from_millis(50)).await;
+    let store = builder()
+        .redis_url(url)
+        .pool_size(1)
+        .build()
+        .await
+        .expect("store");
+    let app = review_app(&store);
+    let mut b = Browser::new(app.clone());
+    b.get("/login").await;
+    seen.lock().expect("log").clear();
+    let first = {
+        let b = b.clone();
+        tokio::spawn(async move { b.peek("/get/user").await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.peek("/get/user").await })
+        })
+        .collect();
+    for task in std::iter::once(first).chain(second) {
+        assert_eq!(task.await.expect("task").body, "Some(\"alice\")");
+    }
+    let seen = seen.lock().expect("log").clone();
+    // The first wave's commands, the second wave's, then replies.
+    let commands_before_a_reply = seen.iter().take_while(|&&c| c).count();
+    assert!(
+        commands_before_a_reply >= 2,
+        "the second wave waited for the first one's replies: {seen:?}"
+    );
 }

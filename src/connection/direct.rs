@@ -111,16 +111,40 @@ impl Pending {
 }
 
 struct Writer {
-    /// Commands not on the socket yet: held while a batch is out, or arrived while another
-    /// request (or the flush task) was writing, which then writes them too.
+    /// Commands not on the socket yet: gathered for one turn of the runtime while a batch is
+    /// out, or arrived while another request (or the flush task) was writing, which then
+    /// writes them too.
     backlog: Vec<u8>,
     /// Someone is writing to the socket (outside the lock): only they write.
     writing: bool,
     /// Requests in the order of their commands.
     pending: VecDeque<Pending>,
     /// How many of `pending`, from the front, have their commands sent (or being flushed);
-    /// the rest are held in `backlog` until those replies are in.
+    /// the rest wait in `backlog`.
     sent: usize,
+    /// A request is letting the runtime run a turn before it sends the backlog.
+    gathering: bool,
+}
+
+/// The gathering request's duty to send the backlog, done when dropped.
+struct Gather<'a>(&'a Direct);
+
+impl Drop for Gather<'_> {
+    fn drop(&mut self) {
+        let direct = self.0;
+        let mut w = direct.inner.writer();
+        w.gathering = false;
+        // Outside a runtime (dropped as it shuts down) nothing is waiting any more, and a
+        // socket that is full could not be flushed by a task.
+        if w.writing || w.backlog.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let out = direct.take_backlog(&mut w);
+        drop(w);
+        if direct.write_out(out).is_err() {
+            direct.inner.close();
+        }
+    }
 }
 
 struct Reader {
@@ -198,6 +222,7 @@ impl Direct {
                     writing: false,
                     pending: VecDeque::new(),
                     sent: 0,
+                    gathering: false,
                 }),
                 reader: tokio::sync::Mutex::new(Reader {
                     half: read,
@@ -256,6 +281,7 @@ impl Direct {
     /// be read in place.
     pub(crate) async fn replies(&self, bytes: &[u8], expected: usize) -> RedisResult<Replies> {
         let (done, mut answer) = oneshot::channel();
+        let mut gathers = false;
         {
             let mut w = self.inner.writer();
             if self.inner.closed.load(Ordering::Relaxed) {
@@ -269,9 +295,11 @@ impl Direct {
                 deadline: self.deadline,
             });
             w.backlog.extend_from_slice(bytes);
-            // One batch out at a time: while one is, commands gather and go together when its
-            // replies are in (fewer system calls here and in Redis under load; a lone request
-            // goes at once). While someone writes, they take these along.
+            // A lone request goes at once. While a batch is out, the first request to come
+            // gathers: every other task that is ready runs first (one turn of the runtime),
+            // then it sends what they queued meanwhile in one write. Concurrent requests thus
+            // share system calls, here and in Redis, and none waits for another's round trip.
+            // While someone writes, they take these along.
             if w.writing {
                 w.sent = w.pending.len();
             } else if w.sent == 0 {
@@ -281,7 +309,16 @@ impl Direct {
                     self.inner.close();
                     return Err(e.into());
                 }
+            } else if !w.gathering {
+                w.gathering = true;
+                gathers = true;
             }
+        }
+        if gathers {
+            // Sends when dropped: after the turn, or at once if this request is cancelled.
+            let gather = Gather(self);
+            tokio::task::yield_now().await;
+            drop(gather);
         }
         tokio::select! {
             biased;
@@ -431,7 +468,7 @@ impl Direct {
                 done.extend(w.pending.pop_front());
                 w.sent = w.sent.saturating_sub(1);
                 if w.sent == 0 && !w.pending.is_empty() && !w.writing {
-                    // The batch is in: the held commands go now.
+                    // Nothing is out: commands still gathering go now.
                     out = Some(self.take_backlog(&mut w));
                 }
             }

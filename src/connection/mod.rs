@@ -2,11 +2,10 @@
 //! request, replaced when they fail, and re-opened one attempt at a time with backoff.
 //!
 //! - `pool_size` connections, each multiplexed (requests pipeline on its socket). A request
-//!   goes to an idle connection if there is one, where it goes out at once; when all are
-//!   busy, to the first with fewer than [`PACK`] commands in flight, else to the least busy.
-//!   A busy connection holds new commands until its batch is in (see `direct`), so spreading
-//!   over idle connections never makes a request wait for another's round trip, and packing
-//!   when none is idle gathers larger batches (fewer system calls here and in Redis).
+//!   goes to the first live connection with fewer than [`PACK`] commands in flight, else to
+//!   the least busy: requests that share a socket share its system calls (here and in
+//!   Redis; see `direct` for how they gather), and the other connections take the overflow
+//!   and stand by for failures.
 //! - A connection is retired when its socket is found closed (our own connection looks at an
 //!   idle socket a few times per command timeout), when a command on it meets a dropped
 //!   socket or an I/O error, when the command timeout cuts it short, or when the server
@@ -48,9 +47,8 @@ pub(crate) use resp::{pack, Digits};
 
 use crate::error::{SessionError, StoreError};
 
-/// Commands in flight on a connection before requests, when no connection is idle, go to the
-/// next one. While a connection has room, a large reply delays fewer than this many requests
-/// behind it.
+/// Commands in flight on a connection before requests go to the next one. While a connection
+/// has room, a large reply delays fewer than this many requests behind it.
 const PACK: usize = 32;
 
 /// The first pause after a failed connection attempt; it doubles up to [`BACKOFF_MAX`].
@@ -287,8 +285,8 @@ impl Shared {
         }
     }
 
-    /// An idle live connection, else the first with fewer than [`PACK`] commands in flight,
-    /// else the least busy one.
+    /// The first live connection with fewer than [`PACK`] commands in flight, else the least
+    /// busy one.
     fn try_lend(&self) -> Option<Lent<'_>> {
         let mut best: Option<(usize, usize, Live)> = None;
         for (index, slot) in self.slots.iter().enumerate() {
@@ -298,18 +296,12 @@ impl Shared {
                 continue;
             }
             let load = slot.in_flight.load(Ordering::Relaxed);
-            // Lower is better: an idle connection (the request goes out at once), then the
-            // first with room in the batch it gathers, then the least busy.
-            let rank = match load {
-                0 => 0,
-                _ if load < PACK => 1,
-                _ => load,
-            };
-            if best.as_ref().is_none_or(|(_, best, _)| rank < *best) {
-                best = Some((index, rank, live));
-                if rank == 0 {
-                    break;
-                }
+            if load < PACK {
+                best = Some((index, load, live));
+                break;
+            }
+            if best.as_ref().is_none_or(|(_, least, _)| load < *least) {
+                best = Some((index, load, live));
             }
         }
         let (index, _, live) = best?;
