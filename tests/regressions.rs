@@ -408,12 +408,12 @@ async fn recording_proxy(
 /// Requests that come while a batch is out go out without waiting for its replies: holding
 /// them until then (as this connection once did) made every request pay two round trips once
 /// requests outnumbered connections, on any Redis across a network. On one connection behind
-/// a proxy that delays each way by 50 ms, a second wave of reads, sent while the first wave's
+/// a proxy that delays each way by 200 ms, a second wave of reads, sent while the first wave's
 /// batch is out, reaches Redis before the first wave's replies come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_do_not_wait_for_the_batch_in_flight() {
     let redis = common::RedisServer::start();
-    let (url, seen) = recording_proxy(redis.port, Duration::from_millis(50)).await;
+    let (url, seen) = recording_proxy(redis.port, Duration::from_millis(200)).await;
     let store = builder()
         .redis_url(url)
         .pool_size(1)
