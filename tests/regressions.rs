@@ -420,8 +420,7 @@ async fn commands_do_not_wait_for_the_batch_in_flight() {
         .build()
         .await
         .expect("store");
-    let app = review_app(&store);
-    let mut b = Browser::new(app.clone());
+    let mut b = Browser::new(review_app(&store));
     b.get("/login").await;
     seen.lock().expect("log").clear();
     let first = {

@@ -10,12 +10,14 @@
 //!   idle socket a few times per command timeout), when a command on it meets a dropped
 //!   socket or an I/O error, when the command timeout cuts it short, or when the server
 //!   answers `READONLY`, `MASTERDOWN` or `LOADING` (a demoted or not yet ready primary: the
-//!   next connection asks Sentinel, or the cluster, for the current one). A request that is cancelled (the client hung up, a timeout
-//!   layer above us) retires nothing: its connection is as healthy as before.
-//! - One background task re-opens retired connections, one attempt at a time, with exponential
-//!   backoff (50 ms doubling to 1 s) and jitter. While no connection is live, a request waits for an attempt already
-//!   under way (within the command timeout) and otherwise fails at once with 503: an outage
-//!   never turns into one connection attempt per request.
+//!   next connection asks Sentinel, or the cluster, for the current one). A request that is
+//!   cancelled (the client hung up, a timeout layer above us) retires nothing: its connection
+//!   is as healthy as before.
+//! - One background task re-opens retired connections, one attempt at a time, with
+//!   exponential backoff (50 ms doubling to 1 s) and jitter. While no connection is live, a
+//!   request waits for an attempt already under way (within the command timeout) and
+//!   otherwise fails at once with 503: an outage never turns into one connection attempt per
+//!   request.
 //! - Only what is safe to repeat (loads, expiry refreshes, ending a session) is retried, once,
 //!   on another connection. Counters and saves are never re-sent.
 

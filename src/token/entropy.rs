@@ -2,9 +2,9 @@
 //!
 //! Every new session needs 42 random bytes (its token and its public id). A `getrandom`
 //! system call per session would be the dearest part of making its token, so each thread
-//! reads enough for about 24 sessions at once and hands them out in order. The bytes are the OS's own,
-//! unchanged (no userspace generator stretches them); each is used once and zeroed as it is
-//! handed out, so the buffer never holds a token that was issued.
+//! reads enough for about 24 sessions at once and hands them out in order. The bytes are the
+//! OS's own, unchanged (no userspace generator stretches them); each is used once and zeroed
+//! as it is handed out, so the buffer never holds a token that was issued.
 //!
 //! A forked child would inherit its parent's unused bytes; tokio's runtimes do not survive a
 //! fork, so no session is made in a forked copy of a thread that made one.
