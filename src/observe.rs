@@ -19,9 +19,12 @@
 //! | `session_connection_attempts_total` | counter | |
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use tracing::Instrument;
+use pin_project_lite::pin_project;
+use tracing::Span;
 
 use crate::error::SessionError;
 
@@ -42,11 +45,15 @@ pub(crate) fn answered(error: &SessionError) {
 
 /// Runs one store operation (one round trip) inside a span named after it, and records its
 /// outcome and duration.
-pub(crate) async fn observe<T>(
-    op: &'static str,
-    session: Option<uuid::Uuid>,
-    work: impl Future<Output = Result<T, SessionError>>,
-) -> Result<T, SessionError> {
+///
+/// A named future rather than an `async fn`: an `async fn` keeps the future it is given as an
+/// argument and a second copy while awaiting it, which doubled the size of every session
+/// future around a store call (a read's from about 1 KB to 2 KB), and so of the boxed future
+/// of every handler that reads a session.
+pub(crate) fn observe<T, F>(op: &'static str, session: Option<uuid::Uuid>, work: F) -> Observed<F>
+where
+    F: Future<Output = Result<T, SessionError>>,
+{
     let span = tracing::debug_span!(
         "session_store",
         op,
@@ -58,14 +65,54 @@ pub(crate) async fn observe<T>(
     // without metrics, nothing reads the duration or the span's fields: not measured.
     let traced = !span.is_disabled();
     let start = (traced || cfg!(feature = "metrics")).then(Instant::now);
-    let result = if traced {
-        work.instrument(span.clone()).await
-    } else {
-        work.await
-    };
+    Observed {
+        work,
+        op,
+        span,
+        traced,
+        start,
+    }
+}
+
+pin_project! {
+    /// The future of [`observe`].
+    pub(crate) struct Observed<F> {
+        #[pin]
+        work: F,
+        op: &'static str,
+        span: Span,
+        traced: bool,
+        start: Option<Instant>,
+    }
+}
+
+impl<T, F> Future for Observed<F>
+where
+    F: Future<Output = Result<T, SessionError>>,
+{
+    type Output = Result<T, SessionError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let entered = this.traced.then(|| this.span.enter());
+        let result = ready!(this.work.poll(cx));
+        drop(entered);
+        record(this.op, this.span, *this.traced, *this.start, &result);
+        Poll::Ready(result)
+    }
+}
+
+/// What [`Observed`] records once the operation is done.
+fn record<T>(
+    op: &'static str,
+    span: &Span,
+    traced: bool,
+    start: Option<Instant>,
+    result: &Result<T, SessionError>,
+) {
     let took = start.map(|start| start.elapsed());
     if traced {
-        let outcome = match &result {
+        let outcome = match result {
             Ok(_) => "ok",
             Err(SessionError::Unavailable(_)) => "unavailable",
             Err(SessionError::Ended) => "ended",
@@ -74,18 +121,17 @@ pub(crate) async fn observe<T>(
         span.record("outcome", outcome);
         span.record("duration_us", took.unwrap_or_default().as_micros() as u64);
     }
-    match &result {
+    match result {
         Err(SessionError::Unavailable(e)) => {
-            tracing::warn!(parent: &span, error = %e, "session store unavailable");
+            tracing::warn!(parent: span, error = %e, "session store unavailable");
             count("session_unavailable_total", &[], 1);
         }
         Err(SessionError::Ended) => {}
-        Err(e) => tracing::error!(parent: &span, error = %e, "session store error"),
-        Ok(_) => tracing::debug!(parent: &span, "session store operation"),
+        Err(e) => tracing::error!(parent: span, error = %e, "session store error"),
+        Ok(_) => tracing::debug!(parent: span, "session store operation"),
     }
     count("session_store_operations_total", &[("op", op)], 1);
     #[cfg(feature = "metrics")]
     ::metrics::histogram!("session_store_duration_seconds", "op" => op)
         .record(took.unwrap_or_default().as_secs_f64());
-    result
 }

@@ -12,7 +12,8 @@
 //! layer, and two floors for `read`:
 //! - `floor`: the router without the layer, whose handler does our read's Redis work
 //!   (`HGETALL key` + `PEXPIRE key 1800000`, read into a session's fields) through our own
-//!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic;
+//!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic; its
+//!   requests carry our read's cookie, as the router without a layer gets it;
 //! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
 //!   router);
@@ -301,11 +302,15 @@ impl Bench {
     /// One request of `lib` in `scenario`.
     async fn request(&mut self, lib: &'static str, scenario: &str, size: &'static str) {
         match (lib, scenario) {
+            // Our read's cookie, so that building, routing and dropping the request cost them
+            // what they cost ours (its layer alone reads the cookie).
             (FLOOR, _) => {
-                send(&self.floors[size], "/read", None).await;
+                let cookie = &self.cookies[&(OURS, size)];
+                send(&self.floors[size], "/read", Some(cookie)).await;
             }
             (NO_LAYER, _) => {
-                send(&self.apps[lib], "/read", None).await;
+                let cookie = &self.cookies[&(OURS, size)];
+                send(&self.apps[lib], "/read", Some(cookie)).await;
             }
             (_, "create") => {
                 send(&self.apps[lib], "/write", None).await;
