@@ -304,13 +304,13 @@ impl Bench {
         match (lib, scenario) {
             // Our read's cookie, so that building, routing and dropping the request cost them
             // what they cost ours (its layer alone reads the cookie).
-            (FLOOR, _) => {
-                let cookie = &self.cookies[&(OURS, size)];
-                send(&self.floors[size], "/read", Some(cookie)).await;
-            }
-            (NO_LAYER, _) => {
-                let cookie = &self.cookies[&(OURS, size)];
-                send(&self.apps[lib], "/read", Some(cookie)).await;
+            (FLOOR | NO_LAYER, _) => {
+                let app = if lib == FLOOR {
+                    &self.floors[size]
+                } else {
+                    &self.apps[lib]
+                };
+                send(app, "/read", Some(&self.cookies[&(OURS, size)])).await;
             }
             (_, "create") => {
                 send(&self.apps[lib], "/write", None).await;
