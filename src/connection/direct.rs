@@ -139,11 +139,8 @@ impl Drop for Gather<'_> {
         if w.writing || w.backlog.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let out = direct.take_backlog(&mut w);
-        drop(w);
-        if direct.write_out(out).is_err() {
-            direct.inner.close();
-        }
+        // A failed write has closed the socket and failed its requests.
+        let _ = direct.send_backlog(w);
     }
 }
 
@@ -303,12 +300,7 @@ impl Direct {
             if w.writing {
                 w.sent = w.pending.len();
             } else if w.sent == 0 {
-                let out = self.take_backlog(&mut w);
-                drop(w);
-                if let Err(e) = self.write_out(out) {
-                    self.inner.close();
-                    return Err(e.into());
-                }
+                self.send_backlog(w)?;
             } else if !w.gathering {
                 w.gathering = true;
                 gathers = true;
@@ -394,6 +386,13 @@ impl Direct {
         std::mem::take(&mut w.backlog)
     }
 
+    /// Sends the backlog now (nobody is writing); a failed write closes the socket.
+    fn send_backlog(&self, mut w: MutexGuard<'_, Writer>) -> io::Result<()> {
+        let out = self.take_backlog(&mut w);
+        drop(w);
+        self.write_out(out).inspect_err(|_| self.inner.close())
+    }
+
     /// Writes `out`, then whatever gathered meanwhile, until nothing is left; if the socket
     /// is full, a flush task takes over. Only the holder of `writing` calls this.
     fn write_out(&self, mut out: Vec<u8>) -> io::Result<()> {
@@ -438,7 +437,7 @@ impl Direct {
         if ends.is_empty() {
             return Ok(());
         }
-        // One short hold of the lock for the whole read; the requests are woken, and held
+        // One short hold of the lock for the whole read; the requests are woken, and gathered
         // commands written, after it.
         let mut out = None;
         {
