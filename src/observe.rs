@@ -18,12 +18,8 @@
 //! | `session_connections_retired_total` | counter | |
 //! | `session_connection_attempts_total` | counter | |
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use pin_project_lite::pin_project;
 use tracing::Span;
 
 use crate::error::SessionError;
@@ -43,66 +39,68 @@ pub(crate) fn answered(error: &SessionError) {
     }
 }
 
-/// Runs one store operation (one round trip) inside a span named after it, and records its
-/// outcome and duration.
+/// One store operation under observation: its span (enabled only if a subscriber wants it)
+/// and, if anything reads the duration, when it started.
+pub(crate) struct Observation {
+    op: &'static str,
+    span: Span,
+    traced: bool,
+    start: Option<Instant>,
+}
+
+impl Observation {
+    /// Opens the span of operation `op` on the session with this public id.
+    pub(crate) fn start(op: &'static str, session: Option<uuid::Uuid>) -> Self {
+        let span = tracing::debug_span!(
+            "session_store",
+            op,
+            session = session.map(tracing::field::display),
+            outcome = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
+        // Without a subscriber for the span (the usual case in production at info level) and
+        // without metrics, nothing reads the duration or the span's fields: not measured.
+        let traced = !span.is_disabled();
+        let start = (traced || cfg!(feature = "metrics")).then(Instant::now);
+        Self {
+            op,
+            span,
+            traced,
+            start,
+        }
+    }
+
+    /// The span to run the operation in, if a subscriber wants it.
+    pub(crate) fn span(&self) -> Option<Span> {
+        self.traced.then(|| self.span.clone())
+    }
+
+    /// Records the operation's outcome and duration.
+    pub(crate) fn finish<T>(self, result: &Result<T, SessionError>) {
+        record(self.op, &self.span, self.traced, self.start, result);
+    }
+}
+
+/// Awaits one store operation (one round trip) in a span named after it, and records its
+/// outcome and duration: `observed!("load", id, backend.load(&key, ttl))`.
 ///
-/// A named future rather than an `async fn`: an `async fn` keeps the future it is given as an
-/// argument and a second copy while awaiting it, which doubled the size of every session
-/// future around a store call (a read's from about 1 KB to 2 KB), and so of the boxed future
-/// of every handler that reads a session.
-pub(crate) fn observe<T, F>(op: &'static str, session: Option<uuid::Uuid>, work: F) -> Observed<F>
-where
-    F: Future<Output = Result<T, SessionError>>,
-{
-    let span = tracing::debug_span!(
-        "session_store",
-        op,
-        session = session.map(tracing::field::display),
-        outcome = tracing::field::Empty,
-        duration_us = tracing::field::Empty,
-    );
-    // Without a subscriber for the span (the usual case in production at info level) and
-    // without metrics, nothing reads the duration or the span's fields: not measured.
-    let traced = !span.is_disabled();
-    let start = (traced || cfg!(feature = "metrics")).then(Instant::now);
-    Observed {
-        work,
-        op,
-        span,
-        traced,
-        start,
-    }
+/// A macro rather than a future that wraps the store's: wrapping moved the store's future
+/// (about a kilobyte for a read) into the wrapper on every operation, and a wrapper is only
+/// needed to enter a span that a subscriber wants.
+macro_rules! observed {
+    ($op:expr, $session:expr, $work:expr $(,)?) => {{
+        let observation = $crate::observe::Observation::start($op, $session);
+        let result = match observation.span() {
+            None => $work.await,
+            Some(span) => ::tracing::Instrument::instrument($work, span).await,
+        };
+        observation.finish(&result);
+        result
+    }};
 }
+pub(crate) use observed;
 
-pin_project! {
-    /// The future of [`observe`].
-    pub(crate) struct Observed<F> {
-        #[pin]
-        work: F,
-        op: &'static str,
-        span: Span,
-        traced: bool,
-        start: Option<Instant>,
-    }
-}
-
-impl<T, F> Future for Observed<F>
-where
-    F: Future<Output = Result<T, SessionError>>,
-{
-    type Output = Result<T, SessionError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let entered = this.traced.then(|| this.span.enter());
-        let result = ready!(this.work.poll(cx));
-        drop(entered);
-        record(this.op, this.span, *this.traced, *this.start, &result);
-        Poll::Ready(result)
-    }
-}
-
-/// What [`Observed`] records once the operation is done.
+/// What an [`Observation`] records once the operation is done.
 fn record<T>(
     op: &'static str,
     span: &Span,

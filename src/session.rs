@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::cookie::{Carried, Meta, Verified};
 use crate::error::SessionError;
 use crate::fields::Fields;
-use crate::observe::{count, observe};
+use crate::observe::{count, observed};
 use crate::state::StoreInner;
 use crate::store::{now_ms, Counter, Found, IndexOp, Mode, Outcome, Write, META_IDLE, META_USER};
 use crate::token::{StoreKey, Token, UserHandle};
@@ -303,7 +303,7 @@ impl Session {
                 }
             }
         };
-        let found = observe("load", id, store.backend.load(&key, ttl)).await?;
+        let found = observed!("load", id, store.backend.load(&key, ttl))?;
         let result = match &found {
             Found::Live(_) => "hit",
             Found::Absent => "miss",
@@ -577,7 +577,7 @@ impl Session {
                         load: unloaded,
                     };
                     let id = self.state().id;
-                    observe("incr", id, store.backend.incr(&store_key, &counter)).await
+                    observed!("incr", id, store.backend.incr(&store_key, &counter))
                 },
             )
             .await?
@@ -691,7 +691,7 @@ impl Session {
         }
         let found = match &old {
             Some((key, ttl)) => {
-                let ended = observe("end", id, store.backend.end(key, *ttl, true)).await?;
+                let ended = observed!("end", id, store.backend.end(key, *ttl, true))?;
                 // The old id is dead from here on: unless a new session is stored (then the
                 // Live arm of `finish` wins), the response drops the old cookie.
                 self.state().destroyed = true;
@@ -830,7 +830,7 @@ impl Session {
                             check: None,
                         };
                         let saved = store.backend.save_indexed(&key, &write, index);
-                        let (saved, replies) = observe("save", Some(new_id), saved).await?;
+                        let (saved, replies) = observed!("save", Some(new_id), saved)?;
                         Ok(saved.map(|()| replies))
                     }
                 },
@@ -842,7 +842,7 @@ impl Session {
                 // or the old cookie was stale: this one goes with them.
                 let ttl = Duration::from_millis(store.lifetimes.idle_ms);
                 if let Err(e) =
-                    observe("end", Some(new_id), store.backend.end(&new_key, ttl, false)).await
+                    observed!("end", Some(new_id), store.backend.end(&new_key, ttl, false))
                 {
                     tracing::debug!(error = %e, "could not end a session its user's index refused");
                 }
@@ -881,7 +881,7 @@ impl Session {
         let new_key = token.store_key(&store.prefix);
         let id = self.state().id;
         let moved = store.backend.rename(old, &new_key, ttl, ttl);
-        let moved = match observe("end", id, moved).await {
+        let moved = match observed!("end", id, moved) {
             Ok(moved) => moved?,
             Err(e) => return Some(Err(e)),
         };
@@ -917,7 +917,7 @@ impl Session {
                 old,
                 key: &new_key,
             };
-            let indexed = observe("index", Some(id), store.backend.index(&keys, op)).await;
+            let indexed = observed!("index", Some(id), store.backend.index(&keys, op));
             if !matches!(indexed, Ok(ref reply) if reply.indexed) {
                 // "End all" struck meanwhile (the session goes with the user's others), or the
                 // index could not learn the new key (a session it cannot list must not live):
@@ -956,9 +956,7 @@ impl Session {
         let store = &self.inner.store;
         let keys = user.keys(&store.prefix);
         let op = IndexOp::Remove(vec![(id, key.clone())]);
-        observe("index", Some(id), store.backend.index(&keys, op))
-            .await
-            .map(drop)
+        observed!("index", Some(id), store.backend.index(&keys, op)).map(drop)
     }
 
     /// Ends the session (logout): it is ended in the store now, then taken out of its
@@ -973,9 +971,7 @@ impl Session {
             (state.key(&store.prefix), ttl, state.user.clone(), state.id)
         };
         let found = match (&key, ttl) {
-            (Some(key), Some(ttl)) => {
-                observe("end", id, store.backend.end(key, ttl, false)).await?
-            }
+            (Some(key), Some(ttl)) => observed!("end", id, store.backend.end(key, ttl, false))?,
             _ => Found::Absent,
         };
         // Only a session this request ended leaves the index: an old cookie's successor stays.
@@ -1158,7 +1154,7 @@ impl Session {
                 };
                 let bytes: usize = write.set.iter().map(|(k, v)| k.len() + v.len()).sum();
                 let id = this.state().id;
-                let saved = observe("save", id, store.backend.save(&key, &write)).await;
+                let saved = observed!("save", id, store.backend.save(&key, &write));
                 if matches!(saved, Ok(Outcome::Done(()))) {
                     count("session_saved_total", &[], 1);
                     count("session_bytes_written_total", &[], bytes as u64);

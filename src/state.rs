@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cookie::CookieCodec;
 use crate::error::SessionError;
-use crate::observe::observe;
+use crate::observe::observed;
 use crate::store::{now_ms, Backend, IndexOp, Lifetimes, Limits};
 use crate::token::UserHandle;
 use crate::touch::Toucher;
@@ -90,7 +90,7 @@ impl SessionStore {
     ) -> Result<Vec<SessionInfo>, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let now = now_ms();
-        let listed = observe("list", None, self.inner.backend.list(&keys, now, fields)).await?;
+        let listed = observed!("list", None, self.inner.backend.list(&keys, now, fields))?;
         let mut sessions = Vec::new();
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for entry in listed {
@@ -166,7 +166,7 @@ impl SessionStore {
         keys: &crate::token::UserKeys,
         op: IndexOp<'_>,
     ) -> Result<crate::store::IndexReply, SessionError> {
-        observe("index", None, self.inner.backend.index(keys, op)).await
+        observed!("index", None, self.inner.backend.index(keys, op))
     }
 
     /// Ends marked entries' sessions (each becomes an ended marker for as long as a cookie
@@ -179,12 +179,11 @@ impl SessionStore {
     ) -> Result<usize, SessionError> {
         let marker_ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
         let session_keys: Vec<_> = entries.iter().map(|(_, key)| key.clone()).collect();
-        let ended = observe(
+        let ended = observed!(
             "end_many",
             None,
             self.inner.backend.end_many(&session_keys, marker_ttl),
-        )
-        .await;
+        );
         ended?;
         let n = entries.len();
         self.index(keys, IndexOp::Remove(entries)).await?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use queue::Queue;
 
 use crate::cookie::{CarriedValue, CookieCodec, Detached, Verified};
-use crate::observe::{count, observe};
+use crate::observe::{count, observed};
 use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token};
 
@@ -184,7 +184,7 @@ impl TouchWorker {
             if batch.is_empty() {
                 continue;
             }
-            match observe("refresh", None, backend.touch(&batch)).await {
+            match observed!("refresh", None, backend.touch(&batch)) {
                 Ok(()) => {
                     count(
                         "session_refreshes_total",
