@@ -77,7 +77,31 @@ impl Observation {
 
     /// Records the operation's outcome and duration.
     pub(crate) fn finish<T>(self, result: &Result<T, SessionError>) {
-        record(self.op, &self.span, self.traced, self.start, result);
+        let took = self.start.map(|start| start.elapsed());
+        if self.traced {
+            let outcome = match result {
+                Ok(_) => "ok",
+                Err(SessionError::Unavailable(_)) => "unavailable",
+                Err(SessionError::Ended) => "ended",
+                Err(_) => "error",
+            };
+            self.span.record("outcome", outcome);
+            self.span
+                .record("duration_us", took.unwrap_or_default().as_micros() as u64);
+        }
+        match result {
+            Err(SessionError::Unavailable(e)) => {
+                tracing::warn!(parent: &self.span, error = %e, "session store unavailable");
+                count("session_unavailable_total", &[], 1);
+            }
+            Err(SessionError::Ended) => {}
+            Err(e) => tracing::error!(parent: &self.span, error = %e, "session store error"),
+            Ok(_) => tracing::debug!(parent: &self.span, "session store operation"),
+        }
+        count("session_store_operations_total", &[("op", self.op)], 1);
+        #[cfg(feature = "metrics")]
+        ::metrics::histogram!("session_store_duration_seconds", "op" => self.op)
+            .record(took.unwrap_or_default().as_secs_f64());
     }
 }
 
@@ -99,37 +123,3 @@ macro_rules! observed {
     }};
 }
 pub(crate) use observed;
-
-/// What an [`Observation`] records once the operation is done.
-fn record<T>(
-    op: &'static str,
-    span: &Span,
-    traced: bool,
-    start: Option<Instant>,
-    result: &Result<T, SessionError>,
-) {
-    let took = start.map(|start| start.elapsed());
-    if traced {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(SessionError::Unavailable(_)) => "unavailable",
-            Err(SessionError::Ended) => "ended",
-            Err(_) => "error",
-        };
-        span.record("outcome", outcome);
-        span.record("duration_us", took.unwrap_or_default().as_micros() as u64);
-    }
-    match result {
-        Err(SessionError::Unavailable(e)) => {
-            tracing::warn!(parent: span, error = %e, "session store unavailable");
-            count("session_unavailable_total", &[], 1);
-        }
-        Err(SessionError::Ended) => {}
-        Err(e) => tracing::error!(parent: span, error = %e, "session store error"),
-        Ok(_) => tracing::debug!(parent: span, "session store operation"),
-    }
-    count("session_store_operations_total", &[("op", op)], 1);
-    #[cfg(feature = "metrics")]
-    ::metrics::histogram!("session_store_duration_seconds", "op" => op)
-        .record(took.unwrap_or_default().as_secs_f64());
-}
