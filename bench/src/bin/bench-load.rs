@@ -6,7 +6,8 @@
 //! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
 //! 1, 16, 64 and 256 connections, wrk drives every app in turn, in an order rotated each
 //! round, so that the apps a ratio compares ran seconds apart. Every request carries one of
-//! 256 session cookies, round-robin. Then measures `MEMORY USAGE` of the same session content
+//! 256 session cookies, round-robin. On two or more CPUs the server runs apart from wrk and
+//! redis-server (see [`Placement`]). Then measures `MEMORY USAGE` of the same session content
 //! stored by each library. Writes `target/bench/load.json` with every round's figures.
 //!
 //! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]`
@@ -67,6 +68,8 @@ struct MemoryRow {
 struct Report {
     rounds: usize,
     seconds_per_run: u64,
+    /// Where the server, wrk and redis-server ran (see [`Placement`]).
+    placement: String,
     load: Vec<LoadRun>,
     memory: Vec<MemoryRow>,
 }
@@ -91,7 +94,7 @@ async fn seed(app: &Router, n: usize) -> Vec<String> {
 }
 
 /// A wrk script that sends the cookies round-robin. The requests are formatted once, in
-/// `init`: formatting one per request would make wrk, which shares the cores with the
+/// `init`: formatting one per request would make wrk, which may share the cores with the
 /// server, spend more per request than a layer does, and flatten every ratio.
 fn wrk_script(cookies: &[String]) -> String {
     let mut lua = String::from("local cookies = {\n");
@@ -120,7 +123,82 @@ fn micros(text: &str) -> Option<f64> {
     })
 }
 
+/// Which CPUs the server runs on, and which the load generator and Redis.
+///
+/// Apart when the machine has two or more: the server (this process) on every CPU but the
+/// first, wrk and redis-server on the first. Sharing them, wrk's own CPU per request (about
+/// what the server without a layer spends) is paid out of the server's, which flattens every
+/// ratio between apps and adds the scheduler's noise; in production the clients and Redis
+/// are other machines. Without `taskset` (util-linux) or on one CPU, everything shares.
+#[derive(Clone)]
+struct Placement {
+    /// `taskset` CPU lists: (server, wrk and redis-server); `None` when not pinned.
+    cpus: Option<(String, String)>,
+    /// Worker threads of the server's runtime: one per CPU it has.
+    workers: usize,
+}
+
+impl Placement {
+    fn detect() -> Self {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        let taskset = Command::new("taskset").arg("-V").output();
+        if n < 2 || !taskset.is_ok_and(|o| o.status.success()) {
+            eprintln!("not pinned: the server, wrk and redis-server share every CPU");
+            return Self {
+                cpus: None,
+                workers: n,
+            };
+        }
+        let server = if n == 2 {
+            "1".into()
+        } else {
+            format!("1-{}", n - 1)
+        };
+        Self {
+            cpus: Some((server, "0".into())),
+            workers: n - 1,
+        }
+    }
+
+    /// Pins every thread of process `pid` to `cpus`.
+    fn pin(pid: &str, cpus: &str) {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, pid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("taskset");
+        assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    }
+
+    /// A command that runs `program` where the load generator runs.
+    fn load_command(&self, program: &str) -> Command {
+        match &self.cpus {
+            Some((_, load)) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", load, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.cpus {
+            Some((server, load)) => format!(
+                "the server on CPU {server} ({} worker thread{}), wrk and redis-server on CPU {load}",
+                self.workers,
+                if self.workers == 1 { "" } else { "s" }
+            ),
+            None => format!(
+                "the server ({} worker threads), wrk and redis-server share the machine's CPUs",
+                self.workers
+            ),
+        }
+    }
+}
+
 fn wrk(
+    placement: &Placement,
     addr: std::net::SocketAddr,
     script: &str,
     connections: u32,
@@ -128,7 +206,8 @@ fn wrk(
     path: &str,
 ) -> (f64, f64, f64, u64) {
     let threads = connections.min(2);
-    let out = Command::new("wrk")
+    let out = placement
+        .load_command("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency", "--timeout", "5s"])
         .args(["-s", script])
@@ -176,13 +255,16 @@ async fn drive(
     target: &Target,
     connections: u32,
     (round, seconds, redis_pid): (usize, u64, &str),
+    placement: &Placement,
 ) -> LoadRun {
     let (addr, script, path) = (target.addr, target.script.clone(), target.path);
     let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
-    let (rps, p50, p99, errors) =
-        tokio::task::spawn_blocking(move || wrk(addr, &script, connections, seconds, path))
-            .await
-            .expect("wrk task");
+    let placement = placement.clone();
+    let (rps, p50, p99, errors) = tokio::task::spawn_blocking(move || {
+        wrk(&placement, addr, &script, connections, seconds, path)
+    })
+    .await
+    .expect("wrk task");
     let requests = rps * seconds as f64;
     let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
     let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
@@ -223,8 +305,22 @@ async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
     redis.cmd(&["MEMORY", "USAGE", &keys[0], "SAMPLES", "0"])
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    // Pinned before the runtime starts, so that its threads inherit the CPUs.
+    let placement = Placement::detect();
+    if let Some((server, _)) = &placement.cpus {
+        Placement::pin(&std::process::id().to_string(), server);
+    }
+    eprintln!("placement: {}", placement.describe());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(placement.workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(placement));
+}
+
+async fn run(placement: Placement) {
     let quick = std::env::args().any(|a| a == "--quick");
     // Many short runs rather than a few long ones: the median over rounds is what resists a
     // burst of load from elsewhere on the machine. Quick: 7 apps × 3 × 7 × 1.1 s ≈ 160 s.
@@ -242,6 +338,9 @@ async fn main() {
     std::fs::create_dir_all(dir).expect("target/bench");
 
     let redis_pid = redis.pid().expect("redis pid").to_string();
+    if let Some((_, load)) = &placement.cpus {
+        Placement::pin(&redis_pid, load);
+    }
     let store = ours_store(&redis.url()).await;
     let ours = ours_app(&store);
     // The floor reads one of our sessions: the key its seed adds.
@@ -313,7 +412,7 @@ async fn main() {
         for &connections in connections {
             for &i in &order {
                 let run = (round, seconds, redis_pid.as_str());
-                load.push(drive(&targets[i], connections, run).await);
+                load.push(drive(&targets[i], connections, run, &placement).await);
             }
         }
     }
@@ -347,6 +446,7 @@ async fn main() {
     let report = Report {
         rounds,
         seconds_per_run: seconds,
+        placement: placement.describe(),
         load,
         memory,
     };

@@ -65,6 +65,9 @@ struct LatencyRun {
 struct LoadFile {
     rounds: usize,
     seconds_per_run: u64,
+    /// Where the server, wrk and redis-server ran.
+    #[serde(default)]
+    placement: String,
     load: Vec<LoadRun>,
     memory: Vec<MemoryRow>,
 }
@@ -920,8 +923,7 @@ fn markdown(report: &Report) -> String {
         md,
         "\n## Throughput over HTTP\n\nwrk, {} s per run, {} rounds; every request carries one of \
          256 session cookies in turn; `GET /read` reads one value from the session, the \
-         untouched route never touches it. The server, Redis and wrk share the machine's 2 \
-         cores. CPU per request is the CPU time of the server process and of redis-server during \
+         untouched route never touches it. Placement: {}. CPU per request is the CPU time of the server process and of redis-server during \
          the run, divided by the requests served. Ratios are taken within each round.\n\n\
          The floor app is the router without the layer whose handler does a read's Redis \
          work through our client and nothing else: its server CPU over no layer is what one \
@@ -932,7 +934,9 @@ fn markdown(report: &Report) -> String {
          its requests/s over no layer's is the most any session layer could keep there.\n\n\
          | Connections | ours ÷ tower-sessions | ours ÷ always_save | untouched ÷ no layer | extension only ÷ no layer | server CPU µs/req, ours − no layer | floor − no layer | tower-sessions − no layer | floor ÷ tower-sessions (req/s) | floor ÷ always_save (req/s) |\n\
          |---|---|---|---|---|---|---|---|---|---|",
-        m["load_seconds_per_run"], m["load_rounds"]
+        m["load_seconds_per_run"],
+        m["load_rounds"],
+        m["load_placement"].as_str().unwrap_or("not recorded")
     );
     for r in &report.load_ratios {
         let _ = writeln!(
@@ -1025,6 +1029,7 @@ fn main() {
     if let Some(f) = &load_file {
         method.insert("load_rounds".into(), f.rounds.into());
         method.insert("load_seconds_per_run".into(), f.seconds_per_run.into());
+        method.insert("load_placement".into(), f.placement.clone().into());
     }
     method.insert(
         "spread".into(),
