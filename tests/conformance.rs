@@ -219,6 +219,7 @@ conformance!(
     idle_timeout_expires_session,
     activity_slides_expiry,
     untouched_requests_still_slide_expiry,
+    a_stream_of_untouched_requests_keeps_the_session,
     absolute_timeout_ends_even_an_active_session,
     persistent_cookie_max_age_follows_ttl,
     relogin_in_another_tab_is_never_undone,
@@ -448,6 +449,23 @@ async fn untouched_requests_still_slide_expiry(kind: Kind) {
     // 8 × 250 ms = 2 s, twice the idle timeout, with margin for a loaded machine.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
+    }
+    assert_eq!(b.peek("/get/a").await.body, "1");
+}
+
+/// Requests closer together than a refresh step: most of them need no refresh (and skip the
+/// queue), yet the session lives on for three idle timeouts.
+async fn a_stream_of_untouched_requests_keeps_the_session(kind: Kind) {
+    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(600))).await;
+    let mut b = f.browser();
+    b.get("/set/a/1").await;
+    let start = std::time::Instant::now();
+    for _ in 0..1_000 {
+        if start.elapsed() > Duration::from_millis(1_800) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(b.peek("/untouched").await.status, StatusCode::OK);
     }
     assert_eq!(b.peek("/get/a").await.body, "1");

@@ -7,6 +7,8 @@
 //! nothing is sent for a cookie that does not verify), keeps one refresh per session, drops refreshes
 //! that would move an expiry by less than a tenth of the remaining lifetime (at most a
 //! second) since the last one it sent, and sends the rest as one pipeline of `PEXPIRE`s.
+//! The cookies it refreshed are published to the requests, which then queue nothing for them
+//! until such a step has passed.
 //! When the queue is full a refresh is skipped, never waited for: the session still has the
 //! rest of its idle timeout, and the next request refreshes it. Redis therefore sees at most
 //! one pipeline per gathering window, whatever the request rate.
@@ -23,6 +25,7 @@ use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token};
 
 mod queue;
+mod recent;
 
 /// One refresh asked for.
 enum Touch {
@@ -121,6 +124,8 @@ impl TouchWorker {
         // A cookie is checked once, not once per gathering window: the same bytes verify the
         // same way under the same keys, and name the same store key.
         let mut checked: HashMap<Detached, Option<Known>> = HashMap::new();
+        // The cookies of this window's refreshes (first bytes), and until when they need none.
+        let mut refreshed: Vec<(u64, i64)> = Vec::new();
         while self.queue.arrival().await {
             tokio::time::sleep(GATHER).await;
             let merged = self.queue.drain_into(&mut queued);
@@ -129,16 +134,21 @@ impl TouchWorker {
             if sent.len() > RECENT {
                 sent.clear();
             }
-            // Keeps the latest deadline per session, unless the last one sent is close enough.
+            let step = |deadline: i64| ((deadline - now) / 10).min(MAX_STEP_MS);
+            // Keeps the latest deadline per session, unless the last one sent is close enough;
+            // whether it will be sent.
             let mut keep = |key: &StoreKey, deadline: i64| {
                 if let Some(slot) = latest.get_mut(key) {
                     *slot = (*slot).max(deadline);
-                    return;
+                    return true;
                 }
-                let step = ((deadline - now) / 10).min(MAX_STEP_MS);
-                if sent.get(key).is_none_or(|last| deadline - last >= step) {
+                let sending = sent
+                    .get(key)
+                    .is_none_or(|last| deadline - last >= step(deadline));
+                if sending {
                     latest.insert(key.clone(), deadline);
                 }
+                sending
             };
             for touch in queued.drain(..) {
                 match touch {
@@ -163,9 +173,14 @@ impl TouchWorker {
                         let key = verified.token.store_key(&prefix);
                         Some(Known { verified, key })
                     };
+                    let head = Detached::head_of(cookie.as_bytes());
                     let known = checked.entry(cookie).or_insert_with_key(check);
                     if let Some(k) = known.as_ref().filter(|k| k.verified.is_current(at)) {
-                        keep(&k.key, deadline(&k.verified, at));
+                        let deadline = deadline(&k.verified, at);
+                        // Until then, this cookie's requests ask for less than a step.
+                        if let (true, Some(head)) = (keep(&k.key, deadline), head) {
+                            refreshed.push((head, at.saturating_add(step(deadline))));
+                        }
                     }
                 } else if let Some(v) = checker.codec.verify_detached(&cookie, at) {
                     keep(&v.token.store_key(&prefix), deadline(&v, at));
@@ -192,6 +207,9 @@ impl TouchWorker {
                         batch.len() as u64,
                     );
                     sent.extend(batch);
+                    for (head, until) in refreshed.drain(..) {
+                        self.queue.recent.publish(head, until);
+                    }
                 }
                 Err(e) => {
                     count(
@@ -202,6 +220,7 @@ impl TouchWorker {
                     tracing::warn!(error = %e, sessions = batch.len(), "session expiry refresh failed")
                 }
             }
+            refreshed.clear();
             drop::<Arc<Backend>>(backend);
         }
     }

@@ -1,7 +1,8 @@
 //! The queue between responses and the refresh task: one lane per thread (so that two
 //! threads never contend on a response), and in each lane a small table of the cookies seen
 //! since the task last looked, so that a cookie that comes back (a page and its assets, a
-//! polling client) costs a comparison instead of a copy.
+//! polling client) costs a comparison instead of a copy. A cookie whose session was refreshed
+//! a moment ago does not even take the lock (see [`Recent`]).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
+use super::recent::Recent;
 use super::Touch;
 use crate::cookie::Detached;
 use crate::observe::count;
@@ -39,7 +41,11 @@ struct LaneState {
 /// One lane, alone on its cache lines: two threads queueing in two lanes share nothing.
 #[repr(align(128))]
 #[derive(Default)]
-struct Lane(Mutex<LaneState>);
+struct Lane {
+    state: Mutex<LaneState>,
+    /// Refreshes not needed (their cookie is in [`Recent`]), counted as skipped.
+    covered: AtomicUsize,
+}
 
 /// The lane of the current thread.
 fn own_lane() -> usize {
@@ -52,6 +58,8 @@ fn own_lane() -> usize {
 
 pub(super) struct Queue {
     lanes: [Lane; LANES],
+    /// Cookies refreshed a moment ago; written by the task.
+    pub(super) recent: Recent,
     /// Most refreshes one lane holds besides its table.
     capacity: usize,
     /// Mixed into table positions, so that nobody can aim cookies at one slot.
@@ -65,10 +73,12 @@ pub(super) struct Queue {
 
 impl Queue {
     pub(super) fn new(capacity: usize) -> Self {
+        let random = std::hash::RandomState::new();
         Self {
             lanes: Default::default(),
+            recent: Recent::new(random.hash_one(SLOTS)),
             capacity,
-            seed: std::hash::RandomState::new().hash_one(LANES),
+            seed: random.hash_one(LANES),
             idle: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -78,7 +88,7 @@ impl Queue {
     fn lane(&self, index: usize) -> MutexGuard<'_, LaneState> {
         // Every change to a lane leaves it whole: a poisoned lock is still usable.
         self.lanes[index % LANES]
-            .0
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -90,13 +100,22 @@ impl Queue {
     }
 
     /// Queues the refresh of the session a request's single cookie `value` names, made at
-    /// `at`. A value the lane's table holds already costs a comparison. Never waits.
+    /// `at`. A value refreshed a moment ago costs a look at [`Recent`]; one the lane's table
+    /// holds already, a comparison. Never waits.
     pub(super) fn push_value(&self, value: &[u8], at: i64) {
         let (Some(head), Some(cookie)) = (Detached::head_of(value), Detached::inline(value)) else {
             return self.push(Touch::Carried(Detached::copy_of(value), at));
         };
+        let own = own_lane();
+        if self.recent.covers(head, at) {
+            // Ordered against the task's look in `arrival`, as the lane's lock orders `pending`.
+            self.lanes[own % LANES]
+                .covered
+                .fetch_add(1, Ordering::SeqCst);
+            return self.wake_idle();
+        }
         let slot = self.slot(head);
-        let mut lane = self.lane(own_lane());
+        let mut lane = self.lane(own);
         if lane.table.is_empty() {
             lane.table.resize_with(SLOTS, || None);
         }
@@ -136,6 +155,11 @@ impl Queue {
     /// Notes a refresh waiting in `lane`, and wakes the task if it is waiting.
     fn announce(&self, lane: &mut LaneState) {
         lane.pending += 1;
+        self.wake_idle();
+    }
+
+    /// Wakes the task if it is waiting.
+    fn wake_idle(&self) {
         // Read first: while the task is gathering, a response touches no shared cache line.
         if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
@@ -148,10 +172,11 @@ impl Queue {
     }
 
     /// Moves every queued refresh into `out` (the lanes keep their allocations); how many
-    /// more were merged into those.
+    /// more were merged into those or not needed.
     pub(super) fn drain_into(&self, out: &mut Vec<Touch>) -> usize {
         let mut merged = 0;
         for index in 0..LANES {
+            merged += self.lanes[index].covered.swap(0, Ordering::Relaxed);
             let mut lane = self.lane(index);
             if lane.pending == 0 {
                 continue;
@@ -174,7 +199,10 @@ impl Queue {
             // Announce the wait before looking: a refresh queued after the look sees it and
             // wakes the task (a wake-up with nothing to do only costs a round of this loop).
             self.idle.store(true, Ordering::SeqCst);
-            if (0..LANES).any(|index| self.lane(index).pending > 0) {
+            let waiting = |index: usize| {
+                self.lanes[index].covered.load(Ordering::SeqCst) > 0 || self.lane(index).pending > 0
+            };
+            if (0..LANES).any(waiting) {
                 self.idle.store(false, Ordering::SeqCst);
                 return true;
             }
@@ -186,5 +214,25 @@ impl Queue {
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Queue, Touch};
+
+    #[test]
+    fn a_cookie_refreshed_a_moment_ago_skips_the_queue() {
+        let queue = Queue::new(16);
+        let value = b"first-bytes-of-a-cookie";
+        let head = crate::cookie::Detached::head_of(value).expect("long enough");
+        queue.recent.publish(head, 2_000);
+        queue.push_value(value, 1_000);
+        let mut out = Vec::new();
+        assert_eq!(queue.drain_into(&mut out), 1, "counted as skipped");
+        assert!(out.is_empty());
+        queue.push_value(value, 2_000);
+        assert_eq!(queue.drain_into(&mut out), 0);
+        assert!(matches!(out.as_slice(), [Touch::Carried(c, 2_000)] if c.as_bytes() == value));
     }
 }
