@@ -102,6 +102,13 @@ pub(crate) struct Checker {
     pub(crate) lifetimes: Lifetimes,
 }
 
+/// The slot of a cookie that starts with `head` in a table of `slots` (a power of two), mixed
+/// with `seed` so that nobody can aim cookies at one slot.
+fn slot_of(head: u64, seed: u64, slots: usize) -> usize {
+    let mixed = (head ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - slots.trailing_zeros())) as usize
+}
+
 /// Keeps the later of `at` and what `map` holds for `key`.
 fn latest_of<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, at: i64) {
     let slot = map.entry(key).or_insert(at);

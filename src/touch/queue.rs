@@ -103,17 +103,18 @@ impl Queue {
     /// `at`. A value refreshed a moment ago costs a look at [`Recent`]; one the lane's table
     /// holds already, a comparison. Never waits.
     pub(super) fn push_value(&self, value: &[u8], at: i64) {
-        let (Some(head), Some(cookie)) = (Detached::head_of(value), Detached::inline(value)) else {
-            return self.push(Touch::Carried(Detached::copy_of(value), at));
-        };
+        let head = Detached::head_of(value);
         let own = own_lane();
-        if self.recent.covers(head, at) {
+        if head.is_some_and(|head| self.recent.covers(head, at)) {
             // Ordered against the task's look in `arrival`, as the lane's lock orders `pending`.
             self.lanes[own % LANES]
                 .covered
                 .fetch_add(1, Ordering::SeqCst);
             return self.wake_idle();
         }
+        let (Some(head), Some(cookie)) = (head, Detached::inline(value)) else {
+            return self.push(Touch::Carried(Detached::copy_of(value), at));
+        };
         let slot = self.slot(head);
         let mut lane = self.lane(own);
         if lane.table.is_empty() {
@@ -167,8 +168,7 @@ impl Queue {
     }
 
     fn slot(&self, head: u64) -> usize {
-        let mixed = (head ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+        super::slot_of(head, self.seed, SLOTS)
     }
 
     /// Moves every queued refresh into `out` (the lanes keep their allocations); how many

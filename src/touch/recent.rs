@@ -22,7 +22,7 @@ struct Slot {
 
 pub(super) struct Recent {
     slots: Box<[Slot]>,
-    /// Mixed into slot positions, so that nobody can aim cookies at one slot.
+    /// Mixed into slot positions.
     seed: u64,
 }
 
@@ -35,9 +35,7 @@ impl Recent {
     }
 
     fn slot(&self, head: u64) -> &Slot {
-        let mixed = (head ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let index = (mixed >> (64 - SLOTS.trailing_zeros())) as usize;
-        &self.slots[index % SLOTS]
+        &self.slots[super::slot_of(head, self.seed, SLOTS) % SLOTS]
     }
 
     /// Whether a request made at `at` (ms) carrying the cookie that starts with `head`
