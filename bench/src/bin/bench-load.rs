@@ -1,6 +1,7 @@
 //! HTTP load and Redis memory per session, for `scripts/bench.sh`.
 //!
-//! Serves the same axum app with no session layer, behind a layer that only adds an extension,
+//! Serves the same axum app with no session layer (twice, on two ports: the second copy shows
+//! what the method reads as a difference where there is none), behind a layer that only adds an extension,
 //! with ours (`GET /read` reads one value from the session; `GET /untouched` never touches
 //! it), through our client without a layer (the floor), and with tower-sessions (default mode
 //! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
@@ -10,7 +11,9 @@
 //! redis-server (see [`Placement`]). Then measures `MEMORY USAGE` of the same session content
 //! stored by each library. Writes `target/bench/load.json` with every round's figures.
 //!
-//! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]`
+//! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]
+//! [--connections 16,64] [--app NAME]...` (`--app`, repeated: only the apps named, for a
+//! closer look at a few; the report needs them all).
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -43,18 +46,18 @@ struct LoadRun {
     redis_cpu_us: f64,
 }
 
-/// CPU time (user + system) of a process so far, in seconds, from /proc.
+/// CPU time of every thread of a process so far, in seconds: the sum of what the scheduler
+/// has run each thread (`/proc/PID/task/*/schedstat`, nanoseconds), so that a one-second run
+/// is measured to the microsecond rather than to the 10 ms tick of `/proc/PID/stat`.
 fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
-    ticks / 100.0
+    nanos as f64 / 1e9
 }
 
 #[derive(Serialize)]
@@ -333,6 +336,23 @@ async fn run(placement: Placement) {
     };
     let rounds = arg_value("--rounds").unwrap_or(rounds);
     let seconds = arg_value("--seconds").unwrap_or(seconds);
+    let listed = |name: &str| {
+        arg_value::<String>(name).map(|v| v.split(',').map(String::from).collect::<Vec<_>>())
+    };
+    let connections: Vec<u32> = match listed("--connections") {
+        Some(list) => list
+            .iter()
+            .map(|c| c.parse().expect("--connections: numbers"))
+            .collect(),
+        None => connections.to_vec(),
+    };
+    // `--app NAME`, repeated: only these apps (names hold commas).
+    let args: Vec<String> = std::env::args().collect();
+    let apps: Vec<&String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--app")
+        .map(|w| &w[1])
+        .collect();
     let redis = RedisServer::start();
     let dir = std::path::Path::new("target/bench");
     std::fs::create_dir_all(dir).expect("target/bench");
@@ -358,7 +378,7 @@ async fn run(placement: Placement) {
     let ts_always = tower_sessions_app(tower_sessions_layer(&redis.url(), true).await);
     let ts_cookies = seed(&ts, SESSIONS).await;
     let ts_always_cookies = seed(&ts_always, SESSIONS).await;
-    let servers: [(&str, Router, Vec<String>, &str); 6] = [
+    let servers: [(&str, Router, Vec<String>, &str); 7] = [
         ("no layer", no_layer_app(), our_cookies.clone(), "/read"),
         // The least a layer costs a route that never touches the session.
         (
@@ -372,6 +392,14 @@ async fn run(placement: Placement) {
         (
             "floor",
             floor_router(&store, &key),
+            our_cookies.clone(),
+            "/read",
+        ),
+        // The same app as "no layer" on a port of its own: what the method reads as a
+        // difference where there is none (its resolution on this machine).
+        (
+            "no layer, again",
+            no_layer_app(),
             our_cookies.clone(),
             "/read",
         ),
@@ -406,10 +434,14 @@ async fn run(placement: Placement) {
             path,
         });
     }
+    if !apps.is_empty() {
+        targets.retain(|t| apps.iter().any(|a| *a == t.name));
+        assert!(!targets.is_empty(), "--app: none of {apps:?} is an app");
+    }
     let mut load = Vec::new();
     for round in 0..rounds {
         let order = rotated(&(0..targets.len()).collect::<Vec<_>>(), round);
-        for &connections in connections {
+        for &connections in &connections {
             for &i in &order {
                 let run = (round, seconds, redis_pid.as_str());
                 load.push(drive(&targets[i], connections, run, &placement).await);
