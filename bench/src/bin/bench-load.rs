@@ -325,9 +325,11 @@ fn main() {
 
 async fn run(placement: Placement) {
     let quick = std::env::args().any(|a| a == "--quick");
-    // Many short runs rather than a few long ones: the median over rounds is what resists a
-    // burst of load from elsewhere on the machine. Quick: 7 apps × 3 × 7 × 1.1 s ≈ 160 s.
-    let (rounds, seconds) = if quick { (7, 1) } else { (9, 4) };
+    // Many short runs rather than a few long ones: a run's ratio to its neighbour scatters
+    // as much over 1 s as over 4 s (sd of its log 0.06–0.16 either way) and no less for apps
+    // that ran back to back, so the spread is per run, not per second, and only more rounds
+    // narrow the median. Full: 8 apps × 4 connection counts × 20 rounds; quick: 8 × 3 × 7.
+    let (rounds, seconds) = if quick { (7, 1) } else { (20, 1) };
     // The targets are at 16, 64 and 256 connections; quick mode skips the single one.
     let connections: &[u32] = if quick {
         &CONNECTIONS[1..]
