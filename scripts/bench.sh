@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark suite and writes BENCHMARKS.md, BENCHMARKS.json and
 # docs/latency.svg from that run alone.
-#   scripts/bench.sh           full run (about 25 minutes on 2 cores, warm build)
+#   scripts/bench.sh           full run (about 20 minutes on 2 cores, warm build)
 #   scripts/bench.sh --quick   fewer rounds and shorter runs (under 5 minutes, warm build)
 # The libraries run interleaved in rounds (bench-latency, bench-load) so that each ratio is
 # taken within a round; Criterion only measures the layer's CPU cost on the in-process backend.
