@@ -1,8 +1,8 @@
 //! HTTP load and Redis memory per session, for `scripts/bench.sh`.
 //!
 //! Serves the same axum app with no session layer (twice, on two ports: the second copy shows
-//! what the method reads as a difference where there is none), behind a layer that only adds an extension,
-//! with ours (`GET /read` reads one value from the session; `GET /untouched` never touches
+//! what the method reads as a difference where there is none), behind a layer that only adds
+//! an extension, with ours (`GET /read` reads one value from the session; `GET /untouched` never touches
 //! it), through our client without a layer (the floor), and with tower-sessions (default mode
 //! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
 //! 1, 16, 64 and 256 connections, wrk drives every app in turn, in an order rotated each
@@ -47,9 +47,15 @@ struct LoadRun {
 }
 
 /// CPU time of every thread of a process so far, in seconds: the sum of what the scheduler
-/// has run each thread (`/proc/PID/task/*/schedstat`, nanoseconds), so that a one-second run
-/// is measured to the microsecond rather than to the 10 ms tick of `/proc/PID/stat`.
+/// has run each live thread (`/proc/PID/task/*/schedstat`, nanoseconds), so that a one-second
+/// run is measured to the microsecond rather than to the 10 ms tick of `/proc/PID/stat`,
+/// which is the fallback on a kernel without schedstat. (A thread that ends during a run takes
+/// its time with it: here only idle threads of tokio's blocking pool can, whose work was
+/// starting wrk and reading its report.)
 fn cpu_seconds(pid: &str) -> f64 {
+    if !std::path::Path::new("/proc/self/schedstat").exists() {
+        return stat_ticks(pid) / 100.0;
+    }
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
@@ -58,6 +64,19 @@ fn cpu_seconds(pid: &str) -> f64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     nanos as f64 / 1e9
+}
+
+/// User + system CPU ticks (1/100 s) of a process so far, from `/proc/PID/stat`.
+fn stat_ticks(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum()
 }
 
 #[derive(Serialize)]
