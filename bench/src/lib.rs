@@ -23,16 +23,23 @@ pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
         .collect()
 }
 
-/// The value of `--name N` among the arguments, if given.
+/// The value of `--name N` among the arguments, if given (the first, if given twice).
 pub fn arg_value<T: std::str::FromStr>(name: &str) -> Option<T> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    let value = args.get(i + 1)?;
+    let value = arg_values(name).into_iter().next()?;
     Some(
         value
             .parse()
             .unwrap_or_else(|_| panic!("{name}: cannot parse {value:?}")),
     )
+}
+
+/// The values of every `--name N` among the arguments, in order.
+pub fn arg_values(name: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
 }
 
 #[cfg(test)]

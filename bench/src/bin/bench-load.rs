@@ -2,14 +2,15 @@
 //!
 //! Serves the same axum app with no session layer (twice, on two ports: the second copy shows
 //! what the method reads as a difference where there is none), behind a layer that only adds
-//! an extension, with ours (`GET /read` reads one value from the session; `GET /untouched` never touches
-//! it), through our client without a layer (the floor), and with tower-sessions (default mode
-//! and `always_save`), all at once, each on its own loopback port. Then rounds: in each, at
-//! 1, 16, 64 and 256 connections, wrk drives every app in turn, in an order rotated each
-//! round, so that the apps a ratio compares ran seconds apart. Every request carries one of
-//! 256 session cookies, round-robin. On two or more CPUs the server runs apart from wrk and
-//! redis-server (see [`Placement`]). Then measures `MEMORY USAGE` of the same session content
-//! stored by each library. Writes `target/bench/load.json` with every round's figures.
+//! an extension, with ours (`GET /read` reads one value from the session; `GET /untouched`
+//! never touches it), through our client without a layer (the floor), and with
+//! tower-sessions (default mode and `always_save`), all at once, each on its own loopback
+//! port. Then rounds: in each, at 1, 16, 64 and 256 connections, wrk drives every app in
+//! turn, in an order rotated each round, so that the apps a ratio compares ran seconds apart.
+//! Every request carries one of 256 session cookies, round-robin. On two or more CPUs the
+//! server runs apart from wrk and redis-server (see [`Placement`]). Then measures `MEMORY
+//! USAGE` of the same session content stored by each library. Writes
+//! `target/bench/load.json` with every round's figures.
 //!
 //! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]
 //! [--connections 16,64] [--app NAME]...` (`--app`, repeated: only the apps named, for a
@@ -27,7 +28,7 @@ use trs_bench::apps::{
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{send, SIZES};
-use trs_bench::{arg_value, rotated};
+use trs_bench::{arg_value, arg_values, rotated};
 
 const CONNECTIONS: [u32; 4] = [1, 16, 64, 256];
 const SESSIONS: usize = 256;
@@ -357,23 +358,15 @@ async fn run(placement: Placement) {
     };
     let rounds = arg_value("--rounds").unwrap_or(rounds);
     let seconds = arg_value("--seconds").unwrap_or(seconds);
-    let listed = |name: &str| {
-        arg_value::<String>(name).map(|v| v.split(',').map(String::from).collect::<Vec<_>>())
-    };
-    let connections: Vec<u32> = match listed("--connections") {
+    let connections: Vec<u32> = match arg_value::<String>("--connections") {
         Some(list) => list
-            .iter()
+            .split(',')
             .map(|c| c.parse().expect("--connections: numbers"))
             .collect(),
         None => connections.to_vec(),
     };
     // `--app NAME`, repeated: only these apps (names hold commas).
-    let args: Vec<String> = std::env::args().collect();
-    let apps: Vec<&String> = args
-        .windows(2)
-        .filter(|w| w[0] == "--app")
-        .map(|w| &w[1])
-        .collect();
+    let apps = arg_values("--app");
     let redis = RedisServer::start();
     let dir = std::path::Path::new("target/bench");
     std::fs::create_dir_all(dir).expect("target/bench");
