@@ -241,6 +241,16 @@ impl Session {
         }
     }
 
+    /// Waits for this handle's store operation under way, if any. Nearly always there is
+    /// none, and taking the lock at once makes no waiter (`try_lock` never jumps the queue:
+    /// a released lock goes to the first waiter).
+    async fn op(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.inner.op.try_lock() {
+            Ok(op) => op,
+            Err(_) => self.inner.op.lock().await,
+        }
+    }
+
     /// The state as it stands, its cookie verified.
     fn state(&self) -> MutexGuard<'_, State> {
         let mut state = self.unverified();
@@ -283,7 +293,7 @@ impl Session {
     /// already or if the request carried no valid session cookie, and needs no round trip for
     /// a session past its absolute timeout.
     pub async fn load(&self) -> Result<(), SessionError> {
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         let store = &self.inner.store;
         let (key, ttl, id) = {
             let mut state = self.state();
@@ -538,7 +548,7 @@ impl Session {
     /// ended meanwhile: it is never re-created.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
         check_key(key)?;
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         let not_an_integer = || SessionError::NotAnInteger { key: key.into() };
         let max_keys = self.inner.store.limits.keys;
         // A value this request set for the key goes to the store first, in the same script.
@@ -616,7 +626,7 @@ impl Session {
     /// cookie either landed before and is kept, or is refused; a request still carrying the
     /// old cookie never overwrites or removes the new one.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         self.renew(None).await
     }
 
@@ -631,7 +641,7 @@ impl Session {
         if user_id.is_empty() {
             return Err(SessionError::EmptyKey);
         }
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         self.renew(Some(user_id)).await
     }
 
@@ -963,7 +973,7 @@ impl Session {
     /// user's sessions, and the response expires the cookie. Writes made afterwards in this
     /// request start a new session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         let store = &self.inner.store;
         let (key, ttl, user, id) = {
             let mut state = self.state();
@@ -1109,7 +1119,7 @@ impl Session {
 
     /// Writes this request's changes: only what changed, in one round trip.
     pub(crate) async fn commit(self) -> Result<(), SessionError> {
-        let _op = self.inner.op.lock().await;
+        let _op = self.op().await;
         let (changes, clear, unloaded) = {
             let mut state = self.state();
             let clear = std::mem::take(&mut state.cleared);
@@ -1203,15 +1213,18 @@ impl Session {
                     });
                 let reissue =
                     state.new_token || state.stale_key || state.lifetime_changed || drifted;
-                let meta = Meta {
-                    created_ms: created,
-                    idle_ms: state.idle_ms,
-                    expires_ms: state.persistent.then_some(expires),
-                    id: state.id.unwrap_or_default(),
-                    user: state.user.clone(),
-                };
+                // Most responses re-send nothing: no copy of the user handle for them.
                 reissue
-                    .then(|| codec.set_cookie(token, &meta, state.persistent.then_some(ttl)))
+                    .then(|| {
+                        let meta = Meta {
+                            created_ms: created,
+                            idle_ms: state.idle_ms,
+                            expires_ms: state.persistent.then_some(expires),
+                            id: state.id.unwrap_or_default(),
+                            user: state.user.clone(),
+                        };
+                        codec.set_cookie(token, &meta, state.persistent.then_some(ttl))
+                    })
                     .flatten()
             }
             _ if state.destroyed => codec.removal(),
