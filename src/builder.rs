@@ -219,7 +219,8 @@ impl SessionStoreBuilder {
     }
 
     /// How long before their credentials expire live connections re-authenticate
-    /// (default 10 minutes).
+    /// (default 10 minutes). Credentials that live less than this are refreshed halfway
+    /// through their lifetime instead (with a warning, once).
     pub fn credentials_refresh_ahead(mut self, ahead: Duration) -> Self {
         self.credentials_ahead = ahead;
         self
@@ -471,6 +472,7 @@ impl SessionStoreBuilder {
             credentials: self.credentials.take().map(|p| crate::connection::Refresh {
                 provider: p.0,
                 ahead: self.credentials_ahead,
+                warned: Arc::default(),
             }),
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
@@ -536,14 +538,17 @@ impl SessionStoreBuilder {
                 len: k.len(),
             });
         }
-        for (name, d) in [
-            ("idle_timeout", self.idle),
-            ("absolute_timeout", self.absolute),
-            ("connect_timeout", self.connect_timeout),
-            ("command_timeout", self.command_timeout),
+        for (name, d, max) in [
+            ("idle_timeout", self.idle, MAX_LIFETIME),
+            ("absolute_timeout", self.absolute, MAX_LIFETIME),
+            ("connect_timeout", self.connect_timeout, MAX_TIMEOUT),
+            ("command_timeout", self.command_timeout, MAX_TIMEOUT),
         ] {
             if d.as_millis() == 0 {
                 return Err(ConfigError::Zero(name));
+            }
+            if d > max {
+                return Err(ConfigError::TooLong { setting: name, max });
             }
         }
         if self.pool_size == 0 {
@@ -639,6 +644,14 @@ fn valid_domain(domain: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
+
+/// The longest connect, command or replica-wait timeout: a day. Beyond it a deadline is no
+/// deadline, and `Instant` arithmetic would overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest idle or absolute session lifetime: 100 years, far beyond what browsers keep a
+/// cookie (400 days), and well within the milliseconds that Redis and the deadlines count.
+const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

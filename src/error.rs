@@ -106,6 +106,26 @@ impl SessionError {
         }
     }
 
+    /// Whether a failed write may have been applied anyway: see
+    /// [`StoreError::may_have_applied`]. `false` for every error that the session's own rules
+    /// raise before anything is sent (sizes, types, an ended session). An unexpected answer
+    /// ([`Corrupt`](Self::Corrupt)) counts as maybe applied.
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionError, StoreError};
+    ///
+    /// let unsent = SessionError::Unavailable(StoreError::Connect("no connection".into()));
+    /// assert!(!unsent.may_have_applied()); // retrying this incr cannot double-count
+    /// assert!(!SessionError::Ended.may_have_applied());
+    /// ```
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Self::Unavailable(e) => e.may_have_applied(),
+            Self::Corrupt(_) => true,
+            _ => false,
+        }
+    }
+
     /// What a client may be told: a short fixed text for [`status`](Self::status). The
     /// `Display` text is for logs only, as it can hold Redis replies (node addresses, ACL
     /// user names) and serde messages.
@@ -126,16 +146,33 @@ impl SessionError {
     }
 }
 
-/// Why the session store did not answer.
+/// Why the session store did not answer, and whether the command may have run anyway.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_session::StoreError;
+///
+/// // Never sent: safe to retry.
+/// assert!(!StoreError::Connect("Redis is unreachable".into()).may_have_applied());
+/// // Sent, with no answer in time: a retried write could apply twice.
+/// assert!(StoreError::Timeout(Duration::from_millis(500)).may_have_applied());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// No answer within the configured command timeout.
-    #[error("no answer within {0:?}")]
+    /// The command was sent, and no answer came within the configured command timeout: it
+    /// may have run.
+    #[error("no answer within {0:?}; the command may have run")]
     Timeout(std::time::Duration),
-    /// No connection could be had from the pool (Redis refused, or the pool wait timed out).
-    #[error("no connection: {0}")]
+    /// The command was not sent: no connection could be had in time (Redis refused, is
+    /// reconnecting with backoff, or the connection closed before the command went out).
+    /// Sending it again is safe.
+    #[error("not sent: {0}")]
     Connect(String),
+    /// The connection dropped, or sent something that cannot be Redis's answer, after the
+    /// command was sent: it may have run.
+    #[error("the connection failed after the command was sent; it may have run: {0}")]
+    Dropped(String),
     /// Redis answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -149,6 +186,21 @@ pub enum StoreError {
         /// Replicas that acknowledged.
         acked: usize,
     },
+}
+
+impl StoreError {
+    /// Whether the command may have been applied in Redis although it failed: retrying a
+    /// write then (an `incr`, say) could apply it twice. `false` when it certainly was not:
+    /// it was never sent, or Redis refused it with an error reply (the crate's scripts check
+    /// before they write).
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Dropped(_) | Self::NotReplicated { .. } => true,
+            Self::Connect(_) => false,
+            // An answer with no error code is not Redis refusing the command.
+            Self::Redis(e) => e.code().is_none() && e.clone().into_server_errors().is_none(),
+        }
+    }
 }
 
 /// A configuration that [`SessionStoreBuilder::build`](crate::SessionStoreBuilder::build)
@@ -186,6 +238,15 @@ pub enum ConfigError {
     /// A timeout or size was zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A timeout or lifetime is longer than the crate accepts (a day for timeouts, 100 years
+    /// for session lifetimes).
+    #[error("{setting} must be at most {max:?}")]
+    TooLong {
+        /// The setting.
+        setting: &'static str,
+        /// The longest it may be.
+        max: std::time::Duration,
+    },
     /// The idle timeout is longer than the absolute timeout.
     #[error("the idle timeout ({idle:?}) is longer than the absolute timeout ({absolute:?})")]
     IdleExceedsAbsolute {

@@ -8,7 +8,7 @@ mod common;
 mod example;
 
 use axum::http::StatusCode;
-use common::{all_commands, app, builder, calls, round_trips, send, Browser, RedisServer};
+use common::{all_commands, app, builder, calls, round_trips, send, tags, Browser, RedisServer};
 use std::time::Duration;
 use tower_redis_session::SessionStore;
 
@@ -329,6 +329,7 @@ async fn read_sends_nothing_after_the_response_either() {
         2,
         "HGETALL and PEXPIRE, nothing later"
     );
+    assert_eq!(tags(&before, &after), 1, "one request, one tag");
 }
 
 #[tokio::test]

@@ -184,3 +184,43 @@ async fn error_bodies_do_not_leak_internals() {
     }
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
+
+/// Durations too long to be deadlines (`Duration::MAX` among them) are refused with an error
+/// that names the setting, never a panic, on every backend's path through `build`.
+#[tokio::test]
+async fn durations_beyond_their_limits_are_refused() {
+    use std::time::Duration;
+    type Set =
+        fn(tower_redis_session::SessionStoreBuilder) -> tower_redis_session::SessionStoreBuilder;
+    let cases: [(&str, Set); 4] = [
+        ("command_timeout", |b| b.command_timeout(Duration::MAX)),
+        ("connect_timeout", |b| b.connect_timeout(Duration::MAX)),
+        ("idle_timeout", |b| {
+            b.idle_timeout(Duration::MAX)
+                .absolute_timeout(Duration::MAX)
+        }),
+        ("absolute_timeout", |b| b.absolute_timeout(Duration::MAX)),
+    ];
+    for (name, set) in cases {
+        for redis in [false, true] {
+            let b = if redis {
+                builder().redis_url("redis://127.0.0.1:1")
+            } else {
+                builder().memory()
+            };
+            match set(b).build().await {
+                Err(ConfigError::TooLong { setting, .. }) => assert_eq!(setting, name),
+                other => panic!("{name}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+    // The longest accepted ones build.
+    let day = Duration::from_secs(24 * 3600);
+    let built = builder()
+        .memory()
+        .command_timeout(day)
+        .connect_timeout(day)
+        .build()
+        .await;
+    assert!(built.is_ok(), "{:?}", built.map(|_| ()));
+}

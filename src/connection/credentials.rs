@@ -4,6 +4,7 @@
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +68,8 @@ pub trait CredentialsProvider: Send + Sync + 'static {
 pub(crate) struct Refresh {
     pub(crate) provider: Arc<dyn CredentialsProvider>,
     pub(crate) ahead: Duration,
+    /// Whether the warning about credentials that live less than `ahead` was given.
+    pub(crate) warned: Arc<AtomicBool>,
 }
 
 /// Re-authentications are never closer together than this, whatever the expiry says.
@@ -84,13 +87,31 @@ impl Refresh {
         })
     }
 
-    /// How long until credentials that expire at `expires_at` should be replaced.
+    /// How long until credentials that expire at `expires_at` (fetched just now) should be
+    /// replaced: `ahead` of the expiry; for credentials that live less than that, halfway
+    /// through their lifetime (waiting for `ahead` would mean asking again at once, and
+    /// every connection re-authenticating, for as long as they are issued), with a warning
+    /// the first time.
     pub(crate) fn wait(&self, expires_at: Option<SystemTime>) -> Option<Duration> {
         let expires_at = expires_at?;
         let left = expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        Some(left.saturating_sub(self.ahead).max(MIN_INTERVAL))
+        let wait = match left.checked_sub(self.ahead) {
+            Some(wait) if !wait.is_zero() => wait,
+            _ => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        lifetime = ?left,
+                        refresh_ahead = ?self.ahead,
+                        "Redis credentials expire sooner than credentials_refresh_ahead; \
+                         refreshing them halfway through their lifetime instead"
+                    );
+                }
+                left / 2
+            }
+        };
+        Some(wait.max(MIN_INTERVAL))
     }
 }
 

@@ -13,7 +13,24 @@
 //! timeout, rather than a timer per command (registering and clearing one in the runtime's
 //! timer wheel was a tenth of what the connection cost a request over a bare socket). The
 //! same watchdog looks at an idle socket, so that one the server closed meanwhile is
-//! replaced before a request finds it.
+//! replaced before a request finds it. It wakes at the earliest deadline it knows of, and a
+//! request due sooner than its next look wakes it: a late request is failed within the timer's
+//! resolution (a millisecond) of its deadline.
+//!
+//! The socket is trusted for nothing. RESP has no request ids: replies match requests by
+//! their order alone, so one reply repeated, lost or injected (a proxy that repeats an answer)
+//! would shift every later reply onto the next request, for as long as the connection lives.
+//! So each request's commands end with `ECHO <n>`, `n` counting the connection's requests;
+//! its reply must close the request's replies, and any shift is found at the next request's
+//! tag, before any of the replies read with it is handed over. The connection is retired then
+//! (its requests get an error, never another request's data), as it is for bytes that arrive
+//! while no request is out, a partial reply left over, a reply that cannot answer its command,
+//! nesting or lengths that Redis never sends (see `resp`). A connection counts as open only
+//! after the server answered a handshake (`PING`, after `AUTH` and `SELECT` if configured), so
+//! an endpoint that accepts and hangs up, or greets with an error (`maxclients`), is a failed
+//! attempt and the backoff holds. When the connection closes, for whatever reason, every
+//! request waiting on it is answered at once, whichever role it had; one whose commands never
+//! reached the socket is told so (safe to send again).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,12 +43,15 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::resp::{broken, parse, skip, timed_out, Replies};
+use super::resp::{
+    broken, encode_tag, is_tag, not_sent, out_of_step, pack, parse, skip, timed_out, Replies,
+    MAX_LEN,
+};
 
 /// The two halves of a socket.
 enum Socket {
@@ -68,6 +88,18 @@ impl WriteHalf {
             Self::Unix(w) => w.writable().await,
         }
     }
+
+    /// Whether the runtime last saw the socket readable (data or its end). Free: it reads
+    /// the readiness the runtime keeps, with no system call. Stale only in the safe way: it
+    /// may say readable when a read would find nothing.
+    fn seen_readable(&self) -> bool {
+        let probe = || Ok(());
+        match self {
+            Self::Tcp(w) => w.as_ref().try_io(Interest::READABLE, probe).is_ok(),
+            #[cfg(unix)]
+            Self::Unix(w) => w.as_ref().try_io(Interest::READABLE, probe).is_ok(),
+        }
+    }
 }
 
 impl ReadHalf {
@@ -91,7 +123,12 @@ impl ReadHalf {
 
 /// A request waiting for its replies.
 struct Pending {
+    /// Replies to its commands, and the one to its tag.
     expected: usize,
+    /// The number its `ECHO` carries: its reply closes the request's replies.
+    tag: u64,
+    /// Where, in `replies`, the last reply in starts (the tag's, once all are in).
+    last_at: usize,
     /// Replies received, and their bytes.
     got: usize,
     replies: Replies,
@@ -124,6 +161,10 @@ struct Writer {
     sent: usize,
     /// A request is letting the runtime run a turn before it sends the backlog.
     gathering: bool,
+    /// When the watchdog looks next; a request due before then wakes it.
+    watch_at: Instant,
+    /// The next request's tag.
+    next_tag: u64,
 }
 
 /// The gathering request's duty to send the backlog, done when dropped.
@@ -159,9 +200,12 @@ struct Inner {
     reader: tokio::sync::Mutex<Reader>,
     closed: Arc<AtomicBool>,
     wake: Arc<Notify>,
-    /// The waker of the request reading the socket, which the watchdog wakes when it fails
-    /// requests (the reader's own among them, maybe): waiting for data, it listens to no other.
+    /// The waker of the request reading the socket, which the watchdog and `close` wake when
+    /// they answer requests (the reader's own among them, maybe): waiting for data, it listens
+    /// to no other.
     reading: Mutex<Option<Waker>>,
+    /// Wakes the watchdog before its time.
+    watch_now: Arc<Notify>,
     db: i64,
 }
 
@@ -177,10 +221,14 @@ pub(crate) struct Direct {
 /// Replies buffered before the reader parses; grows for larger ones.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes the reader may hold without a complete reply among them: a server that keeps
+/// sending one endless reply is cut off here, not when memory runs out.
+const MAX_BUFFERED: usize = 2 * MAX_LEN;
+
 impl Direct {
-    /// Opens a socket to `addr` and logs in (`AUTH`, `SELECT`). `closed` is raised, and `wake`
-    /// notified, when the socket fails. Requests past their deadline are failed within
-    /// `tick` of it.
+    /// Opens a socket to `addr`, logs in (`AUTH`, `SELECT`) and checks that a Redis server
+    /// answers (`PING`). `closed` is raised, and `wake` notified, when the socket fails.
+    /// Requests past their deadline are failed at it; an idle socket is looked at every `tick`.
     pub(crate) async fn connect(
         addr: &redis::ConnectionAddr,
         settings: &redis::RedisConnectionInfo,
@@ -220,6 +268,8 @@ impl Direct {
                     pending: VecDeque::new(),
                     sent: 0,
                     gathering: false,
+                    watch_at: Instant::now() + tick,
+                    next_tag: 0,
                 }),
                 reader: tokio::sync::Mutex::new(Reader {
                     half: read,
@@ -230,27 +280,45 @@ impl Direct {
                 closed,
                 wake,
                 reading: Mutex::new(None),
+                watch_now: Arc::new(Notify::new()),
                 db: settings.db(),
             }),
             deadline: None,
         };
         tokio::spawn(watch(Arc::downgrade(&conn.inner), tick));
-        let mut login = redis::pipe();
-        if let Some(password) = settings.password() {
-            let auth = login.cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
-            }
-            auth.arg(password).ignore();
+        conn.handshake(settings).await?;
+        Ok(conn)
+    }
+
+    /// `AUTH` and `SELECT` if configured, then `PING`, in one round trip; every reply must be
+    /// the one Redis gives. Anything else (an error the server sent unasked at accept, such as
+    /// `maxclients`'s, or a socket that closes) fails the attempt.
+    async fn handshake(&self, settings: &redis::RedisConnectionInfo) -> RedisResult<()> {
+        let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+        auth.extend(settings.username().map(str::as_bytes));
+        auth.extend(settings.password().map(str::as_bytes));
+        let db = settings.db().to_string();
+        let select: [&[u8]; 2] = [b"SELECT", db.as_bytes()];
+        let mut commands: Vec<&[&[u8]]> = Vec::with_capacity(3);
+        if settings.password().is_some() {
+            commands.push(&auth);
         }
         if settings.db() != 0 {
-            login.cmd("SELECT").arg(settings.db()).ignore();
+            commands.push(&select);
         }
-        if !login.is_empty() {
-            let mut conn = conn.clone();
-            login.exec_async(&mut conn).await?;
+        commands.push(&[b"PING"]);
+        let replies = self.replies(&pack(&commands), commands.len()).await?;
+        let replies = replies.list(commands.len())?;
+        let Some((ping, logins)) = replies.split_last() else {
+            return Err(broken("no reply to PING"));
+        };
+        for login in logins {
+            login.check_is(b'+')?;
         }
-        Ok(conn)
+        match ping.value()? {
+            Value::SimpleString(pong) if pong == "PONG" => Ok(()),
+            _ => Err(out_of_step("the server did not answer PING as Redis does")),
+        }
     }
 
     /// This socket, for requests due by `deadline`.
@@ -282,16 +350,32 @@ impl Direct {
         {
             let mut w = self.inner.writer();
             if self.inner.closed.load(Ordering::Relaxed) {
-                return Err(broken("the connection to Redis is closed"));
+                return Err(not_sent("the connection to Redis is closed"));
             }
+            // Nothing is out: whatever the socket holds came unasked, and would be taken for
+            // this request's replies.
+            if w.pending.is_empty() && self.inner.stray() {
+                drop(w);
+                self.inner.close();
+                return Err(not_sent("Redis sent bytes that no request asked for"));
+            }
+            if let Some(due) = self.deadline.filter(|&due| due < w.watch_at) {
+                w.watch_at = due;
+                self.inner.watch_now.notify_one();
+            }
+            let tag = w.next_tag;
+            w.next_tag = tag.wrapping_add(1);
             w.pending.push_back(Pending {
-                expected,
+                expected: expected + 1,
+                tag,
+                last_at: 0,
                 got: 0,
                 replies: Replies::default(),
                 done: Some(done),
                 deadline: self.deadline,
             });
             w.backlog.extend_from_slice(bytes);
+            encode_tag(&mut w.backlog, tag);
             // A lone request goes at once. While a batch is out, the first request to come
             // gathers: every other task that is ready runs first (one turn of the runtime),
             // then it sends what they queued meanwhile in one write. Concurrent requests thus
@@ -334,6 +418,10 @@ impl Direct {
             }
             if let Ok(result) = answer.try_recv() {
                 return result;
+            }
+            if reader.buf.len() > MAX_BUFFERED {
+                self.inner.close();
+                return Err(out_of_step("a reply larger than any of Redis"));
             }
             if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 4 {
                 // Doubling: a large reply is parsed again only a few times.
@@ -423,7 +511,9 @@ impl Direct {
         }
     }
 
-    /// Hands every complete reply in the buffer to its request.
+    /// Hands every complete reply in the buffer to its request. Replies that no request can
+    /// have caused are an error before any is handed over: the stream is out of step, and
+    /// each of them may be another request's.
     fn dispatch(&self, reader: &mut Reader) -> RedisResult<()> {
         let Reader {
             buf, ends, done, ..
@@ -445,42 +535,63 @@ impl Direct {
             let mut start = 0;
             let mut ends = ends.iter().copied();
             while let Some(mut end) = ends.next() {
-                let Some(front) = w.pending.front_mut() else {
-                    return Err(broken("a reply that no request asked for"));
+                // `sent` counts the requests, from the front, whose commands went out.
+                let none_out = w.sent == 0;
+                let front = match w.pending.front_mut() {
+                    Some(front) if !none_out => front,
+                    _ => {
+                        done.clear();
+                        return Err(out_of_step("a reply that no request asked for"));
+                    }
                 };
                 // The request's replies that are in, copied in one go (one allocation of the
                 // right size when they came in one read, as they mostly do).
                 let had = front.replies.bytes.len();
-                front.got += 1;
-                front.replies.ended(had + end - start);
-                while front.got < front.expected {
-                    let Some(next) = ends.next() else { break };
+                let mut from = start;
+                loop {
                     front.got += 1;
-                    end = next;
+                    front.last_at = had + from - start;
                     front.replies.ended(had + end - start);
+                    if front.got == front.expected {
+                        break;
+                    }
+                    let Some(next) = ends.next() else { break };
+                    (from, end) = (end, next);
                 }
                 front.replies.bytes.extend_from_slice(&buf[start..end]);
                 start = end;
                 if front.got < front.expected {
                     break;
                 }
+                // The tag proves these replies are this request's: a reply repeated, lost or
+                // left over anywhere before them would have shifted another one here.
+                if !is_tag(&front.replies.bytes[front.last_at..], front.tag) {
+                    done.clear();
+                    return Err(out_of_step("replies out of step with their requests"));
+                }
+                let last_at = front.last_at;
+                front.replies.bytes.truncate(last_at);
                 done.extend(w.pending.pop_front());
-                w.sent = w.sent.saturating_sub(1);
+                w.sent -= 1;
                 if w.sent == 0 && !w.pending.is_empty() && !w.writing {
                     // Nothing is out: commands still gathering go now.
                     out = Some(self.take_backlog(&mut w));
                 }
             }
+            if w.pending.is_empty() && at < buf.len() {
+                done.clear();
+                return Err(out_of_step("part of a reply that no request asked for"));
+            }
         }
         buf.drain(..at);
-        if let Some(out) = out {
-            self.write_out(out)?;
-        }
         for mut p in done.drain(..) {
             let replies = std::mem::take(&mut p.replies);
             p.answer(Ok(replies));
         }
-        Ok(())
+        match out {
+            Some(out) => self.write_out(out).map_err(Into::into),
+            None => Ok(()),
+        }
     }
 
     /// Sends what the socket did not take at once, as it takes it, then whatever gathered
@@ -501,33 +612,75 @@ impl Inner {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The socket failed: every waiting request fails, new ones fail at once.
+    /// The socket failed, or cannot be trusted: every waiting request fails at once (the one
+    /// reading the socket is woken too), and new ones fail without being sent.
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.wake.notify_one();
-        for mut p in self.writer().pending.drain(..) {
-            p.answer(Err(broken("the connection to Redis dropped")));
+        {
+            let mut w = self.writer();
+            let sent = std::mem::take(&mut w.sent);
+            for (i, mut p) in w.pending.drain(..).enumerate() {
+                p.answer(Err(if i < sent {
+                    broken("the connection to Redis dropped")
+                } else {
+                    not_sent("the connection to Redis closed before this request was sent")
+                }));
+            }
+            w.backlog.clear();
+        }
+        self.wake_reader();
+        self.watch_now.notify_one();
+    }
+
+    fn wake_reader(&self) {
+        let reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reader) = reading.as_ref() {
+            reader.wake_by_ref();
         }
     }
 
-    /// Whether an idle socket is still open: one that Redis (its `timeout`), a proxy or a
-    /// restart closed is found here, not by the next request on it, which may be one that
-    /// is never sent twice. Requests pack onto the first connections, so the others can sit
-    /// idle for long. A socket in use is left to its readers.
+    /// Whether an idle socket holds bytes (or its end) that no request asked for. Costs
+    /// nothing unless the runtime saw the socket readable.
+    fn stray(&self) -> bool {
+        if !self.half.seen_readable() {
+            return false;
+        }
+        // Held: a request is just done reading; it left nothing behind (see `dispatch`).
+        self.reader
+            .try_lock()
+            .is_ok_and(|mut reader| Self::stray_in(&mut reader))
+    }
+
+    fn stray_in(reader: &mut Reader) -> bool {
+        let Reader { half, buf, .. } = reader;
+        !buf.is_empty()
+            || match half.try_read_buf(buf) {
+                Ok(_) => true,
+                Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            }
+    }
+
+    /// Whether an idle socket is still open, and silent: one that Redis (its `timeout`), a
+    /// proxy or a restart closed is found here, not by the next request on it, which may be
+    /// one that is never sent twice; one that sends unasked is out of step. Requests pack
+    /// onto the first connections, so the others can sit idle for long. A socket in use is
+    /// left to its readers.
     fn check_idle(&self) {
-        if !self.writer().pending.is_empty() {
+        if !self.half.seen_readable() {
             return;
         }
         let Ok(mut reader) = self.reader.try_lock() else {
             return;
         };
-        let Reader { half, buf, .. } = &mut *reader;
-        // Bytes that arrive now (a request sent since the look above) stay for its reader.
-        match half.try_read_buf(buf) {
-            Ok(0) => self.close(),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => self.close(),
+        let stray = {
+            // Held, so that no request is sent while the socket is read.
+            let w = self.writer();
+            w.pending.is_empty() && Self::stray_in(&mut reader)
+        };
+        drop(reader);
+        if stray {
+            self.close();
         }
     }
 
@@ -540,28 +693,43 @@ impl Inner {
     }
 }
 
-/// Every `tick`, fails the requests still waiting past their deadline, until the socket
-/// closes (which fails them all) or is dropped.
+/// Fails the requests still waiting past their deadline, at the earliest deadline it knows of
+/// (a request due sooner wakes it), and looks at the idle socket at least every `tick`; until
+/// the socket closes (which fails them all) or is dropped.
 async fn watch(inner: Weak<Inner>, tick: Duration) {
+    let Some(now_please) = inner.upgrade().map(|i| Arc::clone(&i.watch_now)) else {
+        return;
+    };
+    let mut next = Instant::now() + tick;
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = now_please.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Relaxed) {
             return;
         }
         let now = Instant::now();
         let mut late = false;
-        for p in inner.writer().pending.iter_mut() {
-            if p.done.is_some() && p.deadline.is_some_and(|due| due <= now) {
-                p.answer(Err(timed_out()));
-                late = true;
+        {
+            let mut w = inner.writer();
+            next = now + tick;
+            for p in w.pending.iter_mut().filter(|p| p.done.is_some()) {
+                match p.deadline {
+                    Some(due) if due <= now => {
+                        p.answer(Err(timed_out()));
+                        late = true;
+                    }
+                    Some(due) => next = next.min(due),
+                    None => {}
+                }
             }
+            // Under the lock that requests take to queue: one due sooner than this sees it.
+            w.watch_at = next;
         }
         if late {
-            let reading = inner.reading.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(reader) = reading.as_ref() {
-                reader.wake_by_ref();
-            }
+            inner.wake_reader();
         }
         inner.check_idle();
     }

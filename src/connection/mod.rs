@@ -206,8 +206,9 @@ impl Connections {
     }
 
     /// Runs `work` on a connection, all within the command timeout (on our own connection,
-    /// within a quarter more: its watchdog, not a timer per command, enforces it); see the
-    /// module docs for what retires a connection and what is retried.
+    /// its watchdog, not a timer per command, enforces it); see the module docs for what
+    /// retires a connection and what is retried. Work that never reached a socket (its
+    /// connection closed first) goes again on another, whatever `repeat` says.
     pub(crate) async fn run<T, F, Fut>(&self, repeat: Repeat, work: F) -> Result<T, SessionError>
     where
         F: Fn(Conn) -> Fut,
@@ -215,10 +216,14 @@ impl Connections {
     {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.command_timeout;
-        let tries = if repeat == Repeat::Safe { 2 } else { 1 };
-        let mut failure = None;
-        for _ in 0..tries {
-            let lent = shared.lend(deadline).await?;
+        // A failure after which the work may have run wins over later ones: the caller
+        // must not take a write for unapplied when it may have been.
+        let mut failure: Option<RedisError> = None;
+        for _ in 0..2 {
+            let lent = match shared.lend(deadline).await {
+                Ok(lent) => lent,
+                Err(e) => return Err(failure.map_or(e, classify)),
+            };
             let started = Instant::now();
             let result = match lent.live.conn.until(deadline) {
                 Some(conn) => work(conn).await,
@@ -240,7 +245,13 @@ impl Connections {
                 }
                 Err(e) if connection_failed(&e) => {
                     shared.retire(&lent, &e.to_string());
-                    failure = Some(e);
+                    let sent = !e.is_connection_refusal();
+                    if sent && repeat == Repeat::Never {
+                        return Err(classify(e));
+                    }
+                    if sent || failure.is_none() {
+                        failure = Some(e);
+                    }
                 }
                 Err(e) => return Err(classify(e)),
             }
@@ -279,9 +290,10 @@ impl Shared {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
                 _ => {
-                    return Err(SessionError::Unavailable(StoreError::Timeout(
-                        self.command_timeout,
-                    )))
+                    return Err(SessionError::Unavailable(StoreError::Connect(format!(
+                        "no connection to Redis within the command timeout ({:?})",
+                        self.command_timeout
+                    ))))
                 }
             }
         }
@@ -467,9 +479,16 @@ fn connection_failed(e: &RedisError) -> bool {
         || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
 }
 
-/// Transport trouble and a server that cannot serve now mean "unavailable" (503); anything
-/// else means the data at the key is not a session of ours.
+/// Transport trouble and a server that cannot serve now mean "unavailable" (503), saying
+/// whether the command was sent; anything else means the data at the key is not a session
+/// of ours.
 pub(crate) fn classify(e: RedisError) -> SessionError {
+    if e.is_connection_refusal() {
+        return SessionError::Unavailable(StoreError::Connect(e.to_string()));
+    }
+    if e.is_io_error() {
+        return SessionError::Unavailable(StoreError::Dropped(e.to_string()));
+    }
     // A pipeline reports its first failed command's error.
     let code = e.code().map(str::to_owned).or_else(|| {
         let errors = e.clone().into_server_errors()?;

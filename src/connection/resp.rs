@@ -3,6 +3,11 @@
 //! [`Reply::spans`], which finds the items of an array of bulk strings (a hash, as `HGETALL`
 //! sends it) in place, so that a loaded session's fields stay in the reply's bytes. Only
 //! error replies go through redis-rs's parser, which gives them their codes and kinds.
+//!
+//! Whatever the server (or a proxy, or someone on the path) sends, the reader refuses rather
+//! than guesses: nesting deeper than [`MAX_DEPTH`] (a recursive reader would overflow the
+//! stack), lengths above [`MAX_LEN`] or below -1, and types that RESP2 does not have (a RESP3
+//! push frame among them) are errors that retire the connection.
 
 use std::io;
 use std::ops::Range;
@@ -14,6 +19,29 @@ use redis::{RedisError, RedisResult, Value};
 /// kind, so that the connection is retired).
 pub(super) fn broken(what: &str) -> RedisError {
     RedisError::from(io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned()))
+}
+
+/// How deep replies may nest; the top level is 1. The same limit as redis-rs: our commands'
+/// replies nest two or three levels.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// The longest bulk string and the most items of an array a reply may have: Redis never sends
+/// a string longer than its `proto-max-bulk-len` (512 MiB by default).
+pub(crate) const MAX_LEN: usize = 512 * 1024 * 1024;
+
+/// A reply that no request of ours can have caused (the stream is out of step: a proxy
+/// repeated a reply, or bytes came unasked).
+pub(super) fn out_of_step(what: &str) -> RedisError {
+    broken(what)
+}
+
+/// The request never reached the socket (it closed first): safe to send again, on any
+/// connection. A connection-refused kind: redis-rs's `is_connection_refusal` tells it.
+pub(super) fn not_sent(what: &str) -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        what.to_owned(),
+    ))
 }
 
 /// No reply within the command timeout (a timeout kind: the request is not sent again).
@@ -66,6 +94,20 @@ impl Replies {
         Ok(replies)
     }
 
+    /// The first `n` replies, each not read yet.
+    pub(super) fn list(&self, n: usize) -> RedisResult<Vec<Reply<'_>>> {
+        let mut at = 0;
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(Reply {
+                buf: &self.bytes,
+                at,
+            });
+            at = skip(&self.bytes, at)?.ok_or_else(|| broken("a reply cut short"))?;
+        }
+        Ok(replies)
+    }
+
     /// The replies' bytes as text, if they are UTF-8: spans of their items are spans of it.
     pub(crate) fn into_text(self) -> Result<String, FromUtf8Error> {
         String::from_utf8(self.bytes)
@@ -98,6 +140,17 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// As [`check`](Self::check), and the reply must be of this type (`b'+'`, `b':'`, ...):
+    /// any other cannot be the answer to the command, and the stream is out of step.
+    pub(crate) fn check_is(self, kind: u8) -> RedisResult<()> {
+        match line(self.buf, self.at) {
+            Some((b'-', ..)) => self.value().map(drop),
+            Some((k, ..)) if k == kind => Ok(()),
+            Some(_) => Err(out_of_step("a reply that cannot answer its command")),
+            None => Err(broken("a reply cut short")),
+        }
+    }
+
     /// As [`check`](Self::check), and for an array (`EXEC`'s) each of its items as well.
     pub(crate) fn check_items(self) -> RedisResult<()> {
         let Some((len, mut at)) = self.items()? else {
@@ -112,7 +165,7 @@ impl<'a> Reply<'a> {
 
     /// Where the items of an array of bulk strings are in the replies' bytes; a nil array has
     /// none. An error reply is the error; any other reply, or an item that is not a bulk
-    /// string, is an error of kind `UnexpectedReturnType`.
+    /// string, cannot be the answer to the command (`HGETALL`'s): the stream is out of step.
     pub(crate) fn spans(self) -> RedisResult<Spans<'a>> {
         if let Some((left, at)) = self.items()? {
             return Ok(Spans {
@@ -134,16 +187,14 @@ impl<'a> Reply<'a> {
         if self.buf.get(self.at) != Some(&b'*') {
             return Ok(None);
         }
-        let (len, first) = number(self.buf, self.at)?;
-        Ok(Some((usize::try_from(len).unwrap_or(0), first)))
+        let (len, first) = length(self.buf, self.at)?.ok_or_else(|| broken("a reply cut short"))?;
+        Ok(Some((len.unwrap_or(0), first)))
     }
 }
 
 fn not_strings(what: &str) -> RedisError {
-    RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "expected an array of bulk strings",
-        format!("got another {what}"),
+    out_of_step(&format!(
+        "expected an array of bulk strings, got another {what}"
     ))
 }
 
@@ -161,10 +212,9 @@ impl Iterator for Spans<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         self.left = self.left.checked_sub(1)?;
         let item = match self.buf.get(self.at) {
-            Some(b'$') => counted(self.buf, self.at).and_then(|counted| {
+            Some(b'$') => length(self.buf, self.at).and_then(|counted| {
                 let (len, next) = counted.ok_or_else(|| not_strings("item"))?;
-                let end = usize::try_from(len)
-                    .ok()
+                let end = len
                     .map(|len| next + len)
                     .filter(|&end| end + 2 <= self.buf.len())
                     .ok_or_else(|| not_strings("item"))?;
@@ -193,10 +243,17 @@ impl Spans<'_> {
 
 /// One RESP2 reply at `at`: the value and where it ends; `None` if it is not all in yet.
 pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
+    parse_in(buf, at, 1)
+}
+
+fn parse_in(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<(Value, usize)>> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
     let Some((kind, line, next)) = line(buf, at) else {
         return Ok(None);
     };
-    let number = || number(buf, at).map(|(n, _)| n);
+    let length = || length(buf, at)?.ok_or_else(|| broken("a reply cut short"));
     Ok(match kind {
         b'+' if line == b"OK" => Some((Value::Okay, next)),
         b'+' => Some((
@@ -205,25 +262,28 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
         )),
         // Errors are rare: redis-rs's parser gives them their codes and kinds.
         b'-' => Some((redis::parse_redis_value(&buf[at..next])?, next)),
-        b':' => Some((Value::Int(number()?), next)),
+        b':' => Some((Value::Int(number(buf, at)?.0), next)),
         b'$' => {
-            let Ok(len) = usize::try_from(number()?) else {
+            let Some(len) = length()?.0 else {
                 return Ok(Some((Value::Nil, next)));
             };
             let end = next + len;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(malformed());
+            }
             Some((Value::BulkString(buf[next..end].to_vec()), end + 2))
         }
         b'*' => {
-            let Ok(len) = usize::try_from(number()?) else {
+            let Some(len) = length()?.0 else {
                 return Ok(Some((Value::Nil, next)));
             };
             let mut items = Vec::with_capacity(len.min(1024));
             let mut at = next;
             for _ in 0..len {
-                match parse(buf, at)? {
+                match parse_in(buf, at, depth + 1)? {
                     Some((item, end)) => {
                         items.push(item);
                         at = end;
@@ -233,8 +293,20 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
             }
             Some((Value::Array(items), at))
         }
-        _ => return Err(broken("a reply of an unknown type from Redis")),
+        _ => return Err(unknown_type()),
     })
+}
+
+fn too_deep() -> RedisError {
+    broken("a reply nested deeper than any of ours")
+}
+
+fn unknown_type() -> RedisError {
+    broken("a reply of a type RESP2 does not have")
+}
+
+fn malformed() -> RedisError {
+    broken("a malformed reply from Redis")
 }
 
 /// `commands` in RESP, one after the other, in one buffer sized for them up front (it never
@@ -245,6 +317,28 @@ pub(crate) fn pack(commands: &[&[&[u8]]]) -> Vec<u8> {
         encode(&mut out, command);
     }
     out
+}
+
+/// Appends `ECHO <tag>` to `out`: the tag that closes each request's commands (see `direct`).
+pub(super) fn encode_tag(out: &mut Vec<u8>, tag: u64) {
+    let digits = Digits::of(tag);
+    encode(out, &[b"ECHO", digits.as_bytes()]);
+}
+
+/// Whether `reply` is exactly the answer to [`encode_tag`]'s `ECHO <tag>`:
+/// `$<length>\r\n<tag>\r\n`.
+pub(super) fn is_tag(reply: &[u8], tag: u64) -> bool {
+    let tag = Digits::of(tag);
+    let tag = tag.as_bytes();
+    let len = Digits::of(tag.len() as u64);
+    let len = len.as_bytes();
+    let body = 1 + len.len() + 2;
+    reply.len() == body + tag.len() + 2
+        && reply[0] == b'$'
+        && &reply[1..1 + len.len()] == len
+        && &reply[body - 2..body] == b"\r\n"
+        && &reply[body..body + tag.len()] == tag
+        && reply.ends_with(b"\r\n")
 }
 
 /// Appends one command in RESP to `out`.
@@ -313,33 +407,71 @@ impl Digits {
 
 /// Where the RESP2 reply at `at` ends; `None` if it is not all in yet. Builds nothing.
 pub(super) fn skip(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
+    skip_in(buf, at, 1)
+}
+
+fn skip_in(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<usize>> {
     let Some(&kind) = buf.get(at) else {
         return Ok(None);
     };
-    let counted = || counted(buf, at);
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
     Ok(match kind {
-        b'+' | b'-' | b':' => line(buf, at).map(|(_, _, next)| next),
-        b'$' => match counted()? {
-            Some((len, next)) => match usize::try_from(len) {
-                Ok(len) => (buf.len() >= next + len + 2).then_some(next + len + 2),
-                Err(_) => Some(next),
+        b'+' | b'-' => {
+            // A line holds no CR but its end: one not followed by LF is no reply of Redis.
+            let Some(cr) = memchr::memchr(b'\r', &buf[at + 1..]) else {
+                return Ok(None);
+            };
+            match buf.get(at + 1 + cr + 1) {
+                Some(b'\n') => Some(at + cr + 3),
+                Some(_) => return Err(malformed()),
+                None => None,
+            }
+        }
+        b':' => counted(buf, at)?.map(|(_, next)| next),
+        b'$' => match length(buf, at)? {
+            Some((Some(len), next)) => match buf.get(next + len..next + len + 2) {
+                Some(b"\r\n") => Some(next + len + 2),
+                Some(_) => return Err(malformed()),
+                None if buf.len() > next + len => match buf.get(next + len) {
+                    Some(b'\r') => None,
+                    _ => return Err(malformed()),
+                },
+                None => None,
             },
+            Some((None, next)) => Some(next),
             None => None,
         },
         b'*' => {
-            let Some((len, mut at)) = counted()? else {
+            let Some((len, mut at)) = length(buf, at)? else {
                 return Ok(None);
             };
-            for _ in 0..usize::try_from(len).unwrap_or(0) {
-                match skip(buf, at)? {
+            for _ in 0..len.unwrap_or(0) {
+                match skip_in(buf, at, depth + 1)? {
                     Some(end) => at = end,
                     None => return Ok(None),
                 }
             }
             Some(at)
         }
-        _ => return Err(broken("a reply of an unknown type from Redis")),
+        _ => return Err(unknown_type()),
     })
+}
+
+/// The length on the line at `at` (of a bulk string or an array) and where the next line
+/// starts; `None` inside for -1 (nil). Other negative lengths, and lengths above [`MAX_LEN`],
+/// are errors: no reply of Redis has them. `None` if the line is not all in yet.
+#[inline(always)]
+fn length(buf: &[u8], at: usize) -> RedisResult<Option<(Option<usize>, usize)>> {
+    let Some((n, next)) = counted(buf, at)? else {
+        return Ok(None);
+    };
+    match usize::try_from(n) {
+        Ok(len) if len <= MAX_LEN => Ok(Some((Some(len), next))),
+        Err(_) if n == -1 => Ok(Some((None, next))),
+        _ => Err(malformed()),
+    }
 }
 
 /// The type byte, the rest of the line, and where the next line starts.
@@ -357,7 +489,6 @@ fn line(buf: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
 /// item of every reply.
 #[inline(always)]
 fn counted(buf: &[u8], at: usize) -> RedisResult<Option<(i64, usize)>> {
-    let malformed = || broken("a malformed reply from Redis");
     let negative = buf.get(at + 1) == Some(&b'-');
     let start = at + 1 + usize::from(negative);
     let mut end = start;

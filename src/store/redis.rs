@@ -122,7 +122,7 @@ impl RedisBackend {
                 if let Conn::Direct(direct) = &conn {
                     let replies = direct.replies(packed, 2).await?;
                     let [hash, expired] = replies.split()?;
-                    expired.check()?;
+                    expired.check_is(b':')?;
                     // The fields stay in the reply's bytes.
                     let mut spans = hash.spans()?;
                     let mut fields = Fields::with_capacity(spans.len() / 2);
@@ -204,7 +204,7 @@ impl RedisBackend {
                     let replies = direct.replies(&packed, 4).await?;
                     let [multi, queued, queued_too, exec] = replies.split()?;
                     for reply in [multi, queued, queued_too] {
-                        reply.check()?;
+                        reply.check_is(b'+')?;
                     }
                     exec.check_items()?;
                     return Ok(());

@@ -1,0 +1,515 @@
+//! Our own Redis connection against what broken servers, proxies and attackers send. A proxy
+//! on loopback stands between the store and a real redis-server and, scripted per test,
+//! corrupts the traffic: replies nested 20,000 deep, huge and negative lengths, types RESP2
+//! does not have, push frames, replies while the connection is idle, duplicated and surplus
+//! replies, an error or a hang-up at accept, a half-closed socket, replies trickled a byte at
+//! a time, a connection closed mid-reply, a server that stops answering.
+//!
+//! Meanwhile clients read sessions of their own, each holding a distinct user. What must hold
+//! whatever the proxy does: no panic or abort, every request answered within the command
+//! timeout (plus scheduling slack), never another client's session, and connection attempts
+//! bounded by the backoff.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::record::record;
+use common::{app, builder, Browser, RedisServer};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tower_redis_session::SessionStore;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// What a request may take beyond the command timeout: scheduling on a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(200);
+const CLIENTS: usize = 8;
+
+/// What the proxy does to the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Every `EVERY`th reply becomes an array nested 20,000 deep.
+    Deep,
+    /// Every `EVERY`th reply becomes a bulk string of length `i64::MAX`.
+    HugeLength,
+    /// Every `EVERY`th reply becomes a bulk string of length -5.
+    NegativeLength,
+    /// Every `EVERY`th reply becomes a RESP3 map, a type RESP2 does not have.
+    UnknownType,
+    /// A RESP3 push frame goes before every `EVERY`th reply.
+    Push,
+    /// After every `EVERY`th reply, the next that leaves the connection idle comes again,
+    /// 2 ms later.
+    IdleRepeat,
+    /// After every `EVERY`th reply, the next that leaves the connection idle is followed by
+    /// an extra `:1`.
+    Surplus,
+    /// Every `EVERY`th reply is sent twice at once, whatever is in flight.
+    Duplicate,
+    /// After every `EVERY`th reply, the next whole answer to a session read (the hash and the
+    /// expiry's `:1`) is sent twice at once, whatever is in flight.
+    DuplicateRead,
+    /// `-ERR max number of clients reached` at accept, then the socket closes.
+    ErrorAtAccept,
+    /// Accepts, then closes at once.
+    AcceptClose,
+    /// Passes the handshake, then shuts its writing side on the `EVERY`th reply.
+    HalfClose,
+    /// Every reply a byte at a time.
+    Trickle,
+    /// Half of every `EVERY`th reply, then the socket closes.
+    CloseMidReply,
+    /// After the handshake, reads commands and never answers.
+    Silent,
+}
+
+const EVERY: u64 = 40;
+
+/// Replies to a connection's handshake.
+const HANDSHAKE: u64 = 2;
+
+/// Where a RESP2 reply in `buf` ends, if it is all in (the server is a real Redis: trusted).
+fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
+    let kind = *buf.get(at)?;
+    let cr = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+    let next = cr + 2;
+    let n = || -> i64 {
+        std::str::from_utf8(&buf[at + 1..cr])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    match kind {
+        b'$' if n() < 0 => Some(next),
+        b'$' => {
+            let end = next + n() as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' => (0..n().max(0)).try_fold(next, |at, _| reply_end(buf, at)),
+        _ => Some(next),
+    }
+}
+
+/// How many commands (RESP arrays) in `buf` are all in, and where the last ends.
+fn commands(buf: &[u8]) -> (u64, usize) {
+    let (mut n, mut at) = (0, 0);
+    while let Some(end) = reply_end(buf, at) {
+        n += 1;
+        at = end;
+    }
+    (n, at)
+}
+
+/// A proxy in front of `upstream` that applies `fault`; counts connections and faults.
+struct Proxy {
+    port: u16,
+    accepted: Arc<AtomicU64>,
+    faults: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16, fault: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Self {
+            port,
+            accepted: Arc::default(),
+            faults: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (accepted, faults, stop) = (
+            Arc::clone(&proxy.accepted),
+            Arc::clone(&proxy.faults),
+            Arc::clone(&proxy.stop),
+        );
+        let replies = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Ok((client, _))) =
+                    tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+                else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::Relaxed);
+                let (faults, replies) = (Arc::clone(&faults), Arc::clone(&replies));
+                tokio::spawn(serve(client, upstream, fault, faults, replies));
+            }
+        });
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One proxied connection: commands go up as they come; replies come down one by one, through
+/// `fault`.
+async fn serve(
+    mut client: TcpStream,
+    upstream: u16,
+    fault: Fault,
+    faults: Arc<AtomicU64>,
+    replies: Arc<AtomicU64>,
+) {
+    match fault {
+        Fault::ErrorAtAccept => {
+            faults.fetch_add(1, Ordering::Relaxed);
+            let _ = client
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            return;
+        }
+        Fault::AcceptClose => {
+            faults.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        _ => {}
+    }
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // Commands sent up and replies sent down, to know when the connection is idle.
+    let sent = Arc::new(AtomicU64::new(0));
+    let up_sent = Arc::clone(&sent);
+    let silent = Arc::new(AtomicBool::new(false));
+    let up_silent = Arc::clone(&silent);
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let (count, at) = commands(&buf);
+            up_sent.fetch_add(count, Ordering::Relaxed);
+            let batch: Vec<u8> = buf.drain(..at).collect();
+            if up_silent.load(Ordering::Relaxed) {
+                continue;
+            }
+            if server_write.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut answered = 0u64;
+    let mut armed = false;
+    let mut previous: Vec<u8> = Vec::new();
+    loop {
+        let n = match server_read.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = reply_end(&buf, 0) {
+            let reply: Vec<u8> = buf.drain(..end).collect();
+            answered += 1;
+            let nth = replies.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first replies of a connection are its handshake's (`PING` and its tag):
+            // always passed on.
+            let hit = answered > HANDSHAKE && nth % EVERY == 0;
+            let idle = answered == sent.load(Ordering::Relaxed);
+            let mut out = reply.clone();
+            let mut then_close = false;
+            match fault {
+                Fault::Deep if hit => out = [b"*1\r\n".repeat(20_000), b":1\r\n".to_vec()].concat(),
+                Fault::HugeLength if hit => out = b"$9223372036854775807\r\nx".to_vec(),
+                Fault::NegativeLength if hit => out = b"$-5\r\n".to_vec(),
+                Fault::UnknownType if hit => out = b"%1\r\n+a\r\n+b\r\n".to_vec(),
+                Fault::Push if hit => {
+                    out = [
+                        &b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"[..],
+                        &reply,
+                    ]
+                    .concat()
+                }
+                Fault::HalfClose if hit => {
+                    faults.fetch_add(1, Ordering::Relaxed);
+                    let _ = client_write.shutdown().await;
+                    return;
+                }
+                Fault::CloseMidReply if hit => {
+                    out.truncate(reply.len() / 2);
+                    then_close = true;
+                }
+                Fault::Silent if answered == HANDSHAKE => silent.store(true, Ordering::Relaxed),
+                _ => {}
+            }
+            let changed = out != reply;
+            if changed {
+                faults.fetch_add(1, Ordering::Relaxed);
+            }
+            let written = if fault == Fault::Trickle {
+                let mut ok = true;
+                for (i, byte) in out.iter().enumerate() {
+                    ok = ok && client_write.write_all(&[*byte]).await.is_ok();
+                    if i % 16 == 15 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                ok
+            } else {
+                client_write.write_all(&out).await.is_ok()
+            };
+            if !written || then_close {
+                return;
+            }
+            if fault == Fault::Duplicate && hit {
+                faults.fetch_add(1, Ordering::Relaxed);
+                if client_write.write_all(&reply).await.is_err() {
+                    return;
+                }
+            }
+            if fault == Fault::DuplicateRead
+                && armed
+                && reply.first() == Some(&b':')
+                && previous.first() == Some(&b'*')
+            {
+                armed = false;
+                faults.fetch_add(1, Ordering::Relaxed);
+                let again = [&previous[..], &reply[..]].concat();
+                if client_write.write_all(&again).await.is_err() {
+                    return;
+                }
+            }
+            previous = reply.clone();
+            armed |= hit;
+            if armed && idle && matches!(fault, Fault::IdleRepeat | Fault::Surplus) {
+                armed = false;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let extra = if fault == Fault::Surplus {
+                    b":1\r\n".to_vec()
+                } else {
+                    reply
+                };
+                faults.fetch_add(1, Ordering::Relaxed);
+                if client_write.write_all(&extra).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sessions made straight on `redis`: each client's cookie, whose session holds `user-<i>`.
+async fn sessions(redis: &RedisServer) -> Vec<String> {
+    let store = builder()
+        .redis_url(redis.url())
+        .build()
+        .await
+        .expect("store");
+    let mut cookies = Vec::new();
+    for i in 0..CLIENTS {
+        let mut b = Browser::new(app(&store));
+        assert_eq!(
+            b.get(&format!("/set/user/user-{i}")).await.status,
+            StatusCode::OK
+        );
+        cookies.push(b.cookie.expect("cookie"));
+    }
+    cookies
+}
+
+async fn proxied_store(proxy: &Proxy) -> SessionStore {
+    builder()
+        .redis_url(proxy.url())
+        .command_timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .pool_size(2)
+        .build()
+        .await
+        .expect("store")
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: u64,
+    own: u64,
+    unavailable: u64,
+    /// A session that was another client's, or none where there was one.
+    wrong: Vec<String>,
+    other_status: Vec<String>,
+    slowest: Duration,
+}
+
+/// `CLIENTS` clients read their own sessions through `store` for `how_long`.
+async fn read_own(store: &SessionStore, cookies: &[String], how_long: Duration) -> Seen {
+    let until = Instant::now() + how_long;
+    let mut tasks = JoinSet::new();
+    for (i, cookie) in cookies.iter().enumerate() {
+        let mut b = Browser::new(app(store));
+        b.cookie = Some(cookie.clone());
+        tasks.spawn(async move {
+            let mut seen = Seen::default();
+            // Bounded by time and by count.
+            for _ in 0..20_000 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let start = Instant::now();
+                let r = b.get("/get/user").await;
+                seen.slowest = seen.slowest.max(start.elapsed());
+                // A request that fails fast never waits: without this, a client would keep its
+                // worker thread (and the runtime's timers) to itself.
+                tokio::task::yield_now().await;
+                seen.requests += 1;
+                match r.status {
+                    StatusCode::OK if r.body == format!("user-{i}") => seen.own += 1,
+                    StatusCode::OK => seen.wrong.push(format!("client {i} read {:?}", r.body)),
+                    StatusCode::SERVICE_UNAVAILABLE => seen.unavailable += 1,
+                    s => seen.other_status.push(format!("{s}: {}", r.body)),
+                }
+            }
+            seen
+        });
+    }
+    let mut all = Seen::default();
+    let deadline = until + TIMEOUT + SLACK + Duration::from_secs(2);
+    while let Ok(Some(result)) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        tasks.join_next(),
+    )
+    .await
+    {
+        let s = result.expect("client task panicked");
+        all.requests += s.requests;
+        all.own += s.own;
+        all.unavailable += s.unavailable;
+        all.wrong.extend(s.wrong);
+        all.other_status.extend(s.other_status);
+        all.slowest = all.slowest.max(s.slowest);
+    }
+    assert!(tasks.is_empty(), "a client hung past every deadline");
+    all
+}
+
+/// Runs the clients through a proxy with `fault`; checks what must always hold, and returns
+/// what they saw with the store's connection counters.
+async fn under(fault: Fault, how_long: Duration) -> (Seen, u64, u64, u64) {
+    let redis = RedisServer::start();
+    let cookies = sessions(&redis).await;
+    let proxy = Proxy::start(redis.port, fault).await;
+    let store = proxied_store(&proxy).await;
+    let before = store.stats();
+    let seen = read_own(&store, &cookies, how_long).await;
+    let after = store.stats();
+    let attempts = after.connection_attempts - before.connection_attempts;
+    let retired = after.connections_retired - before.connections_retired;
+    let faults = proxy.faults.load(Ordering::Relaxed);
+    assert!(
+        seen.wrong.is_empty(),
+        "{fault:?}: {} wrong, first {:?}",
+        seen.wrong.len(),
+        &seen.wrong[..seen.wrong.len().min(5)]
+    );
+    assert!(
+        seen.other_status.is_empty(),
+        "{fault:?}: {:?}",
+        seen.other_status
+    );
+    assert!(
+        seen.slowest <= TIMEOUT + SLACK,
+        "{fault:?}: a request took {:?}",
+        seen.slowest
+    );
+    record(
+        &format!("hostile_redis_{fault:?}").to_lowercase(),
+        json!({
+            "requests": seen.requests,
+            "own session": seen.own,
+            "answered 503": seen.unavailable,
+            "another's session": seen.wrong.len(),
+            "faults injected": faults,
+            "connection attempts": attempts,
+            "connections retired": retired,
+            "slowest ms": seen.slowest.as_millis() as u64,
+            "timeout ms": TIMEOUT.as_millis() as u64,
+        }),
+    );
+    (seen, faults, attempts, retired)
+}
+
+/// Faults that break the stream: each retires the connection it hit, and the requests on it
+/// get 503 (or, read again on a healthy connection, their own session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_replies_retire_the_connection_never_misdeliver() {
+    for fault in [
+        Fault::Deep,
+        Fault::HugeLength,
+        Fault::NegativeLength,
+        Fault::UnknownType,
+        Fault::Push,
+        Fault::IdleRepeat,
+        Fault::Surplus,
+        Fault::Duplicate,
+        Fault::DuplicateRead,
+        Fault::CloseMidReply,
+        Fault::HalfClose,
+    ] {
+        let (seen, faults, _, retired) = under(fault, Duration::from_millis(1500)).await;
+        assert!(faults > 0, "{fault:?}: the proxy never struck");
+        assert!(
+            retired > 0,
+            "{fault:?}: {faults} faults retired no connection"
+        );
+        // Between faults, service goes on.
+        assert!(seen.own > seen.requests / 2, "{fault:?}: {seen:?}");
+    }
+}
+
+/// An endpoint that accepts and hangs up, or greets with an error, is a failed connection
+/// attempt: the backoff holds (as for a refused port), and every request gets a fast 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_that_hang_up_or_refuse_at_accept_keep_the_backoff() {
+    for fault in [Fault::AcceptClose, Fault::ErrorAtAccept] {
+        let (seen, faults, attempts, _) = under(fault, Duration::from_secs(3)).await;
+        assert_eq!(seen.own, 0, "{fault:?}");
+        assert_eq!(seen.unavailable, seen.requests, "{fault:?}");
+        assert!(seen.requests > 100, "{fault:?}: {seen:?}");
+        // Backoff from 50 ms doubling to 1 s: about 7 attempts in 3 s, as for a refused port.
+        assert!(
+            attempts <= 12,
+            "{fault:?}: {attempts} connection attempts in 3 s"
+        );
+        assert!(faults <= attempts + 2, "{fault:?}: {faults} accepts");
+    }
+}
+
+/// Replies trickled a byte at a time are slow, not wrong: every request gets its own session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_trickled_a_byte_at_a_time_are_read_whole() {
+    let (seen, _, _, retired) = under(Fault::Trickle, Duration::from_millis(1500)).await;
+    assert!(seen.requests > 50, "{seen:?}");
+    assert_eq!(seen.own, seen.requests, "{seen:?}");
+    assert_eq!(retired, 0);
+}
+
+/// A server that stops answering: every request is answered 503 at its deadline, none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_fails_requests_at_their_deadline() {
+    let (seen, _, _, _) = under(Fault::Silent, Duration::from_millis(1500)).await;
+    assert!(seen.requests > 0);
+    assert_eq!(seen.unavailable, seen.requests, "{seen:?}");
+}
