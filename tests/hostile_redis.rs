@@ -405,9 +405,31 @@ async fn read_own(store: &SessionStore, cookies: &[String], how_long: Duration) 
     all
 }
 
-/// Runs the clients through a proxy with `fault`; checks what must always hold, and returns
-/// what they saw with the store's connection counters.
-async fn under(fault: Fault, how_long: Duration) -> (Seen, u64, u64, u64) {
+/// What one fault did: the clients' view and the store's connection counters.
+struct Outcome {
+    seen: Seen,
+    faults: u64,
+    attempts: u64,
+    retired: u64,
+}
+
+impl Outcome {
+    fn figures(&self) -> serde_json::Value {
+        json!({
+            "requests": self.seen.requests,
+            "own session": self.seen.own,
+            "answered 503": self.seen.unavailable,
+            "another's session": self.seen.wrong.len(),
+            "faults": self.faults,
+            "attempts": self.attempts,
+            "retired": self.retired,
+            "slowest ms": self.seen.slowest.as_millis() as u64,
+        })
+    }
+}
+
+/// Runs the clients through a proxy with `fault`, and checks what must always hold.
+async fn under(fault: Fault, how_long: Duration) -> Outcome {
     let redis = RedisServer::start();
     let cookies = sessions(&redis).await;
     let proxy = Proxy::start(redis.port, fault).await;
@@ -415,9 +437,13 @@ async fn under(fault: Fault, how_long: Duration) -> (Seen, u64, u64, u64) {
     let before = store.stats();
     let seen = read_own(&store, &cookies, how_long).await;
     let after = store.stats();
-    let attempts = after.connection_attempts - before.connection_attempts;
-    let retired = after.connections_retired - before.connections_retired;
-    let faults = proxy.faults.load(Ordering::Relaxed);
+    let outcome = Outcome {
+        faults: proxy.faults.load(Ordering::Relaxed),
+        attempts: after.connection_attempts - before.connection_attempts,
+        retired: after.connections_retired - before.connections_retired,
+        seen,
+    };
+    let seen = &outcome.seen;
     assert!(
         seen.wrong.is_empty(),
         "{fault:?}: {} wrong, first {:?}",
@@ -434,27 +460,24 @@ async fn under(fault: Fault, how_long: Duration) -> (Seen, u64, u64, u64) {
         "{fault:?}: a request took {:?}",
         seen.slowest
     );
-    record(
-        &format!("hostile_redis_{fault:?}").to_lowercase(),
-        json!({
-            "requests": seen.requests,
-            "own session": seen.own,
-            "answered 503": seen.unavailable,
-            "another's session": seen.wrong.len(),
-            "faults injected": faults,
-            "connection attempts": attempts,
-            "connections retired": retired,
-            "slowest ms": seen.slowest.as_millis() as u64,
-            "timeout ms": TIMEOUT.as_millis() as u64,
-        }),
-    );
-    (seen, faults, attempts, retired)
+    outcome
+}
+
+/// Records each fault's figures under its name, with the timeout, as `name`.
+fn record_all(name: &str, outcomes: &[(Fault, Outcome)]) {
+    let mut figures = serde_json::Map::new();
+    figures.insert("timeout ms".into(), json!(TIMEOUT.as_millis() as u64));
+    for (fault, outcome) in outcomes {
+        figures.insert(format!("{fault:?}"), outcome.figures());
+    }
+    record(name, serde_json::Value::Object(figures));
 }
 
 /// Faults that break the stream: each retires the connection it hit, and the requests on it
 /// get 503 (or, read again on a healthy connection, their own session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_replies_retire_the_connection_never_misdeliver() {
+    let mut outcomes = Vec::new();
     for fault in [
         Fault::Deep,
         Fault::HugeLength,
@@ -468,48 +491,70 @@ async fn corrupt_replies_retire_the_connection_never_misdeliver() {
         Fault::CloseMidReply,
         Fault::HalfClose,
     ] {
-        let (seen, faults, _, retired) = under(fault, Duration::from_millis(1500)).await;
-        assert!(faults > 0, "{fault:?}: the proxy never struck");
+        let o = under(fault, Duration::from_millis(1500)).await;
+        assert!(o.faults > 0, "{fault:?}: the proxy never struck");
         assert!(
-            retired > 0,
-            "{fault:?}: {faults} faults retired no connection"
+            o.retired > 0,
+            "{fault:?}: {} faults retired no connection",
+            o.faults
         );
         // Between faults, service goes on.
-        assert!(seen.own > seen.requests / 2, "{fault:?}: {seen:?}");
+        assert!(o.seen.own > o.seen.requests / 2, "{fault:?}: {:?}", o.seen);
+        outcomes.push((fault, o));
     }
+    record_all("hostile_redis_corrupt", &outcomes);
 }
 
 /// An endpoint that accepts and hangs up, or greets with an error, is a failed connection
 /// attempt: the backoff holds (as for a refused port), and every request gets a fast 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_that_hang_up_or_refuse_at_accept_keep_the_backoff() {
+    let mut outcomes = Vec::new();
     for fault in [Fault::AcceptClose, Fault::ErrorAtAccept] {
-        let (seen, faults, attempts, _) = under(fault, Duration::from_secs(3)).await;
+        let o = under(fault, Duration::from_secs(3)).await;
+        let seen = &o.seen;
         assert_eq!(seen.own, 0, "{fault:?}");
         assert_eq!(seen.unavailable, seen.requests, "{fault:?}");
         assert!(seen.requests > 100, "{fault:?}: {seen:?}");
         // Backoff from 50 ms doubling to 1 s: about 7 attempts in 3 s, as for a refused port.
         assert!(
-            attempts <= 12,
-            "{fault:?}: {attempts} connection attempts in 3 s"
+            o.attempts <= 12,
+            "{fault:?}: {} connection attempts in 3 s",
+            o.attempts
         );
-        assert!(faults <= attempts + 2, "{fault:?}: {faults} accepts");
+        assert!(
+            o.faults <= o.attempts + 2,
+            "{fault:?}: {} accepts",
+            o.faults
+        );
+        outcomes.push((fault, o));
     }
+    record_all("hostile_redis_accept", &outcomes);
 }
 
-/// Replies trickled a byte at a time are slow, not wrong: every request gets its own session.
+/// Replies trickled a byte at a time, and a server that stops answering: the first are slow,
+/// not wrong (every request gets its own session); the second fails every request at its
+/// deadline, none hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_trickled_a_byte_at_a_time_are_read_whole() {
-    let (seen, _, _, retired) = under(Fault::Trickle, Duration::from_millis(1500)).await;
-    assert!(seen.requests > 50, "{seen:?}");
-    assert_eq!(seen.own, seen.requests, "{seen:?}");
-    assert_eq!(retired, 0);
-}
-
-/// A server that stops answering: every request is answered 503 at its deadline, none hangs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_stops_answering_fails_requests_at_their_deadline() {
-    let (seen, _, _, _) = under(Fault::Silent, Duration::from_millis(1500)).await;
-    assert!(seen.requests > 0);
-    assert_eq!(seen.unavailable, seen.requests, "{seen:?}");
+async fn slow_and_silent_servers() {
+    let trickle = under(Fault::Trickle, Duration::from_millis(1500)).await;
+    assert!(trickle.seen.requests > 50, "{:?}", trickle.seen);
+    assert_eq!(
+        trickle.seen.own, trickle.seen.requests,
+        "{:?}",
+        trickle.seen
+    );
+    assert_eq!(trickle.retired, 0);
+    let silent = under(Fault::Silent, Duration::from_millis(1500)).await;
+    assert!(silent.seen.requests > 0);
+    assert_eq!(
+        silent.seen.unavailable, silent.seen.requests,
+        "{:?}",
+        silent.seen
+    );
+    assert!(silent.seen.slowest >= TIMEOUT, "{:?}", silent.seen);
+    record_all(
+        "hostile_redis_slow",
+        &[(Fault::Trickle, trickle), (Fault::Silent, silent)],
+    );
 }

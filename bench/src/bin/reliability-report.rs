@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 36] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 39] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -60,6 +60,12 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 36] = [
      "`tests/failover.rs` password_rotated_every_second_under_load", Some("credentials_rotation"), None),
     ("A connection whose re-authentication fails is retired and replaced",
      "`tests/deployments.rs` a_connection_whose_reauthentication_fails_is_retired", None, None),
+    ("A proxy between the store and Redis corrupts every 40th reply (nested 20,000 deep, huge or negative lengths, a RESP3 type, a push frame), repeats one while idle, adds a surplus one, repeats a reply or a whole session read while others are in flight, closes mid-reply or half-closes (8 clients, each reading its own session): no abort, no one reads another's session, the connection hit is retired, every answer within the timeout (+ 200 ms)",
+     "`tests/hostile_redis.rs` corrupt_replies_retire_the_connection_never_misdeliver", Some("hostile_redis_corrupt"), None),
+    ("An endpoint that accepts and hangs up, or greets with `-ERR max number of clients reached`: a failed connection attempt, so the backoff holds; fast 503s",
+     "`tests/hostile_redis.rs` endpoints_that_hang_up_or_refuse_at_accept_keep_the_backoff", Some("hostile_redis_accept"), None),
+    ("Replies trickled a byte at a time are read whole (own session every time); a server that stops answering fails each request at its deadline",
+     "`tests/hostile_redis.rs` slow_and_silent_servers", Some("hostile_redis_slow"), None),
     ("1000 requests cancelled while their command is in flight (Redis frozen): no connection retired, none reopened",
      "`tests/failover.rs` cancelled_requests_never_cost_a_connection", Some("cancelled_requests"), None),
     ("A 1 MiB session read over and over beside small reads (debug build; latencies of the small reads)",
