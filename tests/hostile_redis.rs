@@ -558,3 +558,77 @@ async fn slow_and_silent_servers() {
         &[(Fault::Trickle, trickle), (Fault::Silent, silent)],
     );
 }
+
+/// A unix-socket server that answers the handshake, reads one request without answering,
+/// then shuts its reading side: the next write fails, and every request on the connection,
+/// the one waiting for its reply on the socket among them, is answered 503 within the
+/// timeout, never left waiting (it waited past 10 s for a 500 ms timeout).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_fails_every_waiting_request() {
+    use tokio::net::UnixListener;
+
+    let dir = std::env::temp_dir().join(format!("trs-halfread-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("redis.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    let accepts = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&accepts);
+    let server = tokio::spawn(async move {
+        // Bounded: the backoff allows a handful of attempts in the test's few seconds.
+        for _ in 0..200 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0u8; 256];
+            // `PING` and its tag `ECHO 0`: answered, and the connection counts as open.
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"+PONG\r\n$1\r\n0\r\n").await;
+            // The first request is read, never answered: its sender waits, reading.
+            let _ = socket.read(&mut buf).await;
+            let Ok(std) = socket.into_std() else { return };
+            let _ = std.shutdown(std::net::Shutdown::Read);
+            keep.lock().unwrap_or_else(|e| e.into_inner()).push(std);
+        }
+    });
+    let timeout = Duration::from_millis(500);
+    let store = builder()
+        .redis_url(format!("redis+unix://{}", path.display()))
+        .command_timeout(timeout)
+        .pool_size(1)
+        .build()
+        .await
+        .expect("store");
+    let app = app(&store);
+    let mut tasks = JoinSet::new();
+    for i in 0..8 {
+        let app = app.clone();
+        if i == 1 {
+            // The first request is out, and its sender reads the socket.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tasks.spawn(async move {
+            let mut b = Browser::new(app);
+            let start = Instant::now();
+            let r = b.get(&format!("/set/user/u{i}")).await;
+            (r.status, start.elapsed())
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Ok(Some(done)) = tokio::time::timeout(Duration::from_secs(5), tasks.join_next()).await
+    {
+        let (status, took) = done.expect("client task panicked");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        slowest = slowest.max(took);
+    }
+    assert!(tasks.is_empty(), "a request was still waiting after 5 s");
+    assert!(slowest <= timeout + SLACK, "slowest {slowest:?}");
+    assert!(accepts.load(Ordering::Relaxed) >= 1);
+    server.abort();
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
