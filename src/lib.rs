@@ -94,6 +94,25 @@ pub use crate::session::Session;
 pub use crate::state::{SessionInfo, SessionStore, StoreStats};
 pub use ::cookie::SameSite;
 
+/// For this project's fuzz targets only (feature `fuzzing`), not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// The RESP2 reader of our own connections. It is private to `connection`: the method
+    /// that reaches it is implemented next to it (`connection/resp.rs`).
+    pub struct Resp {
+        _private: (),
+    }
+
+    /// Reads `data` as a connection reads its replies, one after the other from the start,
+    /// and panics on any disagreement: between the reader's two passes (`skip`, which finds
+    /// where a reply ends, and `parse`, which builds it); with redis-rs's parser, on any reply
+    /// we accept; and with the readers that find a reply's items in place.
+    pub fn resp_reader(data: &[u8]) {
+        Resp::check(data);
+    }
+}
+
 /// The README's example is compiled as a doc test, so it cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -6,8 +6,11 @@
 //!
 //! Whatever the server (or a proxy, or someone on the path) sends, the reader refuses rather
 //! than guesses: nesting deeper than [`MAX_DEPTH`] (a recursive reader would overflow the
-//! stack), lengths above [`MAX_LEN`] or below -1, and types that RESP2 does not have (a RESP3
-//! push frame among them) are errors that retire the connection.
+//! stack), lengths above [`MAX_LEN`] or below -1, status and error lines that are not UTF-8,
+//! and types that RESP2 does not have (a RESP3 push frame among them) are errors that retire
+//! the connection. `skip` and `parse` take the same steps, so they refuse (or wait for more)
+//! at the same point; whatever they read, redis-rs's parser reads the same (the property
+//! tests below and `fuzz/fuzz_targets/resp.rs` check both).
 
 use std::io;
 use std::ops::Range;
@@ -246,42 +249,42 @@ pub(super) fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>
     parse_in(buf, at, 1)
 }
 
+/// As [`skip_in`], through the same steps (the same bytes are refused, or not all in yet, at
+/// the same point), building the value.
 fn parse_in(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<(Value, usize)>> {
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
-    let Some((kind, line, next)) = line(buf, at) else {
-        return Ok(None);
-    };
-    let length = || length(buf, at)?.ok_or_else(|| broken("a reply cut short"));
     Ok(match kind {
-        b'+' if line == b"OK" => Some((Value::Okay, next)),
-        b'+' => Some((
-            Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
-            next,
-        )),
+        b'+' => text_end(buf, at)?.map(|end| match &buf[at + 1..end - 2] {
+            b"OK" => (Value::Okay, end),
+            // UTF-8, as `text_end` saw: nothing is replaced.
+            text => (
+                Value::SimpleString(String::from_utf8_lossy(text).into_owned()),
+                end,
+            ),
+        }),
         // Errors are rare: redis-rs's parser gives them their codes and kinds.
-        b'-' => Some((redis::parse_redis_value(&buf[at..next])?, next)),
-        b':' => Some((Value::Int(number(buf, at)?.0), next)),
-        b'$' => {
-            let Some(len) = length()?.0 else {
-                return Ok(Some((Value::Nil, next)));
-            };
-            let end = next + len;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(malformed());
-            }
-            Some((Value::BulkString(buf[next..end].to_vec()), end + 2))
-        }
+        b'-' => match text_end(buf, at)? {
+            Some(end) => Some((redis::parse_redis_value(&buf[at..end])?, end)),
+            None => None,
+        },
+        b':' => counted(buf, at)?.map(|(n, end)| (Value::Int(n), end)),
+        b'$' => bulk(buf, at)?.map(|(payload, end)| {
+            let value = payload.map_or(Value::Nil, |p| Value::BulkString(buf[p].to_vec()));
+            (value, end)
+        }),
         b'*' => {
-            let Some(len) = length()?.0 else {
-                return Ok(Some((Value::Nil, next)));
+            let Some((len, mut at)) = length(buf, at)? else {
+                return Ok(None);
+            };
+            let Some(len) = len else {
+                return Ok(Some((Value::Nil, at)));
             };
             let mut items = Vec::with_capacity(len.min(1024));
-            let mut at = next;
             for _ in 0..len {
                 match parse_in(buf, at, depth + 1)? {
                     Some((item, end)) => {
@@ -418,31 +421,9 @@ fn skip_in(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<usize>> {
         return Err(too_deep());
     }
     Ok(match kind {
-        b'+' | b'-' => {
-            // A line holds no CR but its end: one not followed by LF is no reply of Redis.
-            let Some(cr) = memchr::memchr(b'\r', &buf[at + 1..]) else {
-                return Ok(None);
-            };
-            match buf.get(at + 1 + cr + 1) {
-                Some(b'\n') => Some(at + cr + 3),
-                Some(_) => return Err(malformed()),
-                None => None,
-            }
-        }
+        b'+' | b'-' => text_end(buf, at)?,
         b':' => counted(buf, at)?.map(|(_, next)| next),
-        b'$' => match length(buf, at)? {
-            Some((Some(len), next)) => match buf.get(next + len..next + len + 2) {
-                Some(b"\r\n") => Some(next + len + 2),
-                Some(_) => return Err(malformed()),
-                None if buf.len() > next + len => match buf.get(next + len) {
-                    Some(b'\r') => None,
-                    _ => return Err(malformed()),
-                },
-                None => None,
-            },
-            Some((None, next)) => Some(next),
-            None => None,
-        },
+        b'$' => bulk(buf, at)?.map(|(_, end)| end),
         b'*' => {
             let Some((len, mut at)) = length(buf, at)? else {
                 return Ok(None);
@@ -456,6 +437,42 @@ fn skip_in(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<usize>> {
             Some(at)
         }
         _ => return Err(unknown_type()),
+    })
+}
+
+/// Where the line of the simple string or error reply at `at` ends (after its CRLF); `None`
+/// if it is not all in yet. A line holds no CR but its end, and is UTF-8 (redis-rs's parser
+/// reads no other): any other is no reply of Redis.
+#[inline(always)]
+fn text_end(buf: &[u8], at: usize) -> RedisResult<Option<usize>> {
+    let Some(cr) = memchr::memchr(b'\r', &buf[at + 1..]) else {
+        return Ok(None);
+    };
+    match buf.get(at + 1 + cr + 1) {
+        Some(b'\n') if std::str::from_utf8(&buf[at + 1..at + 1 + cr]).is_ok() => {
+            Ok(Some(at + cr + 3))
+        }
+        Some(_) => Err(malformed()),
+        None => Ok(None),
+    }
+}
+
+/// Where the payload of the bulk string at `at` is (`None` for nil) and where the reply
+/// ends; `None` if it is not all in yet. A payload not followed by CRLF is an error.
+#[inline(always)]
+fn bulk(buf: &[u8], at: usize) -> RedisResult<Option<(Option<Range<usize>>, usize)>> {
+    Ok(match length(buf, at)? {
+        Some((Some(len), next)) => match buf.get(next + len..next + len + 2) {
+            Some(b"\r\n") => Some((Some(next..next + len), next + len + 2)),
+            Some(_) => return Err(malformed()),
+            None if buf.len() > next + len => match buf.get(next + len) {
+                Some(b'\r') => None,
+                _ => return Err(malformed()),
+            },
+            None => None,
+        },
+        Some((None, next)) => Some((None, next)),
+        None => None,
     })
 }
 
@@ -507,21 +524,147 @@ fn counted(buf: &[u8], at: usize) -> RedisResult<Option<(i64, usize)>> {
         (Some(b'\r'), Some(b'\n')) if (1..=19).contains(&(end - start)) => {}
         _ => return Err(malformed()),
     }
-    let n = i64::try_from(n).map_err(|_| malformed())?;
-    Ok(Some((if negative { -n } else { n }, end + 2)))
+    // Down to `i64::MIN`, which Redis sends (`HINCRBY` to the lowest integer).
+    let n = if negative {
+        0i64.checked_sub_unsigned(n)
+    } else {
+        i64::try_from(n).ok()
+    };
+    Ok(Some((n.ok_or_else(malformed)?, end + 2)))
 }
 
-/// The number on the line at `at`, which is all in (a length or an `:` reply), and where the
-/// next line starts.
-fn number(buf: &[u8], at: usize) -> RedisResult<(i64, usize)> {
-    counted(buf, at)?.ok_or_else(|| broken("a reply cut short"))
+/// How [`check_reader`] stopped reading its input.
+#[cfg(any(test, feature = "fuzzing"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Every byte was read, as whole replies.
+    End,
+    /// The rest is the start of a reply that is not all in yet.
+    More,
+    /// The rest is refused.
+    Refused,
+}
+
+/// Reads `data` as the connection does, reply after reply from the start, and panics on any
+/// disagreement: `skip` and `parse` give the same verdict (refused, not all in yet, or a
+/// reply and where it ends); redis-rs's parser reads each reply we accept, those exact bytes,
+/// to the same value; a reply cut short is "not all in yet" to both, never an error or a
+/// reply; `check`, `check_items` and `spans` (the hot path) agree with the value; and what we
+/// wait on, redis-rs does not take for a whole reply. Returns where the replies end and why
+/// the reading stopped. For the property tests and the fuzz target (`fuzz/`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_reader(data: &[u8]) -> (Vec<usize>, Stop) {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    let stop = loop {
+        match (skip(data, at), parse(data, at)) {
+            (Ok(None), Ok(None)) if at == data.len() => break Stop::End,
+            (Ok(None), Ok(None)) => {
+                // redis-rs reads no whole reply there either (it is lenient: what we refuse,
+                // it may well read; what we wait on, it must not).
+                if let Ok(theirs) = redis::parse_redis_value(&data[at..]) {
+                    panic!("at {at}: we wait for more, redis-rs read {theirs:?}");
+                }
+                break Stop::More;
+            }
+            (Err(_), Err(_)) => break Stop::Refused,
+            (Ok(Some(end)), Ok(Some((value, parsed)))) => {
+                assert_eq!(end, parsed, "at {at}: skip and parse end apart");
+                assert!(at < end && end <= data.len(), "at {at}: ends at {end}");
+                match redis::parse_redis_value(&data[at..end]) {
+                    Ok(theirs) => assert_eq!(value, theirs, "at {at}: redis-rs reads otherwise"),
+                    Err(e) => panic!("at {at}: we read {value:?}, redis-rs refuses: {e}"),
+                }
+                check_cuts(data, at, end);
+                check_hot_path(data, at, &value);
+                ends.push(end);
+                at = end;
+            }
+            (skipped, parsed) => {
+                panic!("at {at}: skip says {skipped:?}, parse says {parsed:?}")
+            }
+        }
+    };
+    // `Replies` finds the same replies.
+    let replies = Replies {
+        bytes: data.to_vec(),
+        ..Replies::default()
+    };
+    let found = replies.list(ends.len()).expect("the same replies");
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    assert!(found.iter().zip(starts).all(|(r, start)| r.at == start));
+    (ends, stop)
+}
+
+#[cfg(feature = "fuzzing")]
+impl crate::__fuzz::Resp {
+    /// [`check_reader`], for `__fuzz::resp_reader`.
+    pub(crate) fn check(data: &[u8]) {
+        check_reader(data);
+    }
+}
+
+/// The reply at `at` cut short anywhere (the first and last bytes each, and about 64 cuts
+/// between) is "not all in yet" to both `skip` and `parse`.
+#[cfg(any(test, feature = "fuzzing"))]
+fn check_cuts(data: &[u8], at: usize, end: usize) {
+    let step = ((end - at) / 64).max(1);
+    let cuts = (at..end).step_by(step).chain((at..end).rev().take(8));
+    for cut in cuts.chain((at..end).take(8)) {
+        let short = &data[..cut];
+        let (skipped, parsed) = (skip(short, at), parse(short, at));
+        assert!(
+            matches!((&skipped, &parsed), (Ok(None), Ok(None))),
+            "reply at {at}..{end} cut at {cut}: skip says {skipped:?}, parse says {parsed:?}"
+        );
+    }
+}
+
+/// `check`, `check_is`, `check_items` and `spans`, which read a reply without building it,
+/// agree with its `value`.
+#[cfg(any(test, feature = "fuzzing"))]
+fn check_hot_path(data: &[u8], at: usize, value: &Value) {
+    let reply = Reply { buf: data, at };
+    let code = |v: &Value| match v {
+        Value::ServerError(e) => Some(e.code().to_owned()),
+        _ => None,
+    };
+    let error = code(value);
+    let code_of = |r: RedisResult<()>| r.err().map(|e| e.code().map(str::to_owned));
+    assert_eq!(code_of(reply.check()), error.clone().map(Some));
+    assert_eq!(code_of(reply.check_is(data[at])), error.clone().map(Some));
+    let first = match value {
+        Value::Array(items) => items.iter().find_map(code),
+        _ => error.clone(),
+    };
+    assert_eq!(code_of(reply.check_items()), first.map(Some));
+    match (value, reply.spans()) {
+        (Value::Array(items), Ok(mut spans)) => {
+            assert_eq!(spans.len(), items.len());
+            for item in items {
+                match (item, spans.next()) {
+                    (Value::BulkString(bytes), Some(Ok(span))) => assert_eq!(&data[span], bytes),
+                    (Value::BulkString(_), other) => panic!("a bulk string, spans say {other:?}"),
+                    (_, Some(Err(_))) => break,
+                    (item, other) => panic!("{item:?}, spans say {other:?}"),
+                }
+            }
+            assert!(spans.next().is_none());
+        }
+        (Value::Nil, Ok(mut spans)) if data[at] == b'*' => assert!(spans.next().is_none()),
+        (Value::ServerError(e), Err(err)) => assert_eq!(err.code(), Some(e.code())),
+        (Value::Array(_), Err(err)) => panic!("an array, spans say {err}"),
+        (_, Err(_)) => {}
+        (value, Ok(spans)) => panic!("{value:?}, spans say {spans:?}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// How lengths were read before `counted`: the reference it is checked against.
+    /// How lengths were read before `counted` (but down to `i64::MIN`, as Redis sends
+    /// integers): the reference it is checked against.
     fn number_of(line: &[u8]) -> RedisResult<i64> {
         let malformed = || broken("a malformed reply from Redis");
         let (negative, digits) = match line.split_first() {
@@ -536,12 +679,19 @@ mod tests {
             if !d.is_ascii_digit() {
                 return Err(malformed());
             }
+            let d = i64::from(d - b'0');
             n = n
                 .checked_mul(10)
-                .and_then(|n| n.checked_add(i64::from(d - b'0')))
+                .and_then(|n| {
+                    if negative {
+                        n.checked_sub(d)
+                    } else {
+                        n.checked_add(d)
+                    }
+                })
                 .ok_or_else(malformed)?;
         }
-        Ok(if negative { -n } else { n })
+        Ok(n)
     }
 
     #[test]
@@ -650,15 +800,23 @@ mod tests {
             assert_eq!(p, k, "cut at {cut}");
         }
         assert!(skip(b"?x\r\n", 0).is_err());
-        assert_eq!(number(b":-1\r\n", 0).unwrap(), (-1, 5));
-        assert_eq!(number(b":9223372036854775807\r\n", 0).unwrap().0, i64::MAX);
+        assert_eq!(counted(b":-1\r\n", 0).unwrap(), Some((-1, 5)));
+        assert_eq!(
+            counted(b":9223372036854775807\r\n", 0).unwrap(),
+            Some((i64::MAX, 22))
+        );
+        assert_eq!(
+            counted(b":-9223372036854775808\r\n", 0).unwrap(),
+            Some((i64::MIN, 23))
+        );
         for bad in [
             &b":\r\n"[..],
             b":-\r\n",
             b":1x\r\n",
             b":99999999999999999999\r\n",
+            b":-9223372036854775809\r\n",
         ] {
-            assert!(number(bad, 0).is_err(), "{bad:?}");
+            assert!(counted(bad, 0).is_err(), "{bad:?}");
         }
     }
 
@@ -733,5 +891,363 @@ mod tests {
         let items: Vec<_> = r.spans().unwrap().collect();
         assert_eq!(items.len(), 2);
         assert!(items[1].is_err());
+    }
+    /// Our reader against redis-rs's parser, on replies as Redis sends them and on those
+    /// replies broken in every way we could think of.
+    mod against_redis_rs {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        /// A RESP2 reply, as Redis may send it.
+        #[derive(Clone, Debug)]
+        enum Resp {
+            Nil,
+            NilArray,
+            Int(i64),
+            Bulk(Vec<u8>),
+            Simple(String),
+            Error(String),
+            Array(Vec<Resp>),
+        }
+
+        impl Resp {
+            fn encode(&self, out: &mut Vec<u8>) {
+                match self {
+                    Self::Nil => out.extend_from_slice(b"$-1\r\n"),
+                    Self::NilArray => out.extend_from_slice(b"*-1\r\n"),
+                    Self::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+                    Self::Bulk(bytes) => {
+                        out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                        out.extend_from_slice(bytes);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    Self::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
+                    Self::Error(s) => out.extend_from_slice(format!("-{s}\r\n").as_bytes()),
+                    Self::Array(items) => {
+                        out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                        for item in items {
+                            item.encode(out);
+                        }
+                    }
+                }
+            }
+
+            fn bytes(&self) -> Vec<u8> {
+                let mut out = Vec::new();
+                self.encode(&mut out);
+                out
+            }
+
+            /// Whether `value` is this reply.
+            fn is(&self, value: &Value) -> bool {
+                match (self, value) {
+                    (Self::Nil | Self::NilArray, Value::Nil) => true,
+                    (Self::Int(n), Value::Int(v)) => n == v,
+                    (Self::Bulk(b), Value::BulkString(v)) => b == v,
+                    (Self::Simple(s), Value::Okay) => s == "OK",
+                    (Self::Simple(s), Value::SimpleString(v)) => s != "OK" && s == v,
+                    (Self::Error(s), Value::ServerError(e)) => {
+                        let (code, detail) = match s.split_once(' ') {
+                            Some((code, detail)) => (code, Some(detail)),
+                            None => (&s[..], None),
+                        };
+                        e.code() == code && e.details() == detail
+                    }
+                    (Self::Array(items), Value::Array(values)) => {
+                        items.len() == values.len()
+                            && items.iter().zip(values).all(|(i, v)| i.is(v))
+                    }
+                    _ => false,
+                }
+            }
+        }
+
+        /// Bytes, with line ends and digits more often than chance.
+        fn byte() -> impl Strategy<Value = u8> {
+            prop_oneof![any::<u8>(), select(b"\r\n\r\n-+:$*0123456789 ".to_vec())]
+        }
+
+        fn leaf() -> impl Strategy<Value = Resp> {
+            let int = prop_oneof![
+                any::<i64>(),
+                select(vec![0, -1, 1, i64::MIN, i64::MIN + 1, i64::MAX, 10, -10]),
+            ];
+            prop_oneof![
+                Just(Resp::Nil),
+                Just(Resp::NilArray),
+                int.prop_map(Resp::Int),
+                prop::collection::vec(byte(), 0..40).prop_map(Resp::Bulk),
+                "[^\r\n]{0,20}".prop_map(Resp::Simple),
+                Just(Resp::Simple("OK".into())),
+                "[A-Z]{0,10}( [^\r\n]{0,20})?".prop_map(Resp::Error),
+                Just(Resp::Error("ERR unknown command".into())),
+                Just(Resp::Error("MOVED 3999 127.0.0.1:6381".into())),
+            ]
+        }
+
+        /// Replies nested up to 5 levels (the top level counted), up to 6 items an array.
+        fn reply() -> impl Strategy<Value = Resp> {
+            leaf().prop_recursive(4, 48, 6, |inner| {
+                prop::collection::vec(inner, 0..6).prop_map(Resp::Array)
+            })
+        }
+
+        fn replies() -> impl Strategy<Value = Vec<Resp>> {
+            prop::collection::vec(reply(), 1..4)
+        }
+
+        /// One way to break a reply.
+        #[derive(Clone, Debug)]
+        enum Mutation {
+            Set(usize, u8),
+            Insert(usize, u8),
+            Delete(usize),
+            Truncate(usize),
+            /// Another type byte at the start of a line.
+            Type(usize, u8),
+            /// Another number on a line (a length or an integer).
+            Number(usize, &'static str),
+            /// A run of the same bytes (headers of nested arrays, say).
+            Repeat(usize, &'static [u8], usize),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let at = any::<usize>();
+            let numbers = vec![
+                "-1",
+                "-2",
+                "-0",
+                "0",
+                "1",
+                "2",
+                "01",
+                "100",
+                "",
+                "-",
+                "x",
+                "1x",
+                " 1",
+                "+1",
+                "1 ",
+                "0x10",
+                "536870912",
+                "536870913",
+                "4294967296",
+                "9223372036854775807",
+                "9223372036854775808",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "18446744073709551615",
+                "99999999999999999999",
+                "0000000000000000000001",
+            ];
+            let runs: Vec<&'static [u8]> = vec![b"*1\r\n", b"*2\r\n", b"*1\r\n:1\r\n", b"\r\n"];
+            prop_oneof![
+                (at, byte()).prop_map(|(i, b)| Mutation::Set(i, b)),
+                (at, byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+                at.prop_map(Mutation::Delete),
+                at.prop_map(Mutation::Truncate),
+                (at, select(b"+-:$*%~>_,#!=(|?x\r\n".to_vec()))
+                    .prop_map(|(i, b)| Mutation::Type(i, b)),
+                (at, select(numbers)).prop_map(|(i, n)| Mutation::Number(i, n)),
+                (at, select(runs), 1usize..120).prop_map(|(i, r, n)| Mutation::Repeat(i, r, n)),
+            ]
+        }
+
+        fn mutate(buf: &mut Vec<u8>, m: &Mutation) {
+            let len = buf.len();
+            let starts: Vec<usize> = (0..len)
+                .filter(|&i| i == 0 || buf[i - 1] == b'\n')
+                .collect();
+            let start = |i: usize| starts.get(i % starts.len().max(1)).copied();
+            match *m {
+                Mutation::Set(i, b) if len > 0 => buf[i % len] = b,
+                Mutation::Insert(i, b) => buf.insert(i % (len + 1), b),
+                Mutation::Delete(i) if len > 0 => drop(buf.remove(i % len)),
+                Mutation::Truncate(i) => buf.truncate(i % (len + 1)),
+                Mutation::Type(i, b) => {
+                    if let Some(s) = start(i) {
+                        buf[s] = b;
+                    }
+                }
+                Mutation::Number(i, n) => {
+                    if let Some(s) = start(i) {
+                        let end = buf[s..]
+                            .iter()
+                            .position(|&b| b == b'\r')
+                            .map_or(len, |e| s + e);
+                        buf.splice((s + 1).min(end)..end, n.bytes());
+                    }
+                }
+                Mutation::Repeat(i, run, n) => {
+                    let at = start(i).unwrap_or(0);
+                    buf.splice(at..at, run.iter().copied().cycle().take(run.len() * n));
+                }
+                _ => {}
+            }
+        }
+
+        /// `arrays` arrays of one item around `leaf`.
+        fn nested(arrays: usize, leaf: &[u8]) -> Vec<u8> {
+            let mut out = b"*1\r\n".repeat(arrays);
+            out.extend_from_slice(leaf);
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn reads_what_redis_sends(replies in replies()) {
+                let encoded: Vec<Vec<u8>> = replies.iter().map(Resp::bytes).collect();
+                for (reply, bytes) in replies.iter().zip(&encoded) {
+                    prop_assert_eq!(skip(bytes, 0).unwrap(), Some(bytes.len()));
+                    let (ours, end) = parse(bytes, 0).unwrap().unwrap();
+                    prop_assert_eq!(end, bytes.len());
+                    let theirs = redis::parse_redis_value(bytes).unwrap();
+                    prop_assert_eq!(&ours, &theirs);
+                    prop_assert!(reply.is(&ours), "{:?} read as {:?}", reply, ours);
+                    // Every cut short of the end is "not all in yet", to both.
+                    for cut in 0..bytes.len() {
+                        prop_assert!(matches!(skip(&bytes[..cut], 0), Ok(None)), "cut at {}", cut);
+                        prop_assert!(matches!(parse(&bytes[..cut], 0), Ok(None)), "cut at {}", cut);
+                    }
+                }
+                // One after the other, split where each ends.
+                let all = encoded.concat();
+                let ends: Vec<usize> = encoded
+                    .iter()
+                    .scan(0, |end, bytes| {
+                        *end += bytes.len();
+                        Some(*end)
+                    })
+                    .collect();
+                prop_assert_eq!(check_reader(&all), (ends.clone(), Stop::End));
+                // And as they come in, in pieces: the reply cut short, where it starts among
+                // the others, is "not all in yet".
+                for cut in 0..all.len() {
+                    let start = ends.iter().copied().take_while(|&end| end <= cut).last();
+                    let start = start.unwrap_or(0);
+                    prop_assert!(matches!(skip(&all[..cut], start), Ok(None)), "cut at {}", cut);
+                    prop_assert!(matches!(parse(&all[..cut], start), Ok(None)), "cut at {}", cut);
+                }
+            }
+
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn refuses_or_agrees_on_broken_replies(
+                replies in replies(),
+                mutations in prop::collection::vec(mutation(), 1..4),
+            ) {
+                let mut bytes = replies.iter().flat_map(Resp::bytes).collect::<Vec<u8>>();
+                for m in &mutations {
+                    mutate(&mut bytes, m);
+                }
+                // Panics on any disagreement.
+                check_reader(&bytes);
+            }
+
+            #[test]
+            fn refuses_or_agrees_on_arbitrary_bytes(
+                bytes in prop::collection::vec(byte(), 0..64),
+            ) {
+                check_reader(&bytes);
+            }
+
+            #[test]
+            fn refuses_or_agrees_deep_in(
+                arrays in 90usize..110,
+                leaf in select(vec![&b":1\r\n"[..], b"*0\r\n", b"*-1\r\n", b"$1\r\nx\r\n", b"", b"+OK"]),
+                mutations in prop::collection::vec(mutation(), 0..2),
+            ) {
+                let mut bytes = nested(arrays, leaf);
+                for m in &mutations {
+                    mutate(&mut bytes, m);
+                }
+                check_reader(&bytes);
+            }
+        }
+
+        #[test]
+        fn reads_and_refuses_as_found_against_redis_rs() {
+            // The lowest integer, which `HINCRBY` answers when it gets there: refused before,
+            // as if the stream were broken.
+            let min = b":-9223372036854775808\r\n";
+            assert_eq!(skip(min, 0).unwrap(), Some(min.len()));
+            assert_eq!(
+                parse(min, 0).unwrap(),
+                Some((Value::Int(i64::MIN), min.len()))
+            );
+            assert_eq!(check_reader(min), (vec![min.len()], Stop::End));
+            let below = b":-9223372036854775809\r\n";
+            assert!(skip(below, 0).is_err() && parse(below, 0).is_err());
+            // A line that is not UTF-8: redis-rs refuses it; `parse` read a status line with
+            // U+FFFD in it, and `skip` took either for a reply.
+            for bad in [
+                &b"+\xff\r\n"[..],
+                b"-ERR \xc3\r\n",
+                b"*2\r\n:1\r\n+\xfe\r\n",
+            ] {
+                assert!(redis::parse_redis_value(bad).is_err(), "{bad:?}");
+                assert!(skip(bad, 0).is_err(), "{bad:?}");
+                assert!(parse(bad, 0).is_err(), "{bad:?}");
+            }
+            // Bytes that `skip` refused and `parse` waited on for more (a line end, or the CRLF
+            // after a payload): now both refuse them.
+            for early in [
+                &b"\x00"[..],
+                b"?",
+                b"+a\rb",
+                b":1x",
+                b"$1\rx",
+                b"$3\r\nabcX",
+            ] {
+                assert!(skip(early, 0).is_err(), "{early:?}");
+                assert!(parse(early, 0).is_err(), "{early:?}");
+            }
+            // And the other way round: `parse` refused nesting too deep before the reply at
+            // level 101 had begun, `skip` waited for it. Both wait now, as redis-rs does.
+            let waiting = nested(100, b"");
+            assert!(matches!(skip(&waiting, 0), Ok(None)));
+            assert!(matches!(parse(&waiting, 0), Ok(None)));
+        }
+
+        #[test]
+        fn nests_as_deep_as_redis_rs_does() {
+            // 100 levels, the top one counted: 99 arrays around an integer, an empty array or
+            // a nil one.
+            for deepest in [
+                nested(99, b":1\r\n"),
+                nested(99, b"*0\r\n"),
+                nested(99, b"*-1\r\n"),
+            ] {
+                assert_eq!(skip(&deepest, 0).unwrap(), Some(deepest.len()));
+                let (ours, end) = parse(&deepest, 0).unwrap().unwrap();
+                assert_eq!(end, deepest.len());
+                assert_eq!(ours, redis::parse_redis_value(&deepest).unwrap());
+                assert_eq!(check_reader(&deepest), (vec![deepest.len()], Stop::End));
+            }
+            // 101: refused by both, once the reply at level 101 has begun (and not before).
+            for deeper in [
+                nested(100, b":1\r\n"),
+                nested(100, b"*0\r\n"),
+                nested(100, b"$"),
+            ] {
+                assert!(skip(&deeper, 0).is_err());
+                assert!(parse(&deeper, 0).is_err());
+                assert!(redis::parse_redis_value(&deeper).is_err());
+                assert_eq!(check_reader(&deeper), (vec![], Stop::Refused));
+            }
+            let waiting = nested(100, b"");
+            assert_eq!(check_reader(&waiting), (vec![], Stop::More));
+            // Far deeper than any stack would take, read without recursion into it.
+            let hostile = nested(1_000_000, b":1\r\n");
+            assert_eq!(check_reader(&hostile), (vec![], Stop::Refused));
+        }
     }
 }

@@ -90,6 +90,16 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 39] = [
      "`tests/conformance.rs` {memory,redis}::regenerate_keeps_data_and_kills_old_id, regenerate_keeps_the_absolute_deadline", None, None),
 ];
 
+/// What each fuzz target (`fuzz/fuzz_targets/`) feeds arbitrary bytes to.
+const FUZZ_TARGETS: [(&str, &str); 2] = [
+    ("cookie", "the Cookie header through the layer"),
+    (
+        "resp",
+        "replies from Redis through our RESP2 reader, each reply it reads checked against \
+         redis-rs's parser",
+    ),
+];
+
 fn load(name: &str) -> Option<Value> {
     let text = std::fs::read_to_string(format!("target/reliability/{name}.json")).ok()?;
     serde_json::from_str(&text).ok()
@@ -155,11 +165,29 @@ fn main() {
         );
     }
     if let Some(f) = load("fuzz") {
-        let _ = writeln!(
-            md,
-            "\nFuzzing (`fuzz/`, cargo-fuzz, the Cookie header through the layer): {}.",
-            figures(&f)
-        );
+        // Each target's figures under "targets"; a fuzz.json without them has the Cookie
+        // target's alone, at the top level.
+        let targets = f.get("targets").and_then(Value::as_object).map(|targets| {
+            targets
+                .iter()
+                .map(|(name, figs)| {
+                    let what = FUZZ_TARGETS
+                        .iter()
+                        .find(|(target, _)| target == name)
+                        .map_or(String::new(), |(_, what)| format!(" ({what})"));
+                    format!("`{name}`{what}: {}", figures(figs))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let _ = match targets {
+            Some(targets) => writeln!(md, "\nFuzzing (`fuzz/`, cargo-fuzz): {targets}."),
+            None => writeln!(
+                md,
+                "\nFuzzing (`fuzz/`, cargo-fuzz, the Cookie header through the layer): {}.",
+                figures(&f)
+            ),
+        };
     }
     std::fs::write("RELIABILITY.md", md).expect("RELIABILITY.md");
 }
