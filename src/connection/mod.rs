@@ -27,6 +27,7 @@ mod conn;
 mod connector;
 mod credentials;
 mod direct;
+mod ops;
 mod resp;
 
 use std::future::Future;
@@ -44,8 +45,9 @@ pub(crate) use conn::Conn;
 pub(crate) use connector::{Connector, Deployment, Options, Tls};
 pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
+pub(crate) use ops::{hash_fields, Call, NotAHash, Ran, Script, Wait};
 use resp::timed_out;
-pub(crate) use resp::{pack, Digits};
+pub(crate) use resp::Digits;
 
 use crate::error::{SessionError, StoreError};
 

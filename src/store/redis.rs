@@ -10,60 +10,47 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::{Cmd, RedisError, Value};
+use redis::{Cmd, Value};
 
 use super::{
     now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
     Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
 };
-use crate::connection::{pack, Conn, Connections, Digits, Repeat, Stats};
+use crate::connection::{
+    hash_fields, Call, Connections, Digits, NotAHash, Ran, Repeat, Script, Stats, Wait,
+};
 use crate::error::{SessionError, StoreError};
-use crate::fields::Fields;
 use crate::token::StoreKey;
 use crate::token::UserKeys;
 
-/// A Lua script with its SHA1, sent by `EVALSHA` (falling back to `EVAL` after a flush).
-struct Lua {
-    sha: String,
-    source: &'static str,
-}
-
-macro_rules! lua {
-    ($file:literal) => {{
-        let source = include_str!($file);
-        Lua {
-            sha: redis::Script::new(source).get_hash().to_owned(),
-            source,
-        }
-    }};
-}
-
 struct Scripts {
-    save: Lua,
-    incr: Lua,
-    end: Lua,
-    rename: Lua,
-    user: Lua,
+    save: Script,
+    incr: Script,
+    end: Script,
+    rename: Script,
+    user: Script,
 }
 
 pub(crate) struct RedisBackend {
     connections: Connections,
     scripts: Scripts,
-    /// After each write, wait for this many replicas to acknowledge it, at most this long.
-    wait: Option<(usize, Duration)>,
+    /// After each write, wait for replicas to acknowledge it.
+    wait: Option<Wait>,
 }
 
 impl RedisBackend {
     pub(crate) fn new(connections: Connections, wait: Option<(usize, Duration)>) -> Self {
         Self {
             connections,
-            wait,
+            wait: wait
+                .filter(|&(replicas, _)| replicas > 0)
+                .map(|(replicas, timeout)| Wait { replicas, timeout }),
             scripts: Scripts {
-                save: lua!("lua/save.lua"),
-                incr: lua!("lua/incr.lua"),
-                end: lua!("lua/end.lua"),
-                rename: lua!("lua/rename.lua"),
-                user: lua!("lua/user.lua"),
+                save: Script::new(include_str!("lua/save.lua")),
+                incr: Script::new(include_str!("lua/incr.lua")),
+                end: Script::new(include_str!("lua/end.lua")),
+                rename: Script::new(include_str!("lua/rename.lua")),
+                user: Script::new(include_str!("lua/user.lua")),
             },
         }
     }
@@ -77,74 +64,28 @@ impl RedisBackend {
     pub(crate) async fn warm_up(&self, within: Duration) -> Result<(), SessionError> {
         self.connections.ready(within).await;
         let s = &self.scripts;
-        let mut pipe = redis::pipe();
-        for script in [&s.save, &s.incr, &s.end, &s.rename, &s.user] {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(script.source).ignore();
-        }
-        let pipe = &pipe;
+        let all = [&s.save, &s.incr, &s.end, &s.rename, &s.user];
+        let all = &all;
         self.connections
-            .run(Repeat::Safe, |mut conn| async move {
-                match conn {
-                    // On a cluster, every primary (a node that joins later, or a promoted
-                    // replica, learns a script from its first NOSCRIPT).
-                    #[cfg(feature = "cluster")]
-                    Conn::Cluster(mut cluster) => {
-                        use redis::cluster_routing::{
-                            MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
-                        };
-                        for cmd in pipe.cmd_iter() {
-                            let all = RoutingInfo::MultiNode((
-                                MultipleNodeRoutingInfo::AllMasters,
-                                Some(ResponsePolicy::AllSucceeded),
-                            ));
-                            cluster.route_command(cmd.clone(), all).await?;
-                        }
-                        Ok(())
-                    }
-                    Conn::Direct(_) | Conn::Single(_) => pipe.exec_async(&mut conn).await,
-                }
-            })
+            .run(
+                Repeat::Safe,
+                |conn| async move { conn.load_scripts(all).await },
+            )
             .await
     }
 
-    /// `HGETALL` and `PEXPIRE` in one pipeline. `PEXPIRE` of a key that is gone does nothing,
-    /// so a concurrent logout is never undone.
+    /// The session at `key`, its expiry refreshed in the same round trip.
     pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
-        let (key, ms) = (key.as_str(), Digits::of(millis(ttl)));
-        // Our own connection takes the two commands ready-encoded: one buffer, no builder.
-        let packed = pack(&[
-            &[b"HGETALL", key.as_bytes()],
-            &[b"PEXPIRE", key.as_bytes(), ms.as_bytes()],
-        ]);
-        let (packed, ms) = (&packed, ms.as_bytes());
-        self.connections
-            .run(Repeat::Safe, |mut conn| async move {
-                if let Conn::Direct(direct) = &conn {
-                    let replies = direct.replies(packed, 2).await?;
-                    let [hash, expired] = replies.split()?;
-                    expired.check_is(b':')?;
-                    // The fields stay in the reply's bytes.
-                    let mut spans = hash.spans()?;
-                    let mut fields = Fields::with_capacity(spans.len() / 2);
-                    while let (Some(field), Some(value)) = (spans.next(), spans.next()) {
-                        fields.push_span(field?, value?);
-                    }
-                    return Ok(match replies.into_text() {
-                        Ok(text) => Loaded::of_hash(fields.in_text(text)),
-                        Err(_) => Err(not_utf8()),
-                    });
-                }
-                let mut pipe = redis::pipe();
-                pipe.cmd("HGETALL")
-                    .arg(key)
-                    .cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(ms)
-                    .ignore();
-                let (hash,): (Value,) = pipe.query_async(&mut conn).await?;
-                Ok(parse_hash(hash))
-            })
-            .await?
+        let ms = Digits::of(millis(ttl));
+        let (key, ms) = (key.as_str().as_bytes(), ms.as_bytes());
+        let fields = self
+            .connections
+            .run(
+                Repeat::Safe,
+                |conn| async move { conn.load_hash(key, ms).await },
+            )
+            .await?;
+        Loaded::of_hash(fields.map_err(not_a_hash)?)
     }
 
     pub(crate) async fn save(
@@ -162,11 +103,10 @@ impl RedisBackend {
         if fresh && self.wait.is_none() {
             return self.create(key, write).await;
         }
-        let reply = self
-            .eval(&self.scripts.save, key, Repeat::Never, |cmd| {
-                save_args(cmd, write)
-            })
-            .await?;
+        let call = Call::new(&self.scripts.save, &[key.as_str()], |cmd| {
+            save_args(cmd, write)
+        });
+        let (reply, _) = self.call(call, Repeat::Never).await?;
         save_outcome(reply)
     }
 
@@ -195,29 +135,10 @@ impl RedisBackend {
             hset.extend([field.as_bytes(), value.as_bytes()]);
         }
         let pexpire = [&b"PEXPIRE"[..], key, ms];
-        let hset = &hset;
+        let (hset, pexpire) = (&hset, &pexpire);
         self.connections
-            .run(Repeat::Never, |mut conn| async move {
-                if let Conn::Direct(direct) = &conn {
-                    // Ready-encoded, as a load: one buffer, no builder.
-                    let packed = pack(&[&[b"MULTI"], hset, &pexpire, &[b"EXEC"]]);
-                    let replies = direct.replies(&packed, 4).await?;
-                    let [multi, queued, queued_too, exec] = replies.split()?;
-                    for reply in [multi, queued, queued_too] {
-                        reply.check_is(b'+')?;
-                    }
-                    exec.check_items()?;
-                    return Ok(());
-                }
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                let cmd = pipe.cmd("HSET");
-                for arg in &hset[1..] {
-                    cmd.arg(*arg);
-                }
-                cmd.ignore();
-                pipe.cmd("PEXPIRE").arg(key).arg(ms).ignore();
-                pipe.exec_async(&mut conn).await
+            .run(Repeat::Never, |conn| async move {
+                conn.create_hash(hset, pexpire).await
             })
             .await?;
         Ok(Outcome::Done(()))
@@ -246,26 +167,15 @@ impl RedisBackend {
                 cmd.arg(base);
             }
         };
-        let (reply, hash) = self
-            .eval_then(
-                &self.scripts.incr,
-                &[key],
-                Repeat::Never,
-                self.wait,
-                args,
-                load,
-            )
-            .await
-            .map_err(|e| match e {
-                SessionError::Corrupt(msg)
-                    if msg.contains("integer") || msg.contains("overflow") =>
-                {
-                    SessionError::NotAnInteger {
-                        key: c.field.into(),
-                    }
+        let call = Call::new(&self.scripts.incr, &[key.as_str()], args).then(load);
+        let (reply, hash) = self.call(call, Repeat::Never).await.map_err(|e| match e {
+            SessionError::Corrupt(msg) if msg.contains("integer") || msg.contains("overflow") => {
+                SessionError::NotAnInteger {
+                    key: c.field.into(),
                 }
-                e => e,
-            })?;
+            }
+            e => e,
+        })?;
         match reply {
             Value::Array(items) => {
                 let (status, value) = status_and_value(&items)?;
@@ -286,32 +196,24 @@ impl RedisBackend {
         marker_ttl: Duration,
         ttl: Duration,
     ) -> Result<Option<Outcome<(i64, Option<String>)>>, SessionError> {
-        let call = Call::new(&self.scripts.rename, &[old, new], |cmd| {
+        let call = Call::new(&self.scripts.rename, &[old.as_str(), new.as_str()], |cmd| {
             cmd.arg(millis(marker_ttl)).arg(millis(ttl));
         });
-        let (evalsha, eval) = (
-            &with_wait(&call.evalsha, self.wait),
-            &with_wait(&call.eval, self.wait),
-        );
-        let replies: Option<Vec<Value>> = self
+        let (calls, wait) = (&[call], self.wait);
+        let ran = self
             .connections
-            .run(Repeat::Never, |mut conn| async move {
+            .run(Repeat::Never, |conn| async move {
                 // Two keys of two slots: never on a cluster.
-                if !matches!(conn, Conn::Direct(_) | Conn::Single(_)) {
+                if !conn.one_server() {
                     return Ok(None);
                 }
-                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
-                    Err(e) if is_noscript(&e) => eval.query_async(&mut conn).await.map(Some),
-                    other => other.map(Some),
-                }
+                conn.scripts(calls, wait).await.map(Some)
             })
             .await?;
-        let Some(replies) = replies else {
+        let Some(ran) = ran else {
             return Ok(None);
         };
-        let mut replies = replies.into_iter();
-        let reply = replies.next().unwrap_or(Value::Nil);
-        check_acked(replies.next(), self.wait)?;
+        let reply = self.checked(ran)?.next().map_or(Value::Nil, |(r, _)| r);
         let Value::Array(items) = reply else {
             return Err(unexpected(&reply));
         };
@@ -344,12 +246,11 @@ impl RedisBackend {
     ) -> Result<Found, SessionError> {
         // Ending again is harmless, but a second reading would find only the marker.
         let repeat = if read { Repeat::Never } else { Repeat::Safe };
-        let reply = self
-            .eval(&self.scripts.end, key, repeat, |cmd| {
-                cmd.arg(millis(marker_ttl))
-                    .arg(if read { "1" } else { "0" });
-            })
-            .await?;
+        let call = Call::new(&self.scripts.end, &[key.as_str()], |cmd| {
+            cmd.arg(millis(marker_ttl))
+                .arg(if read { "1" } else { "0" });
+        });
+        let (reply, _) = self.call(call, repeat).await?;
         parse_hash(reply)
     }
 
@@ -357,34 +258,22 @@ impl RedisBackend {
     /// server; on a cluster, one command per key, all at once (a pipeline never spans slots).
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        for (key, deadline) in keys {
-            // Past its deadline, the key expires by itself: its TTL never went beyond it.
-            if *deadline > now {
-                pipe.cmd("PEXPIRE")
-                    .arg(key.as_str())
-                    .arg(deadline - now)
-                    .ignore();
-            }
-        }
-        if pipe.is_empty() {
+        // Past its deadline, a key expires by itself: its TTL never went beyond it.
+        let cmds: Vec<Cmd> = keys
+            .iter()
+            .filter(|(_, deadline)| *deadline > now)
+            .map(|(key, deadline)| {
+                let mut cmd = redis::cmd("PEXPIRE");
+                cmd.arg(key.as_str()).arg(deadline - now);
+                cmd
+            })
+            .collect();
+        if cmds.is_empty() {
             return Ok(());
         }
-        let pipe = &pipe;
+        let cmds = &cmds;
         self.connections
-            .run(Repeat::Safe, |mut conn| async move {
-                match conn {
-                    #[cfg(feature = "cluster")]
-                    Conn::Cluster(_) => {
-                        let sends = pipe.cmd_iter().map(|cmd| {
-                            let mut conn = conn.clone();
-                            async move { cmd.query_async::<Value>(&mut conn).await }
-                        });
-                        futures_util::future::try_join_all(sends).await.map(drop)
-                    }
-                    Conn::Direct(_) | Conn::Single(_) => pipe.exec_async(&mut conn).await,
-                }
-            })
+            .run(Repeat::Safe, |conn| async move { conn.each(cmds).await })
             .await
     }
 
@@ -395,16 +284,9 @@ impl RedisBackend {
     ) -> Result<IndexReply, SessionError> {
         // Every action gives the same answer when repeated (an add or a move finds its own
         // entry; marks and removals are idempotent).
-        let user_keys = [&keys.index, &keys.ids];
-        let reply = self
-            .eval_keys(
-                &self.scripts.user,
-                &user_keys,
-                Repeat::Safe,
-                self.wait,
-                |cmd| index_args(cmd, &op),
-            )
-            .await?;
+        let user_keys = [keys.index.as_str(), keys.ids.as_str()];
+        let call = Call::new(&self.scripts.user, &user_keys, |cmd| index_args(cmd, &op));
+        let (reply, _) = self.call(call, Repeat::Safe).await?;
         index_reply(reply)
     }
 
@@ -493,148 +375,42 @@ impl RedisBackend {
         results.into_iter().collect::<Result<Vec<_>, _>>().map(drop)
     }
 
-    /// Runs a script by its SHA1, sending the source only if Redis (or, on a cluster, the
-    /// node that owns the key) lost it: a restart, a flush, a new node.
-    async fn eval(
+    /// Runs one call (see [`Conn::scripts`](crate::connection::Conn::scripts)): the
+    /// script's reply and its `then`'s, once enough replicas acknowledged.
+    async fn call(
         &self,
-        script: &Lua,
-        key: &StoreKey,
+        call: Call,
         repeat: Repeat,
-        args: impl Fn(&mut Cmd),
-    ) -> Result<Value, SessionError> {
-        self.eval_keys(script, &[key], repeat, self.wait, args)
-            .await
-    }
-
-    /// As [`eval`](Self::eval), with several keys (all in one cluster slot) and the given
-    /// replica wait.
-    async fn eval_keys(
-        &self,
-        script: &Lua,
-        keys: &[&StoreKey],
-        repeat: Repeat,
-        wait: Option<(usize, Duration)>,
-        args: impl Fn(&mut Cmd),
-    ) -> Result<Value, SessionError> {
-        self.eval_then(script, keys, repeat, wait, args, None)
-            .await
-            .map(|(reply, _)| reply)
-    }
-
-    /// As [`eval_keys`](Self::eval_keys), with `then` (a command on the same keys) right
-    /// after the script in the same pipeline; returns its reply too.
-    async fn eval_then(
-        &self,
-        script: &Lua,
-        keys: &[&StoreKey],
-        repeat: Repeat,
-        wait: Option<(usize, Duration)>,
-        args: impl Fn(&mut Cmd),
-        then: Option<Cmd>,
     ) -> Result<(Value, Option<Value>), SessionError> {
-        let call = Call::new(script, keys, args);
-        let pipeline = |cmd: &Cmd| {
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd.clone());
-            if let Some(then) = &then {
-                pipe.add_command(then.clone());
-            }
-            // With `wait_for_replicas`, a WAIT rides in the same pipeline: still one round trip.
-            if let Some((wanted, timeout)) = wait.filter(|(n, _)| *n > 0) {
-                pipe.cmd("WAIT").arg(wanted).arg(millis(timeout));
-            }
-            pipe
-        };
-        let (evalsha, eval) = (&pipeline(&call.evalsha), &pipeline(&call.eval));
-        let replies: Vec<Value> = self
+        let (calls, wait) = (&[call], self.wait);
+        let ran = self
             .connections
-            .run(repeat, |mut conn| async move {
-                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
-                    Err(e) if is_noscript(&e) => eval.query_async::<Vec<Value>>(&mut conn).await,
-                    other => other,
-                }
-            })
+            .run(
+                repeat,
+                |conn| async move { conn.scripts(calls, wait).await },
+            )
             .await?;
-        let mut replies = replies.into_iter();
-        let reply = replies.next().unwrap_or(Value::Nil);
-        let then_reply = then.as_ref().and_then(|_| replies.next());
-        check_acked(replies.next(), wait)?;
-        Ok((reply, then_reply))
+        Ok(self.checked(ran)?.next().unwrap_or((Value::Nil, None)))
     }
 
-    /// Several scripts, each on its own keys, in one round trip: one pipeline on a single
-    /// server (run in order), all at once on a cluster (no order between nodes). Never
-    /// repeated as a whole; a script Redis lost is sent again alone.
-    async fn eval_all(&self, calls: &[Call]) -> Result<Vec<Value>, SessionError> {
-        let wait = self.wait;
-        self.connections
-            .run(Repeat::Never, |conn| async move {
-                match conn {
-                    #[cfg(feature = "cluster")]
-                    Conn::Cluster(_) => {
-                        let sends = calls.iter().map(|call| {
-                            let mut conn = conn.clone();
-                            let evalsha = with_wait(&call.evalsha, wait);
-                            let eval = with_wait(&call.eval, wait);
-                            async move {
-                                match evalsha.query_async::<Vec<Value>>(&mut conn).await {
-                                    Err(e) if is_noscript(&e) => {
-                                        eval.query_async::<Vec<Value>>(&mut conn).await
-                                    }
-                                    other => other,
-                                }
-                            }
-                        });
-                        futures_util::future::try_join_all(sends).await
-                    }
-                    Conn::Direct(_) | Conn::Single(_) => {
-                        let mut conn = conn;
-                        let mut pipe = redis::pipe();
-                        pipe.ignore_errors();
-                        for call in calls {
-                            pipe.add_command(call.evalsha.clone());
-                        }
-                        let wait = wait.filter(|(n, _)| *n > 0);
-                        let wait_cmd = wait.map(|(wanted, timeout)| {
-                            let mut cmd = redis::cmd("WAIT");
-                            cmd.arg(wanted).arg(millis(timeout));
-                            cmd
-                        });
-                        if let Some(cmd) = &wait_cmd {
-                            pipe.add_command(cmd.clone());
-                        }
-                        let mut replies = pipe.query_async::<Vec<Value>>(&mut conn).await?;
-                        let mut acked = wait_cmd.is_some().then(|| replies.pop()).flatten();
-                        let mut all = Vec::with_capacity(calls.len());
-                        for (call, reply) in calls.iter().zip(replies) {
-                            let reply = match reply {
-                                Value::ServerError(e) if e.code() == "NOSCRIPT" => {
-                                    // Sent again after the WAIT: that one no longer counts.
-                                    acked = None;
-                                    call.eval.query_async::<Value>(&mut conn).await?
-                                }
-                                other => other.extract_error()?,
-                            };
-                            all.push(vec![reply]);
-                        }
-                        if let (None, Some(cmd)) = (&acked, &wait_cmd) {
-                            acked = Some(cmd.query_async::<Value>(&mut conn).await?);
-                        }
-                        if let (Some(acked), Some(last)) = (acked, all.last_mut()) {
-                            last.push(acked);
-                        }
-                        Ok(all)
-                    }
-                }
-            })
-            .await?
-            .into_iter()
-            .map(|replies| {
-                let mut replies = replies.into_iter();
-                let reply = replies.next().unwrap_or(Value::Nil);
-                check_acked(replies.next(), wait).map(|()| reply)
-            })
-            .collect()
+    /// The calls' replies, once every node acknowledged enough replicas.
+    fn checked(
+        &self,
+        ran: Ran,
+    ) -> Result<impl Iterator<Item = (Value, Option<Value>)>, SessionError> {
+        if let Some(wait) = self.wait {
+            // No reply from a `WAIT` counts as none acknowledged.
+            let acked = ran.acked.iter().map(int).collect::<Result<Vec<_>, _>>()?;
+            let least = acked.into_iter().min().unwrap_or(0);
+            let acked = usize::try_from(least).unwrap_or(0);
+            if acked < wait.replicas {
+                return Err(SessionError::Unavailable(StoreError::NotReplicated {
+                    wanted: wait.replicas,
+                    acked,
+                }));
+            }
+        }
+        Ok(ran.replies.into_iter())
     }
 
     /// A new session's creation and the changes to user indexes that announce it, in one
@@ -648,69 +424,28 @@ impl RedisBackend {
         if index.is_empty() {
             return Ok((self.save(key, write).await?, Vec::new()));
         }
-        let mut calls = vec![Call::new(&self.scripts.save, &[key], |cmd| {
+        let mut calls = vec![Call::new(&self.scripts.save, &[key.as_str()], |cmd| {
             save_args(cmd, write)
         })];
         for (keys, op) in index {
-            let user_keys = [&keys.index, &keys.ids];
+            let user_keys = [keys.index.as_str(), keys.ids.as_str()];
             calls.push(Call::new(&self.scripts.user, &user_keys, |cmd| {
                 index_args(cmd, op)
             }));
         }
-        let mut replies = self.eval_all(&calls).await?.into_iter();
+        // Never repeated as a whole; a script Redis lost is sent again alone.
+        let (calls, wait) = (&calls, self.wait);
+        let ran = self
+            .connections
+            .run(Repeat::Never, |conn| async move {
+                conn.scripts(calls, wait).await
+            })
+            .await?;
+        let mut replies = self.checked(ran)?.map(|(reply, _)| reply);
         let saved = save_outcome(replies.next().unwrap_or(Value::Nil))?;
         let indexed = replies.map(index_reply).collect::<Result<_, _>>()?;
         Ok((saved, indexed))
     }
-}
-
-/// A script call, by SHA1 and with its source for when Redis lost it.
-struct Call {
-    evalsha: Cmd,
-    eval: Cmd,
-}
-
-impl Call {
-    fn new(script: &Lua, keys: &[&StoreKey], args: impl Fn(&mut Cmd)) -> Self {
-        let build = |verb: &str, body: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(body).arg(keys.len());
-            for key in keys {
-                cmd.arg(key.as_str());
-            }
-            args(&mut cmd);
-            cmd
-        };
-        Self {
-            evalsha: build("EVALSHA", &script.sha),
-            eval: build("EVAL", script.source),
-        }
-    }
-}
-
-/// `cmd`, followed by a `WAIT` when writes must reach replicas.
-fn with_wait(cmd: &Cmd, wait: Option<(usize, Duration)>) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.add_command(cmd.clone());
-    if let Some((wanted, timeout)) = wait.filter(|(n, _)| *n > 0) {
-        pipe.cmd("WAIT").arg(wanted).arg(millis(timeout));
-    }
-    pipe
-}
-
-/// Fails when fewer replicas than asked acknowledged a write (`acked`: WAIT's reply).
-fn check_acked(acked: Option<Value>, wait: Option<(usize, Duration)>) -> Result<(), SessionError> {
-    let (Some(acked), Some((wanted, _))) = (acked, wait) else {
-        return Ok(());
-    };
-    let acked = usize::try_from(int(&acked)?).unwrap_or(0);
-    if acked < wanted {
-        return Err(SessionError::Unavailable(StoreError::NotReplicated {
-            wanted,
-            acked,
-        }));
-    }
-    Ok(())
 }
 
 /// The arguments of `save.lua` for `write`.
@@ -827,10 +562,6 @@ fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
     };
 }
 
-fn is_noscript(e: &RedisError) -> bool {
-    e.code() == Some("NOSCRIPT")
-}
-
 /// A script's status (see save.lua) and the number that may follow it.
 fn status_and_value(items: &[Value]) -> Result<(i64, i64), SessionError> {
     let status = items.first().map(int).transpose()?.unwrap_or(0);
@@ -878,19 +609,15 @@ fn not_utf8() -> SessionError {
     SessionError::Corrupt("a session field is not UTF-8".into())
 }
 
-/// The session in a hash as RESP3 sends it (a map), or as a script returns it (a flat array).
+/// The session in a hash as a script returns it (a flat array; nil for none), or as RESP3
+/// sends it (a map).
 fn parse_hash(reply: Value) -> Result<Found, SessionError> {
-    let text = |(f, v)| Ok((text(f)?, text(v)?));
-    let pairs: Vec<(String, String)> = match reply {
-        Value::Nil => return Ok(Found::Absent),
-        Value::Map(pairs) => pairs.into_iter().map(text).collect::<Result<_, _>>()?,
-        Value::Array(flat) => {
-            let mut flat = flat.into_iter();
-            std::iter::from_fn(|| Some((flat.next()?, flat.next()?)))
-                .map(text)
-                .collect::<Result<_, _>>()?
-        }
-        other => return Err(unexpected(&other)),
-    };
-    Loaded::of_hash(Fields::of_hash(pairs))
+    Loaded::of_hash(hash_fields(reply).map_err(not_a_hash)?)
+}
+
+fn not_a_hash(e: NotAHash) -> SessionError {
+    match e {
+        NotAHash::NotText => not_utf8(),
+        NotAHash::Reply(v) => unexpected(&v),
+    }
 }
