@@ -1,5 +1,7 @@
 //! The apps under test: the same routes with our layer, with tower-sessions, and bare.
 
+use std::collections::HashMap;
+
 use axum::{extract::Path, routing::get, Router};
 use tower_redis_session::{Session, SessionError, SessionStore};
 use tower_sessions::{Expiry, Session as TsSession, SessionManagerLayer};
@@ -125,6 +127,42 @@ pub fn floor_router(store: &SessionStore, key: &str) -> Router {
         get(move || async move {
             let fields = store.bench_floor_load(&key).await.expect("floor load");
             fields.to_string()
+        }),
+    )
+}
+
+/// redis-rs's own multiplexed connection to Redis at `url`, with its defaults, as an
+/// application opens it: once, then cloned per request.
+pub async fn redis_rs_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis-rs client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis-rs connect")
+}
+
+/// The floor through redis-rs: the same route doing the same pipeline, through redis-rs's
+/// multiplexed connection instead of ours, so that against [`floor_router`] it shows what our
+/// own connection buys. The pipeline is built and the connection cloned per request, as
+/// applications do; the hash is read as redis-rs types `HGETALL` (a `HashMap<String, String>`)
+/// and the body is what ours' gives: the fields less the metadata (a name empty or starting
+/// with NUL, as ours tells them).
+pub fn floor_redis_rs_router(conn: redis::aio::MultiplexedConnection, key: &str) -> Router {
+    let key = key.to_owned();
+    Router::new().route(
+        "/read",
+        // axum clones the handler, so the connection, for every request.
+        get(move || async move {
+            let mut conn = conn;
+            // Our read's expiry, 30 minutes.
+            let (mut fields, _expired): (HashMap<String, String>, bool) = redis::pipe()
+                .hgetall(&key)
+                .pexpire(&key, 1_800_000)
+                .query_async(&mut conn)
+                .await
+                .expect("floor (redis-rs) load");
+            fields.retain(|k, _| !(k.is_empty() || k.starts_with('\0')));
+            fields.len().to_string()
         }),
     )
 }

@@ -9,11 +9,14 @@
 //! round.
 //!
 //! Libraries: our layer, tower-sessions (default and `always_save`), the router without a
-//! layer, and two floors for `read`:
+//! layer, and three floors for `read`:
 //! - `floor`: the router without the layer, whose handler does our read's Redis work
 //!   (`HGETALL key` + `PEXPIRE key 1800000`, read into a session's fields) through our own
 //!   connections (`bench_floor_load`, feature `bench-floor`), none of the session logic; its
 //!   requests carry our read's cookie, as the router without a layer gets it;
+//! - `floor (redis-rs)`: the same route and pipeline through redis-rs's own multiplexed
+//!   connection (opened once, cloned per request, the hash read as a `HashMap<String,
+//!   String>`): `floor` against it is what our own connection buys;
 //! - `raw floor`: the physical limit, those two commands as RESP bytes written on one blocking
 //!   `std` TcpStream and read until both replies are complete (no client, no runtime, no
 //!   router);
@@ -43,7 +46,8 @@ use axum::Router;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use trs_bench::apps::{
-    floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app, tower_sessions_layer,
+    floor_redis_rs_router, floor_router, no_layer_app, ours_app, ours_store, redis_rs_connection,
+    tower_sessions_app, tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{fields, next_value, send, SIZES};
@@ -54,11 +58,12 @@ const TS: &str = "tower-sessions";
 const TS_ALWAYS: &str = "tower-sessions always_save";
 const NO_LAYER: &str = "no layer";
 const FLOOR: &str = "floor";
+const FLOOR_REDIS_RS: &str = "floor (redis-rs)";
 const RAW_FLOOR: &str = "raw floor";
 const RAW_CREATE: &str = "raw create";
 
 const SESSION_LIBS: [&str; 3] = [OURS, TS, TS_ALWAYS];
-const READ_LIBS: [&str; 5] = [OURS, TS, TS_ALWAYS, FLOOR, RAW_FLOOR];
+const READ_LIBS: [&str; 6] = [OURS, TS, TS_ALWAYS, FLOOR, FLOOR_REDIS_RS, RAW_FLOOR];
 const CREATE_LIBS: [&str; 4] = [OURS, TS, TS_ALWAYS, RAW_CREATE];
 
 /// Our read's expiry, as the floors send it.
@@ -220,6 +225,7 @@ impl RawCreate {
 struct Bench {
     apps: HashMap<&'static str, Router>,
     floors: HashMap<&'static str, Router>,
+    redis_rs_floors: HashMap<&'static str, Router>,
     raw_floors: HashMap<&'static str, RawFloor>,
     raw_create: RawCreate,
     /// The session of `read`, `write`, `counter` and `untouched`, per (library, size).
@@ -251,11 +257,13 @@ impl Bench {
         let mut bench = Self {
             apps,
             floors: HashMap::new(),
+            redis_rs_floors: HashMap::new(),
             raw_floors: HashMap::new(),
             raw_create: RawCreate::connect(redis.port),
             cookies: HashMap::new(),
             regenerated: HashMap::new(),
         };
+        let redis_rs = rt.block_on(redis_rs_connection(&url));
         for size in SIZES {
             // The floors read our `read` session: the one key this seed adds.
             let before = redis.keys();
@@ -286,6 +294,14 @@ impl Bench {
                 "the floor reads the session"
             );
             bench.floors.insert(size, floor);
+            let floor = served(floor_redis_rs_router(redis_rs.clone(), &key));
+            let read = rt.block_on(send_body(&floor));
+            assert_eq!(
+                read,
+                fields(size).len().to_string(),
+                "the redis-rs floor reads the session"
+            );
+            bench.redis_rs_floors.insert(size, floor);
             let mut raw = RawFloor::connect(redis.port, &key);
             let header = format!("*{}\r\n", 2 * hlen);
             assert!(raw.load().starts_with(header.as_bytes()), "raw floor reply");
@@ -304,11 +320,11 @@ impl Bench {
         match (lib, scenario) {
             // Our read's cookie, so that building, routing and dropping the request cost them
             // what they cost ours (its layer alone reads the cookie).
-            (FLOOR | NO_LAYER, _) => {
-                let app = if lib == FLOOR {
-                    &self.floors[size]
-                } else {
-                    &self.apps[lib]
+            (FLOOR | FLOOR_REDIS_RS | NO_LAYER, _) => {
+                let app = match lib {
+                    FLOOR => &self.floors[size],
+                    FLOOR_REDIS_RS => &self.redis_rs_floors[size],
+                    _ => &self.apps[lib],
                 };
                 send(app, "/read", Some(&self.cookies[&(OURS, size)])).await;
             }
@@ -486,7 +502,7 @@ struct Output {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // Quick: about 40 s on a quiet machine, at most 38 cells × 0.2 s × 7 rounds = 54 s.
+    // Quick: about 40 s on a quiet machine, at most 41 library cells × 0.2 s × 7 rounds = 57 s.
     let (rounds, requests, cap_ms) = if quick {
         (7, 3000, 200)
     } else {

@@ -3,13 +3,14 @@
 //! Serves the same axum app with no session layer (twice, on two ports: the second copy shows
 //! what the method reads as a difference where there is none), behind a layer that only adds
 //! an extension, with ours (`GET /read` reads one value from the session; `GET /untouched`
-//! never touches it), through our client without a layer (the floor), and with
-//! tower-sessions (default mode and `always_save`), all at once, each on its own loopback
-//! port. Then rounds: in each, at 1, 16, 64 and 256 connections, wrk drives every app in
-//! turn, in an order rotated each round, so that the apps a ratio compares ran seconds apart.
-//! Every request carries one of 256 session cookies, round-robin. On two or more CPUs the
-//! server runs apart from wrk and redis-server (see [`Placement`]). Then measures `MEMORY
-//! USAGE` of the same session content stored by each library. Writes
+//! never touches it), through our client without a layer (the floor), the same through
+//! redis-rs's multiplexed connection (the redis-rs floor: against the floor, what our own
+//! connection buys), and with tower-sessions (default mode and `always_save`), all at once,
+//! each on its own loopback port. Then rounds: in each, at 1, 16, 64 and 256 connections, wrk
+//! drives every app in turn, in an order rotated each round, so that the apps a ratio compares
+//! ran seconds apart. Every request carries one of 256 session cookies, round-robin. On two or
+//! more CPUs the server runs apart from wrk and redis-server (see [`Placement`]). Then
+//! measures `MEMORY USAGE` of the same session content stored by each library. Writes
 //! `target/bench/load.json` with every round's figures.
 //!
 //! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]
@@ -23,8 +24,8 @@ use std::time::Duration;
 use axum::Router;
 use serde::Serialize;
 use trs_bench::apps::{
-    extension_only_app, floor_router, no_layer_app, ours_app, ours_store, tower_sessions_app,
-    tower_sessions_layer,
+    extension_only_app, floor_redis_rs_router, floor_router, no_layer_app, ours_app, ours_store,
+    redis_rs_connection, tower_sessions_app, tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{send, SIZES};
@@ -348,7 +349,7 @@ async fn run(placement: Placement) {
     // Many short runs rather than a few long ones: a run's ratio to its neighbour scatters
     // as much over 1 s as over 4 s (sd of its log 0.06–0.16 either way) and no less for apps
     // that ran back to back, so the spread is per run, not per second, and only more rounds
-    // narrow the median. Full: 8 apps × 4 connection counts × 20 rounds; quick: 8 × 3 × 7.
+    // narrow the median. Full: 9 apps × 4 connection counts × 20 rounds; quick: 9 × 3 × 7.
     let (rounds, seconds) = if quick { (7, 1) } else { (20, 1) };
     // The targets are at 16, 64 and 256 connections; quick mode skips the single one.
     let connections: &[u32] = if quick {
@@ -392,7 +393,8 @@ async fn run(placement: Placement) {
     let ts_always = tower_sessions_app(tower_sessions_layer(&redis.url(), true).await);
     let ts_cookies = seed(&ts, SESSIONS).await;
     let ts_always_cookies = seed(&ts_always, SESSIONS).await;
-    let servers: [(&str, Router, Vec<String>, &str); 7] = [
+    let redis_rs = redis_rs_connection(&redis.url()).await;
+    let servers: [(&str, Router, Vec<String>, &str); 8] = [
         ("no layer", no_layer_app(), our_cookies.clone(), "/read"),
         // The least a layer costs a route that never touches the session.
         (
@@ -406,6 +408,13 @@ async fn run(placement: Placement) {
         (
             "floor",
             floor_router(&store, &key),
+            our_cookies.clone(),
+            "/read",
+        ),
+        // The same through redis-rs's one multiplexed connection, as applications use it.
+        (
+            "floor (redis-rs)",
+            floor_redis_rs_router(redis_rs, &key),
             our_cookies.clone(),
             "/read",
         ),

@@ -23,6 +23,7 @@ const TS_ALWAYS: &str = "tower-sessions always_save";
 const UNTOUCHED: &str = "tower-redis-session, untouched route";
 const NO_LAYER: &str = "no layer";
 const FLOOR: &str = "floor";
+const FLOOR_REDIS_RS: &str = "floor (redis-rs)";
 const EXTENSION: &str = "extension only";
 const NO_LAYER_AGAIN: &str = "no layer, again";
 const RAW_FLOOR: &str = "raw floor";
@@ -185,6 +186,9 @@ struct FloorRow {
     size: String,
     us: BTreeMap<String, Spread>,
     read_to_floor: Option<Spread>,
+    /// The floor (our connection) over the redis-rs floor (the same through redis-rs's
+    /// multiplexed connection): what our own connection buys, below 1×.
+    floor_to_redis_rs_floor: Option<Spread>,
     floor_to_raw_floor: Option<Spread>,
     ours_to_raw_floor: Option<Spread>,
     /// The physical limit of a one-round-trip request against tower-sessions' whole read:
@@ -225,6 +229,11 @@ struct LoadRatios {
     /// for tower-sessions: what a one-round-trip read costs the server at all.
     floor_cpu_over_no_layer_us: Option<Spread>,
     tower_sessions_cpu_over_no_layer_us: Option<Spread>,
+    /// The floor's req/s over the redis-rs floor's (the same through redis-rs's multiplexed
+    /// connection), and the latter's server CPU over no layer: what our own connection buys
+    /// under load.
+    floor_to_redis_rs_floor: Option<Spread>,
+    redis_rs_floor_cpu_over_no_layer_us: Option<Spread>,
     /// The floor's req/s over tower-sessions': the most any layer on our client could reach.
     floor_to_tower_sessions: Option<Spread>,
     /// The same over tower-sessions always_save.
@@ -405,7 +414,7 @@ fn latency(file: Option<&LatencyFile>) -> Latency {
     let mut floors = Vec::new();
     for size in ["small", "large"] {
         let mut us = BTreeMap::new();
-        for lib in [OURS, FLOOR, RAW_FLOOR] {
+        for lib in [OURS, FLOOR, FLOOR_REDIS_RS, RAW_FLOOR] {
             if let Some(s) = Spread::of(get("read", Some(size), lib).values().copied().collect()) {
                 us.insert(lib.to_string(), s);
             }
@@ -419,6 +428,11 @@ fn latency(file: Option<&LatencyFile>) -> Latency {
             size: size.into(),
             us,
             read_to_floor: Spread::per_round(read, floor, ratio),
+            floor_to_redis_rs_floor: Spread::per_round(
+                floor,
+                get("read", Some(size), FLOOR_REDIS_RS),
+                ratio,
+            ),
             floor_to_raw_floor: Spread::per_round(floor, raw, ratio),
             ours_to_raw_floor: Spread::per_round(read, raw, ratio),
             raw_floor_to_tower_sessions_read: Spread::per_round(
@@ -470,6 +484,7 @@ fn load(file: Option<&LoadFile>) -> Load {
         NO_LAYER_AGAIN,
         EXTENSION,
         FLOOR,
+        FLOOR_REDIS_RS,
         UNTOUCHED,
         OURS,
         TS,
@@ -514,6 +529,8 @@ fn load(file: Option<&LoadFile>) -> Load {
                 server_cpu_over_no_layer_us: cpu_over_no_layer(OURS),
                 floor_cpu_over_no_layer_us: cpu_over_no_layer(FLOOR),
                 tower_sessions_cpu_over_no_layer_us: cpu_over_no_layer(TS),
+                floor_to_redis_rs_floor: rps_ratio(FLOOR, FLOOR_REDIS_RS),
+                redis_rs_floor_cpu_over_no_layer_us: cpu_over_no_layer(FLOOR_REDIS_RS),
                 floor_to_tower_sessions: rps_ratio(FLOOR, TS),
                 floor_to_always_save: rps_ratio(FLOOR, TS_ALWAYS),
                 extension_to_no_layer: rps_ratio(EXTENSION, NO_LAYER),
@@ -857,22 +874,28 @@ fn markdown(report: &Report) -> String {
         "\n### Floors\n\nThe **floor** is a request on the same router without the session layer \
          whose handler does our read's Redis work (`HGETALL key` + `PEXPIRE key 1800000`, the \
          reply read into a session's fields) through our store's own connections and nothing else. The \
+         **floor (redis-rs)** is the same route doing the same pipeline through redis-rs's own \
+         `MultiplexedConnection` (opened once, cloned per request, the hash read as a \
+         `HashMap<String, String>`): floor ÷ floor (redis-rs) is what our own connection \
+         (a RESP client of our own instead of redis-rs's) buys a read; below 1×, ours is faster. The \
          **raw floor** is the physical limit: \
          those two commands as RESP bytes written on one bare blocking TCP socket and read until \
          both replies are complete (no client library, no runtime, no router). Same session as \
          ours' `read`, same rounds.\n\n\
-         | Size | ours read µs | floor µs | raw floor µs | read ÷ floor | floor ÷ raw floor |\n\
-         |---|---|---|---|---|---|"
+         | Size | ours read µs | floor µs | floor (redis-rs) µs | raw floor µs | read ÷ floor | floor (ours) ÷ floor (redis-rs) | floor ÷ raw floor |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for f in &report.floors {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             f.size,
             fmt_spread(f.us.get(OURS), 1, ""),
             fmt_spread(f.us.get(FLOOR), 1, ""),
+            fmt_spread(f.us.get(FLOOR_REDIS_RS), 1, ""),
             fmt_spread(f.us.get(RAW_FLOOR), 1, ""),
             fmt_spread(f.read_to_floor.as_ref(), 2, "×"),
+            fmt_spread(f.floor_to_redis_rs_floor.as_ref(), 2, "×"),
             fmt_spread(f.floor_to_raw_floor.as_ref(), 2, "×"),
         );
     }
@@ -974,6 +997,25 @@ fn markdown(report: &Report) -> String {
             fmt_spread(r.tower_sessions_cpu_over_no_layer_us.as_ref(), 1, ""),
             fmt_spread(r.floor_to_tower_sessions.as_ref(), 2, "×"),
             fmt_spread(r.floor_to_always_save.as_ref(), 2, "×"),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhat our own connection buys under load: the floor against the **floor (redis-rs)**, \
+         the same app doing the same pipeline through redis-rs's one `MultiplexedConnection` \
+         (cloned per request, as applications use it; ours spreads over up to 4 connections \
+         when one has 32 commands in flight). Above 1× in requests/s, ours is faster.\n\n\
+         | Connections | floor (ours) ÷ floor (redis-rs) (req/s) | server CPU µs/req, floor − no layer | floor (redis-rs) − no layer |\n\
+         |---|---|---|---|"
+    );
+    for r in &report.load_ratios {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            r.connections,
+            fmt_spread(r.floor_to_redis_rs_floor.as_ref(), 2, "×"),
+            fmt_spread(r.floor_cpu_over_no_layer_us.as_ref(), 1, ""),
+            fmt_spread(r.redis_rs_floor_cpu_over_no_layer_us.as_ref(), 1, ""),
         );
     }
     let _ = writeln!(
