@@ -197,7 +197,10 @@ impl SessionStoreBuilder {
 
     /// As [`redis_pool`](Self::redis_pool), with the application's cluster pool. Build its
     /// client with `retries(0)`: a cluster client that retries re-sends a counter after a
-    /// dropped socket (this store follows `MOVED` and `ASK` itself).
+    /// dropped socket (this store follows `MOVED` and `ASK` itself). Its connections report
+    /// only a pipeline's first redirection, so a pipeline of several commands that meets a
+    /// slot migration fails rather than risk running twice (with
+    /// [`redis_cluster`](Self::redis_cluster), only the redirected commands are sent again).
     #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
     pub fn redis_cluster_pool(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
         self.backend = BackendChoice::Redis(Deployment::ClusterPool(pool));

@@ -13,6 +13,8 @@ use redis::{
 };
 use tokio::sync::Notify;
 
+#[cfg(feature = "cluster")]
+use super::conn::redirect::Cluster;
 use super::credentials::Refresh;
 use super::direct::Direct;
 use super::Conn;
@@ -237,7 +239,13 @@ impl Connector {
                     .await
             }
             #[cfg(feature = "cluster")]
-            Kind::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Kind::Cluster(client) => {
+                // Node connections of our own, which hand back every reply of a pipeline that
+                // met a redirection (see `conn`). redis-rs hides this constructor from its
+                // docs: check it on upgrades.
+                let conn = client.get_async_generic_connection().await?;
+                Ok(Conn::Cluster(Cluster::Own(conn)))
+            }
             #[cfg(feature = "deadpool-redis")]
             Kind::Pool(pool) => {
                 let object = pool.get().await.map_err(pool_error)?;
@@ -248,7 +256,7 @@ impl Connector {
             #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
             Kind::ClusterPool(pool) => {
                 let object = pool.get().await.map_err(pool_error)?;
-                Ok(Conn::Cluster((*object).clone()))
+                Ok(Conn::Cluster(Cluster::Pool((*object).clone())))
             }
         }
     }
