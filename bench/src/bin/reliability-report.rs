@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 39] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 40] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -54,6 +54,8 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 39] = [
      "`tests/failover.rs` cluster_master_killed_and_replica_promoted", Some("failover_cluster_kill"), None),
     ("Slots migrated key by key under load: `MOVED` and `ASK` followed, no request fails",
      "`tests/failover.rs` slot_migration_under_load_follows_moved_and_ask", Some("cluster_slot_migration"), None),
+    ("A slot migrated back and forth under pipelined `incr` (the script and an `HGETALL` in one pipeline, reaching Redis in two reads) and logins: only the redirected commands are sent again, so no counter is incremented twice",
+     "`tests/cluster_migration.rs` slot_migrating_back_and_forth_neither_loses_nor_repeats_an_increment", Some("cluster_migration_back_and_forth"), None),
     ("Redis down 5 s under load (8 clients): a handful of connection attempts, not one per request; fast 503s; back by itself",
      "`tests/failover.rs` redis_down_for_five_seconds_costs_a_handful_of_connection_attempts", Some("outage_attempts"), None),
     ("The ACL password rotated every second under load (the one before last revoked): no request fails; live connections re-authenticate, new ones use the current password",

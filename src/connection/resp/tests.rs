@@ -293,8 +293,7 @@ mod against_redis_rs {
                     e.code() == code && e.details() == detail
                 }
                 (Self::Array(items), Value::Array(values)) => {
-                    items.len() == values.len()
-                        && items.iter().zip(values).all(|(i, v)| i.is(v))
+                    items.len() == values.len() && items.iter().zip(values).all(|(i, v)| i.is(v))
                 }
                 _ => false,
             }
@@ -386,8 +385,7 @@ mod against_redis_rs {
             (at, byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
             at.prop_map(Mutation::Delete),
             at.prop_map(Mutation::Truncate),
-            (at, select(b"+-:$*%~>_,#!=(|?x\r\n".to_vec()))
-                .prop_map(|(i, b)| Mutation::Type(i, b)),
+            (at, select(b"+-:$*%~>_,#!=(|?x\r\n".to_vec())).prop_map(|(i, b)| Mutation::Type(i, b)),
             (at, select(numbers)).prop_map(|(i, n)| Mutation::Number(i, n)),
             (at, select(runs), 1usize..120).prop_map(|(i, r, n)| Mutation::Repeat(i, r, n)),
         ]
