@@ -33,7 +33,8 @@ pub fn app(store: &SessionStore) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
-        .route("/logout", get(logout).post(logout))
+        // POST only: a link or an image on another site must not log users out.
+        .route("/logout", post(logout))
         .route("/sessions", get(sessions))
         .route("/sessions/end-others", post(end_others))
         .route("/sessions/{id}/end", post(end_one))
@@ -64,7 +65,7 @@ async fn index(session: Session) -> Result<Html<String>, SessionError> {
     Ok(Html(format!(
         "<p>Logged in as {}</p><p>Visits: {visits}</p>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
-         <p><a href=\"/logout\">Log out</a> · <a href=\"/sessions\">Your sessions</a></p>",
+         <p><a href=\"/sessions\">Your sessions</a></p>",
         escape(&user)
     )))
 }

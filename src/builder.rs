@@ -604,7 +604,13 @@ impl SessionStoreBuilder {
         if a.same_site == SameSite::None && !a.secure {
             return Err(ConfigError::SameSiteNoneInsecure);
         }
-        let rule = if name.starts_with("__Host-") {
+        // Browsers match the prefixes whatever their case (RFC 6265bis), and drop every
+        // Set-Cookie that breaks their rules.
+        let prefixed = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let rule = if prefixed("__Host-") {
             if !a.secure {
                 Some("be Secure")
             } else if a.path != "/" {
@@ -614,7 +620,7 @@ impl SessionStoreBuilder {
             } else {
                 None
             }
-        } else if name.starts_with("__Secure-") && !a.secure {
+        } else if prefixed("__Secure-") && !a.secure {
             Some("be Secure")
         } else {
             None

@@ -48,6 +48,14 @@ fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// A cookie value without the double quotes that RFC 6265 allows around it.
+fn unquoted(value: &[u8]) -> &[u8] {
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    }
+}
+
 /// `text` split after its first `len` bytes and the '.' that must follow them.
 fn fixed(text: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
     match text.get(len) {
@@ -298,7 +306,7 @@ impl CookieCodec {
                 let pair = pair.trim_ascii();
                 let eq = pair.iter().position(|&b| b == b'=')?;
                 (pair[..eq].trim_ascii() == self.name.as_bytes())
-                    .then(|| pair[eq + 1..].trim_ascii())
+                    .then(|| unquoted(pair[eq + 1..].trim_ascii()))
             })
             .take(MAX_CANDIDATES)
     }
@@ -627,6 +635,18 @@ mod tests {
             .verify(&headers(&format!("id=junk; id={v}")), NOW)
             .unwrap();
         assert_eq!(got.token, t);
+    }
+
+    #[test]
+    fn a_quoted_value_is_read() {
+        // RFC 6265's cookie-value may be wrapped in double quotes.
+        let c = codec("id", &[K1]);
+        let t = Token::generate().unwrap();
+        let v = c.sign(&t, &meta(1));
+        let got = c.verify(&headers(&format!("id=\"{v}\"")), NOW).unwrap();
+        assert_eq!(got.token, t);
+        // One quote alone is no quoting, and not our value.
+        assert!(c.verify(&headers(&format!("id=\"{v}")), NOW).is_none());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! changed, in one round trip, and sets or expires the cookie. A response whose handler
 //! changed nothing goes out without waiting for the store, and so does a 5xx response: its
 //! staged changes are dropped, since the handler failed (as Django and tower-sessions do).
-//! A response that carries the session cookie gets `Cache-Control: private` unless the
-//! application set its own policy, so that no shared cache stores a token.
+//! A response that carries the session cookie, or whose handler used a live session, gets
+//! `Cache-Control: private` unless the application set its own policy, so that no shared
+//! cache stores a token or a user's page.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -163,7 +164,8 @@ where
     }
 }
 
-/// Sets the session cookie if the response needs one, and keeps shared caches from storing it.
+/// Sets the session cookie if the response needs one, and keeps shared caches from storing a
+/// response that is the session's own.
 fn finish<B>(session: &Session, response: &mut Response<B>) {
     let headers = response.headers_mut();
     if session.finish(headers) && !headers.contains_key(CACHE_CONTROL) {

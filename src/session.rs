@@ -1177,7 +1177,9 @@ impl Session {
     }
 
     /// Adds the `Set-Cookie` this response needs, if any, and queues the expiry refresh of a
-    /// session the request carried but never used. Returns whether it added one.
+    /// session the request carried but never used. Returns whether the response is the
+    /// session's own, and no shared cache may keep it: it carries the cookie, or the handler
+    /// used a live session (a page with the user's name, say).
     pub(crate) fn finish(&self, headers: &mut HeaderMap) -> bool {
         let store = &self.inner.store;
         let codec = &store.codec;
@@ -1230,11 +1232,11 @@ impl Session {
             _ if state.destroyed => codec.removal(),
             _ => None,
         };
-        let added = header.is_some();
+        let private = header.is_some() || matches!(state.stored, Stored::Live);
         if let Some(header) = header {
             headers.append(http::header::SET_COOKIE, header);
         }
-        added
+        private
     }
 }
 

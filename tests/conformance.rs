@@ -230,7 +230,7 @@ conformance!(
     remember_me_and_own_idle_timeout,
     take_reads_and_removes,
     is_modified_tracks_changes,
-    responses_with_a_session_cookie_are_private,
+    responses_of_a_session_are_private,
 );
 
 async fn reading_without_cookie_creates_nothing(kind: Kind) {
@@ -740,7 +740,9 @@ async fn is_modified_tracks_changes(kind: Kind) {
     assert_eq!(b.get("/modified/a/1").await.body, "false true");
 }
 
-async fn responses_with_a_session_cookie_are_private(kind: Kind) {
+/// A response that carries the cookie, or that read a live session (a page with the user's
+/// name), is kept from shared caches; one that never used the session, or found none, is not.
+async fn responses_of_a_session_are_private(kind: Kind) {
     let f = fixture(kind, |b| b).await;
     let mut b = f.browser();
     let r = b.get("/set/a/1").await;
@@ -748,5 +750,10 @@ async fn responses_with_a_session_cookie_are_private(kind: Kind) {
     assert_eq!(r.headers["cache-control"], "private");
     let r = b.get("/get/a").await;
     assert!(r.set_cookie.is_empty());
+    assert_eq!(r.headers["cache-control"], "private");
+    let r = b.get("/untouched").await;
+    assert!(!r.headers.contains_key("cache-control"));
+    let r = f.browser().get("/get/a").await;
+    assert_eq!(r.body, "none");
     assert!(!r.headers.contains_key("cache-control"));
 }
