@@ -372,14 +372,59 @@ impl Session {
             })
     }
 
-    /// Reads the value under `key` and removes it (a flash message, say): the removal is
-    /// written after the handler, like [`remove`](Self::remove).
+    /// Reads the value under `key` and removes it, in one step that no other request shares:
+    /// of requests that take the same value at once, exactly one gets it (a flash message, a
+    /// nonce, a second factor's state). One round trip, now rather than after the handler, so
+    /// that, like [`incr`](Self::incr), it stays done if the handler then fails; none for a
+    /// value this request set itself, or when there is no session.
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        let value = self.get(key).await?;
-        if value.is_some() {
-            self.remove(key)?;
-        }
-        Ok(value)
+        check_key(key)?;
+        let _op = self.op().await;
+        let staged = {
+            let state = self.state();
+            match state.changes.get(key) {
+                Some(staged) => Some(staged.clone()),
+                // Nothing stored to take: no session, or a clear this request staged.
+                None if state.cleared => Some(None),
+                None if matches!(state.stored, Stored::Absent | Stored::Ended) => Some(None),
+                None => None,
+            }
+        };
+        let json = match staged {
+            // This request's own value: its removal is staged in its place.
+            Some(staged) => {
+                if staged.is_some() {
+                    self.remove(key)?;
+                }
+                staged
+            }
+            None => {
+                let taken = self
+                    .write_with(None, Create::No, |store, store_key, _, ttl| async move {
+                        let id = self.state().id;
+                        observed!("take", id, store.backend.take(&store_key, key, ttl))
+                    })
+                    .await;
+                let json = match taken {
+                    Ok(taken) => taken.flatten(),
+                    // Ended meanwhile: nothing to take, as a read would find.
+                    Err(SessionError::Ended) => None,
+                    Err(e) => return Err(e),
+                };
+                let mut state = self.state();
+                if let Some(data) = state.data.as_mut() {
+                    data.remove(key);
+                }
+                state.modified |= json.is_some();
+                json
+            }
+        };
+        json.map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|source| SessionError::Decode {
+                key: key.into(),
+                source,
+            })
     }
 
     /// Sets `key` to `value` (as JSON). Written after the handler returns, together with

@@ -229,6 +229,7 @@ conformance!(
     regenerate_keeps_the_absolute_deadline,
     remember_me_and_own_idle_timeout,
     take_reads_and_removes,
+    concurrent_takes_give_a_value_once,
     is_modified_tracks_changes,
     responses_of_a_session_are_private,
 );
@@ -722,6 +723,35 @@ async fn remember_me_and_own_idle_timeout(kind: Kind) {
     let mut d = f.browser();
     assert!(d.get("/persistent/true").await.set_cookie.is_empty());
     assert_eq!(d.get("/expires").await.body, "none");
+}
+
+/// Requests that all read a one-time value, then take it at once: exactly one gets it, in
+/// every round (two got the same nonce when `take` was a read and a staged removal).
+async fn concurrent_takes_give_a_value_once(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let mut b = f.browser();
+    for round in 0..10 {
+        let nonce = format!("n-{round}");
+        b.get(&format!("/set/nonce/{nonce}")).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.peek("/slow-take/30/nonce").await })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert_eq!(r.status, StatusCode::OK);
+            got.push(r.body);
+        }
+        let winners = got.iter().filter(|body| **body == nonce).count();
+        assert_eq!(winners, 1, "round {round}: {got:?}");
+        assert!(
+            got.iter().all(|body| *body == nonce || body == "none"),
+            "{got:?}"
+        );
+    }
 }
 
 async fn take_reads_and_removes(kind: Kind) {

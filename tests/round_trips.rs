@@ -130,6 +130,17 @@ async fn incr_is_one_more_round_trip() {
 }
 
 #[tokio::test]
+async fn take_is_one_round_trip() {
+    let (redis, _store, b) = setup().await;
+    let (n, r) = measure(&redis, &b, &["/set/flash/hello"], "/take/flash").await;
+    assert_eq!(r.body, "hello");
+    assert_eq!(
+        n, 1,
+        "take.lua reads and removes in one step, no load, nothing after"
+    );
+}
+
+#[tokio::test]
 async fn no_cookie_and_no_write_sends_nothing() {
     let (redis, _store, mut b) = setup().await;
     let before = redis.snapshot();

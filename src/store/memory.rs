@@ -234,6 +234,20 @@ impl MemoryBackend {
         Ok(Outcome::Done((new, loaded)))
     }
 
+    pub(crate) async fn take(
+        &self,
+        key: &StoreKey,
+        field: &str,
+        ttl: Duration,
+    ) -> Result<Outcome<Option<String>>, SessionError> {
+        let now = now_ms();
+        let mut map = self.lock();
+        Ok(map.target(key, Mode::Update, now).map(|entry| {
+            entry.expires_ms = expiry(now, ttl);
+            entry.fields.remove(field)
+        }))
+    }
+
     pub(crate) async fn rename(
         &self,
         old: &StoreKey,

@@ -342,6 +342,17 @@ impl Backend {
         dispatch!(self, b => b.incr(key, counter).await)
     }
 
+    /// Reads `field` and removes it in one step, guarded like `save`, with the expiry
+    /// refresh: of requests that take the same field at once, one gets it.
+    pub(crate) async fn take(
+        &self,
+        key: &StoreKey,
+        field: &str,
+        ttl: Duration,
+    ) -> Result<Outcome<Option<String>>, SessionError> {
+        dispatch!(self, b => b.take(key, field, ttl).await)
+    }
+
     /// Ends a session in one step: the key becomes the [`ENDED`] marker, which lives for
     /// `marker_ttl`. With `read`, returns what the key held (first half of id regeneration).
     pub(crate) async fn end(

@@ -26,6 +26,7 @@ use crate::token::UserKeys;
 struct Scripts {
     save: Script,
     incr: Script,
+    take: Script,
     end: Script,
     rename: Script,
     user: Script,
@@ -48,6 +49,7 @@ impl RedisBackend {
             scripts: Scripts {
                 save: Script::new(include_str!("lua/save.lua")),
                 incr: Script::new(include_str!("lua/incr.lua")),
+                take: Script::new(include_str!("lua/take.lua")),
                 end: Script::new(include_str!("lua/end.lua")),
                 rename: Script::new(include_str!("lua/rename.lua")),
                 user: Script::new(include_str!("lua/user.lua")),
@@ -64,7 +66,7 @@ impl RedisBackend {
     pub(crate) async fn warm_up(&self, within: Duration) -> Result<(), SessionError> {
         self.connections.ready(within).await;
         let s = &self.scripts;
-        let all = [&s.save, &s.incr, &s.end, &s.rename, &s.user];
+        let all = [&s.save, &s.incr, &s.take, &s.end, &s.rename, &s.user];
         let all = &all;
         self.connections
             .run(
@@ -184,6 +186,28 @@ impl RedisBackend {
                     _ => None,
                 };
                 Ok(outcome(status, (value, loaded), value))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn take(
+        &self,
+        key: &StoreKey,
+        field: &str,
+        ttl: Duration,
+    ) -> Result<Outcome<Option<String>>, SessionError> {
+        let call = Call::new(&self.scripts.take, &[key.as_str()], |cmd| {
+            cmd.arg(millis(ttl)).arg(field);
+        });
+        let (reply, _) = self.call(call, Repeat::Never).await?;
+        match reply {
+            Value::Int(status) => Ok(outcome(status, None, 0)),
+            Value::Array(items) => {
+                let mut items = items.into_iter();
+                let status = items.next().as_ref().map(int).transpose()?.unwrap_or(0);
+                let value = items.next().map(text).transpose()?;
+                Ok(outcome(status, value, 0))
             }
             other => Err(unexpected(&other)),
         }

@@ -55,6 +55,7 @@ pub fn app(store: &SessionStore) -> Router {
         )
         .route("/fail-set/{k}/{v}", get(failing_write))
         .route("/take/{k}", get(take))
+        .route("/slow-take/{ms}/{k}", get(slow_take))
         .route("/persistent/{on}", get(persistent))
         .route("/idle/{ms}", get(idle))
         .route("/expires", get(expires))
@@ -142,6 +143,17 @@ async fn take(session: Session, Path(k): Path<String>) -> Result<String, Session
         .take::<String>(&k)
         .await?
         .unwrap_or_else(|| "none".to_string()))
+}
+
+/// Reads the session (so that it is loaded), waits, then takes `k`: requests run this way at
+/// once have all read the value before any takes it.
+async fn slow_take(
+    session: Session,
+    Path((ms, k)): Path<(u64, String)>,
+) -> Result<String, SessionError> {
+    session.get::<String>(&k).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    take(session, Path(k)).await
 }
 
 async fn persistent(session: Session, Path(on): Path<bool>) -> &'static str {
