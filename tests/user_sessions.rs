@@ -117,6 +117,13 @@ fn app(store: &SessionStore) -> Router {
             }),
         )
         .route(
+            "/clear",
+            get(|s: Session| async move {
+                s.clear()?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
             "/regenerate",
             get(|s: Session| async move {
                 s.regenerate().await?;
@@ -159,6 +166,7 @@ on_every_backend!(
     logout_leaves_the_list,
     expired_sessions_leave_the_index,
     end_all_against_logins_under_way,
+    clear_keeps_the_login,
 );
 
 async fn login(app: &Router, user: &str, device: &str) -> (Browser, String) {
@@ -460,4 +468,23 @@ async fn ten_thousand_sessions_of_one_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sessions_of_one_user_on_a_cluster() {
     ten_thousand(Kind::Cluster).await;
+}
+
+/// `clear` drops the session's keys, not its login: the session stays bound to its user and
+/// listed, keeps its public id, and "end all" still ends it after a new secret (on Redis,
+/// `clear` deleted the hash and wrote back only its creation time: the binding, the public
+/// id and the idle timeout were lost, and "end all" no longer found the session).
+async fn clear_keeps_the_login(kind: Kind) {
+    let f = fixture(kind, |b| b).await;
+    let app = app(&f.store);
+    let (mut b, id) = login(&app, "alice", "laptop").await;
+    assert_eq!(b.get("/clear").await.status, StatusCode::OK);
+    assert_eq!(b.get("/get/device").await.body, "none");
+    assert_eq!(b.get("/whoami").await.body, format!("alice {id}"));
+    let listed = f.store.user_sessions("alice", &[]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id.to_string(), id);
+    assert_eq!(b.get("/regenerate").await.body, id);
+    f.store.end_user_sessions("alice", None).await.unwrap();
+    assert!(b.get("/whoami").await.body.starts_with("nobody"));
 }

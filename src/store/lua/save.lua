@@ -4,10 +4,10 @@
 -- Write what a request changed, atomically with the expiry, and never to a session that is
 -- gone or ended. KEYS[1]: the session hash. ARGV[1]: TTL in ms. ARGV[2]: 'u' to update a
 -- live session, or 'n' to create a new one with creation time ARGV[3] (the field '' holds it;
--- user keys are never empty). ARGV[4]: '1' to drop every user field first. ARGV[5], ARGV[6]:
--- the most keys and bytes the session may hold, checked here when the request never loaded
--- it ('0': checked already). ARGV[7]: number of fields to set, followed by field/value pairs,
--- then the fields to delete.
+-- user keys are never empty). ARGV[4]: '1' to drop every user field first (the metadata
+-- stays). ARGV[5], ARGV[6]: the most keys and bytes the session may hold, checked here when
+-- the request never loaded it ('0': checked already). ARGV[7]: number of fields to set,
+-- followed by field/value pairs, then the fields to delete.
 -- Returns 1 when written, 0 when there is no session, -1 when a new session's key is taken,
 -- -2 when the session was ended (see end.lua), {-3, keys} or {-4, bytes} over a limit.
 local first_set = 8
@@ -45,8 +45,15 @@ else
     if bytes > tonumber(ARGV[6]) then return {-4, bytes} end
   end
   if ARGV[4] == '1' then
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], '', created)
+    -- Every key of the session goes; its metadata ('' and the '\0' fields: the creation
+    -- time, the public id, the user it is bound to, its idle timeout) stays.
+    local drop = {}
+    for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+      if f ~= '' and string.byte(f, 1) ~= 0 then drop[#drop + 1] = f end
+    end
+    for i = 1, #drop, 1000 do
+      redis.call('HDEL', KEYS[1], unpack(drop, i, math.min(#drop, i + 999)))
+    end
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
