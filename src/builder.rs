@@ -95,7 +95,8 @@ pub struct SessionStoreBuilder {
     keys: Vec<Vec<u8>>,
     idle: Duration,
     absolute: Duration,
-    cookie_name: String,
+    /// `None`: `__Host-session` where its rules hold, else `session` (see `cookie_name`).
+    cookie_name: Option<String>,
     attributes: CookieAttributes,
     prefix: String,
     pool_size: usize,
@@ -119,7 +120,7 @@ impl Default for SessionStoreBuilder {
             keys: Vec::new(),
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 3600),
-            cookie_name: "session".into(),
+            cookie_name: None,
             attributes: CookieAttributes {
                 path: "/".into(),
                 domain: None,
@@ -297,11 +298,24 @@ impl SessionStoreBuilder {
         self
     }
 
-    /// Cookie name (default `session`). A `__Host-` name requires Secure, Path=/ and no
-    /// Domain; a `__Secure-` name requires Secure.
+    /// Cookie name. By default `__Host-session` where that prefix's rules hold (Secure,
+    /// Path=/, no Domain: the default attributes), so that a sibling subdomain cannot set a
+    /// cookie of that name and pin a user to its session ("cookie tossing"); `session`
+    /// otherwise (plain-http development, a path or a domain of your own). A `__Host-` name
+    /// requires Secure, Path=/ and no Domain; a `__Secure-` name requires Secure, whatever
+    /// the case of the prefix.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie_name = name.into();
+        self.cookie_name = Some(name.into());
         self
+    }
+
+    /// The cookie name as configured, or the default for the attributes.
+    fn name(&self) -> String {
+        let a = &self.attributes;
+        self.cookie_name.clone().unwrap_or_else(|| {
+            let host = a.secure && a.path == "/" && a.domain.is_none();
+            if host { "__Host-session" } else { "session" }.to_owned()
+        })
     }
 
     /// Cookie `Path` (default `/`).
@@ -431,7 +445,7 @@ impl SessionStoreBuilder {
         }
         let backend = Arc::new(backend);
         let (toucher, worker) = Toucher::new(self.touch_queue);
-        let codec = CookieCodec::new(self.cookie_name, &self.keys, self.attributes);
+        let codec = CookieCodec::new(self.name(), &self.keys, self.attributes);
         let checker = Checker {
             codec: codec.clone(),
             lifetimes,
@@ -585,7 +599,7 @@ impl SessionStoreBuilder {
     }
 
     fn validate_cookie(&self) -> Result<(), ConfigError> {
-        let name = &self.cookie_name;
+        let name = &self.name();
         // RFC 6265 cookie-name: an RFC 7230 token.
         let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if name.is_empty() || !name.chars().all(token_char) {

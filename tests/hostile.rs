@@ -19,11 +19,14 @@ async fn send_raw(app: &Router, cookie: &[u8]) -> (StatusCode, String, bool) {
     (r.status, r.body, !r.set_cookie.is_empty())
 }
 
+/// The session cookie's name: the default, with the default (Secure) attributes.
+const NAME: &str = "__Host-session";
+
 struct Fixture {
     rt: tokio::runtime::Runtime,
     redis: RedisServer,
     app: Router,
-    /// `session=<value>` of a live session whose "user" is "alice".
+    /// `<NAME>=<value>` of a live session whose "user" is "alice".
     cookie: String,
 }
 
@@ -43,6 +46,7 @@ fn fixture() -> Fixture {
         b.get("/set/user/alice").await;
         (b.app, b.cookie.expect("cookie"))
     });
+    assert!(cookie.starts_with(&format!("{NAME}=")), "{cookie}");
     Fixture {
         rt,
         redis,
@@ -108,7 +112,7 @@ fn random_cookie_headers_are_rejected_without_a_redis_command() {
     let strategy = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..300),
         // Well-formed pairs with our name and random values.
-        "[ -~]{0,120}".prop_map(|v| format!("session={v}").into_bytes()),
+        "[ -~]{0,120}".prop_map(|v| format!("{NAME}={v}").into_bytes()),
         // Our shape: token.created.idle.expires.tag, with random content.
         (
             "[A-Za-z0-9_-]{43}",
@@ -117,7 +121,9 @@ fn random_cookie_headers_are_rejected_without_a_redis_command() {
             "[0-9]{0,15}",
             "[A-Za-z0-9_-]{43}"
         )
-            .prop_map(|(t, c, i, e, m)| format!("a=b; session={t}.{c}.{i}.{e}.{m}").into_bytes()),
+            .prop_map(|(t, c, i, e, m)| {
+                format!("a=b; {NAME}={t}.{c}.{i}.{e}.{m}").into_bytes()
+            }),
     ];
     rejected_without_redis("hostile_random_cookies", |_| strategy, cases);
 }
@@ -149,7 +155,7 @@ fn every_mutation_of_a_signed_cookie_is_rejected_without_a_redis_command() {
 #[test]
 fn the_signed_cookie_is_found_among_junk() {
     let f = fixture();
-    let header = format!("a=1; session=junk; {}; b=\u{e9}2", f.cookie);
+    let header = format!("a=1; {NAME}=junk; {}; b=\u{e9}2", f.cookie);
     let (status, body, _) = f.rt.block_on(send_raw(&f.app, header.as_bytes()));
     assert_eq!((status, body.as_str()), (StatusCode::OK, "alice"));
 }
@@ -158,12 +164,12 @@ fn the_signed_cookie_is_found_among_junk() {
 fn huge_and_non_utf8_headers_are_handled_and_bounded() {
     let f = fixture();
     let before = f.redis.snapshot();
-    let many = "session=x.1.y; ".repeat(10_000);
-    let huge_value = format!("session={}", "A".repeat(200_000));
+    let many = format!("{NAME}=x.1.y; ").repeat(10_000);
+    let huge_value = format!("{NAME}={}", "A".repeat(200_000));
     let inputs: Vec<Vec<u8>> = vec![
         many.into_bytes(),
         huge_value.into_bytes(),
-        b"session=\xff\xfe\xfd; other=\x80".to_vec(),
+        [NAME.as_bytes(), b"=\xff\xfe\xfd; other=\x80"].concat(),
         vec![0x80; 50_000],
     ];
     for input in &inputs {
@@ -175,7 +181,7 @@ fn huge_and_non_utf8_headers_are_handled_and_bounded() {
     }
     // A genuine cookie behind thousands of decoys with our name is not even looked at:
     // at most 4 candidates are checked, so the cost stays bounded.
-    let decoys = format!("{}{}", "session=decoy; ".repeat(1000), f.cookie);
+    let decoys = format!("{}{}", format!("{NAME}=decoy; ").repeat(1000), f.cookie);
     let (_, body, _) = f.rt.block_on(send_raw(&f.app, decoys.as_bytes()));
     assert_eq!(body, "none");
     let after = f.redis.snapshot();

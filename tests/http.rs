@@ -522,6 +522,29 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
     }
 }
 
+/// The default name is `__Host-session` wherever its rules hold (a sibling subdomain cannot
+/// set a cookie of that name: no cookie tossing), `session` where they cannot (plain-http
+/// development, a path or a domain of one's own); a name given is kept.
+#[tokio::test]
+async fn the_default_cookie_name_is_host_prefixed_where_it_can_be() {
+    use tower_redis_session::SessionStore;
+    let base = || SessionStore::builder().signing_keys([common::KEY]).memory();
+    let cases = [
+        (base(), "__Host-session="),
+        (base().secure(false), "session="),
+        (base().cookie_path("/app"), "session="),
+        (base().cookie_domain("example.com"), "session="),
+        (base().cookie_name("sid"), "sid="),
+    ];
+    for (b, prefix) in cases {
+        let store = b.build().await.expect("store");
+        let r = common::Browser::new(common::app(&store))
+            .get("/set/a/1")
+            .await;
+        assert!(r.set_cookie[0].starts_with(prefix), "{:?}", r.set_cookie);
+    }
+}
+
 #[test]
 fn the_example_never_prints_a_redis_password() {
     for (url, shown) in [
