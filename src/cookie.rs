@@ -382,6 +382,24 @@ impl CookieCodec {
         self.first_valid(detached.as_bytes().split(|&b| b == b';'), now_ms)
     }
 
+    /// The creation time, own idle timeout and signed expiry of a persistent cookie's value,
+    /// read without verifying it (the numbers after the token: no MAC); `None` for a value
+    /// not of our shape, or a browser-session cookie. Only a guide to whether verifying the
+    /// value is worth it.
+    pub(crate) fn persistent_unverified(value: &[u8]) -> Option<(i64, Option<u64>, i64)> {
+        let (_, rest) = fixed(value, TOKEN_CHARS)?;
+        let (created, rest) = number(rest)?;
+        let (idle_ms, rest) = number(rest)?;
+        let (expires, _) = number(rest)?;
+        let expires = i64::try_from(expires?).ok()?;
+        Some((i64::try_from(created?).ok()?, idle_ms, expires))
+    }
+
+    /// As [`verify`](Self::verify), for one value.
+    pub(crate) fn verify_one(&self, value: &[u8], now_ms: i64) -> Option<Verified> {
+        self.verify_value(value).filter(|v| v.is_current(now_ms))
+    }
+
     fn verify_value(&self, value: &[u8]) -> Option<Verified> {
         // The base64url parts have fixed lengths: only the numbers are scanned for their ends.
         let (token, rest) = fixed(value, TOKEN_CHARS)?;

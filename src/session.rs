@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cookie::{Carried, Meta, Verified};
+use crate::cookie::{Carried, CarriedValue, CookieCodec, Meta, Verified};
 use crate::error::SessionError;
 use crate::fields::Fields;
 use crate::observe::{count, observed};
@@ -1232,10 +1232,17 @@ impl Session {
         let mut state = self.unverified();
         if let Some(carried) = state.carried.take() {
             // Never used: the refresh task verifies the cookie and slides its expiry.
+            let mut resent = false;
             if let Some(value) = store.codec.carried_value(&carried) {
+                if let CarriedValue::One(one) = &value {
+                    if let Some(header) = self.persistent_again(one) {
+                        headers.append(http::header::SET_COOKIE, header);
+                        resent = true;
+                    }
+                }
                 store.toucher.touch_carried(value, self.inner.started_ms);
             }
-            return false;
+            return resent;
         }
         let now = now_ms();
         let idle = lifetimes.idle(state.idle_ms);
@@ -1282,6 +1289,35 @@ impl Session {
             headers.append(http::header::SET_COOKIE, header);
         }
         private
+    }
+}
+
+impl Session {
+    /// A persistent cookie that a route which never used the session carried, sent again
+    /// with the expiry the refresh gives the session, once it has drifted as on a read (by
+    /// more than a tenth of the idle timeout): otherwise the browser drops it while the store
+    /// keeps the session. The MAC is checked only then.
+    fn persistent_again(&self, value: &[u8]) -> Option<http::HeaderValue> {
+        let store = &self.inner.store;
+        let lifetimes = &store.lifetimes;
+        let now = now_ms();
+        let drifted = |created: i64, idle_ms: Option<u64>, sent: i64| {
+            let idle = lifetimes.idle(idle_ms);
+            let ttl = lifetimes.ttl(idle, created, now)?;
+            let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0) * 1000);
+            let step = i64::try_from(idle / 10).unwrap_or(0);
+            (expires.saturating_sub(sent) > step).then_some((ttl, expires))
+        };
+        let (created, idle_ms, sent) = CookieCodec::persistent_unverified(value)?;
+        drifted(created, idle_ms, sent)?;
+        let verified = store.codec.verify_one(value, now)?;
+        let meta = verified.meta;
+        let (ttl, expires) = drifted(meta.created_ms, meta.idle_ms, meta.expires_ms?)?;
+        let meta = Meta {
+            expires_ms: Some(expires),
+            ..meta
+        };
+        store.codec.set_cookie(&verified.token, &meta, Some(ttl))
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::topology::{Certs, Cluster, Sentinels, TlsServer, SERVICE};
@@ -222,6 +222,7 @@ conformance!(
     a_stream_of_untouched_requests_keeps_the_session,
     absolute_timeout_ends_even_an_active_session,
     persistent_cookie_max_age_follows_ttl,
+    a_persistent_cookie_is_resent_by_untouched_routes,
     relogin_in_another_tab_is_never_undone,
     a_repeated_insert_is_written,
     removing_from_nothing_stores_nothing,
@@ -515,8 +516,11 @@ async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = b.get("/get/a").await;
     assert_eq!(r.max_age(), Some(10), "{:?}", r.set_cookie);
-    // A route that never touches the session never re-sends it.
+    // So does a route that never uses the session (its refresh slides the store's expiry
+    // alike), and then not again within the step.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = b.get("/untouched").await;
+    assert_eq!(r.max_age(), Some(10), "{:?}", r.set_cookie);
     assert!(b.get("/untouched").await.set_cookie.is_empty());
 }
 
@@ -752,6 +756,35 @@ async fn concurrent_takes_give_a_value_once(kind: Kind) {
             "{got:?}"
         );
     }
+}
+
+/// A remember-me cookie is sent again by routes that never use the session, once its
+/// expiry has drifted: the browser keeps it for as long as the store keeps the session (it
+/// dropped a `Max-Age=4` cookie after 6 s of such requests, while Redis kept the session).
+async fn a_persistent_cookie_is_resent_by_untouched_routes(kind: Kind) {
+    let f = fixture(kind, |b| b.idle_timeout(Duration::from_secs(4))).await;
+    let mut b = f.browser();
+    b.get("/set/a/1").await;
+    let r = b.get("/persistent/true").await;
+    let max_age = r.max_age().expect("a persistent cookie") as u64;
+    // When the browser drops the cookie, as last sent.
+    let mut dropped_at = Instant::now() + Duration::from_secs(max_age);
+    let mut resent = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = b.get("/untouched").await;
+        assert!(
+            Instant::now() < dropped_at,
+            "the browser dropped the cookie"
+        );
+        if let Some(age) = r.max_age() {
+            dropped_at = Instant::now() + Duration::from_secs(age as u64);
+            assert_eq!(r.headers["cache-control"], "private");
+            resent += 1;
+        }
+    }
+    assert!(resent > 0);
+    assert_eq!(b.get("/get/a").await.body, "1");
 }
 
 async fn take_reads_and_removes(kind: Kind) {
