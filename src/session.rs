@@ -1258,13 +1258,8 @@ impl Session {
             }
             (Stored::Live, Some(token), Some(created)) => {
                 let ttl = state.ttl.unwrap_or_default();
-                let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0) * 1000);
-                // A persistent cookie is re-sent when its Max-Age has drifted by more than a
-                // tenth of the idle timeout from the store's expiry, not on every response.
-                let drifted = state.persistent
-                    && state.cookie_expires_ms.is_none_or(|sent| {
-                        expires.saturating_sub(sent) > i64::try_from(idle / 10).unwrap_or(0)
-                    });
+                let (expires, drifted) = cookie_expiry(now, ttl, idle, state.cookie_expires_ms);
+                let drifted = state.persistent && drifted;
                 let reissue =
                     state.new_token || state.stale_key || state.lifetime_changed || drifted;
                 // Most responses re-send nothing: no copy of the user handle for them.
@@ -1304,9 +1299,8 @@ impl Session {
         let drifted = |created: i64, idle_ms: Option<u64>, sent: i64| {
             let idle = lifetimes.idle(idle_ms);
             let ttl = lifetimes.ttl(idle, created, now)?;
-            let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0) * 1000);
-            let step = i64::try_from(idle / 10).unwrap_or(0);
-            (expires.saturating_sub(sent) > step).then_some((ttl, expires))
+            let (expires, drifted) = cookie_expiry(now, ttl, idle, Some(sent));
+            drifted.then_some((ttl, expires))
         };
         let (created, idle_ms, sent) = CookieCodec::persistent_unverified(value)?;
         drifted(created, idle_ms, sent)?;
@@ -1319,6 +1313,16 @@ impl Session {
         };
         store.codec.set_cookie(&verified.token, &meta, Some(ttl))
     }
+}
+
+/// When a persistent cookie sent at `now` with `ttl` left expires; and whether one sent to
+/// expire at `sent` (none: never sent) has drifted from that by more than a tenth of the idle
+/// timeout, so that it is sent again: not on every response.
+fn cookie_expiry(now: i64, ttl: Duration, idle: u64, sent: Option<i64>) -> (i64, bool) {
+    let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0) * 1000);
+    let step = i64::try_from(idle / 10).unwrap_or(0);
+    let drifted = sent.is_none_or(|sent| expires.saturating_sub(sent) > step);
+    (expires, drifted)
 }
 
 fn too_large(limit: &'static str, got: usize, max: usize) -> Result<(), SessionError> {
