@@ -13,6 +13,7 @@ use crate::store::memory::MemoryBackend;
 use crate::store::redis::RedisBackend;
 use crate::store::{Backend, Lifetimes, Limits};
 use crate::touch::{Checker, Toucher};
+use crate::users::SessionLimit;
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -104,6 +105,7 @@ pub struct SessionStoreBuilder {
     command_timeout: Duration,
     touch_queue: usize,
     limits: Limits,
+    session_limit: Option<(usize, SessionLimit)>,
 }
 
 impl Default for SessionStoreBuilder {
@@ -139,6 +141,7 @@ impl Default for SessionStoreBuilder {
                 session_bytes: 1024 * 1024,
                 keys: 1000,
             },
+            session_limit: None,
         }
     }
 }
@@ -413,6 +416,32 @@ impl SessionStoreBuilder {
         self
     }
 
+    /// At most `max` sessions per user (by [`Session::login`](crate::Session::login)); by
+    /// default there is no limit. A login over it either ends the user's oldest sessions or
+    /// is refused, as `policy` says. The count is kept by the user's index in one step, so
+    /// logins racing each other, on any number of app servers and on a cluster, never take
+    /// the user past it. `max` of 0 is refused by [`build`](Self::build).
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionLimit, SessionStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder()
+    ///     .memory()
+    ///     .signing_keys([[7u8; 32]])
+    ///     .max_sessions_per_user(5, SessionLimit::EndOldest)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: usize, policy: SessionLimit) -> Self {
+        self.session_limit = Some((max, policy));
+        self
+    }
+
     /// Checks the configuration and builds the store. Must run inside a Tokio runtime. With
     /// Redis, the scripts are loaded if Redis answers; if it does not, the store is built
     /// anyway and requests get 503 until it does.
@@ -458,6 +487,7 @@ impl SessionStoreBuilder {
             lifetimes,
             toucher,
             limits: self.limits,
+            session_limit: self.session_limit,
         });
         Ok(SessionStore { inner })
     }
@@ -576,6 +606,10 @@ impl SessionStoreBuilder {
             ("max_value_bytes", self.limits.value_bytes),
             ("max_session_bytes", self.limits.session_bytes),
             ("max_keys", self.limits.keys),
+            (
+                "max_sessions_per_user",
+                self.session_limit.map_or(1, |(max, _)| max),
+            ),
         ] {
             if n == 0 {
                 return Err(ConfigError::Zero(name));

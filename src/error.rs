@@ -77,6 +77,16 @@ pub enum SessionError {
     #[error("the session ended while this request ran; the change was not saved")]
     Ended,
 
+    /// [`Session::login`](crate::Session::login) was refused: the user has as many sessions
+    /// as [`max_sessions_per_user`](crate::SessionStoreBuilder::max_sessions_per_user)
+    /// allows, with [`SessionLimit::RefuseNew`](crate::SessionLimit::RefuseNew). Nothing was
+    /// stored; the request's session is as before the login, unless it was ended by it.
+    #[error("the user has {max} sessions already, the most allowed; log out of one first")]
+    TooManySessions {
+        /// The configured limit.
+        max: usize,
+    },
+
     /// [`Session::set_idle_timeout`](crate::Session::set_idle_timeout) was given a timeout
     /// outside its bounds: more than the store's idle timeout, or less than a second.
     #[error("a session idle timeout of {requested:?} is outside 1 s ..= {max:?} (the store's idle timeout)")]
@@ -102,6 +112,7 @@ impl SessionError {
         match self {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Ended => StatusCode::CONFLICT,
+            Self::TooManySessions { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +152,7 @@ impl SessionError {
         match self {
             Self::Unavailable(_) => "session store unavailable",
             Self::Ended => "the session ended while this request ran; nothing was saved",
+            Self::TooManySessions { .. } => "too many sessions; log out of another one first",
             _ => "session error",
         }
     }

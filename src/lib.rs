@@ -83,6 +83,7 @@ mod state;
 mod store;
 mod token;
 mod touch;
+mod users;
 
 pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 #[cfg(feature = "aws-iam")]
@@ -92,6 +93,7 @@ pub use crate::error::{ConfigError, SessionError, StoreError};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
 pub use crate::state::{SessionInfo, SessionStore, StoreStats};
+pub use crate::users::SessionLimit;
 pub use ::cookie::SameSite;
 
 /// For this project's fuzz targets only (feature `fuzzing`), not a stable API.

@@ -19,7 +19,9 @@ use crate::error::SessionError;
 use crate::fields::Fields;
 use crate::observe::{count, observed};
 use crate::state::StoreInner;
-use crate::store::{now_ms, Counter, Found, IndexOp, Mode, Outcome, Write, META_IDLE, META_USER};
+use crate::store::{
+    now_ms, Counter, Found, IndexOp, IndexStatus, Mode, Outcome, Write, META_IDLE, META_USER,
+};
 use crate::token::{StoreKey, Token, UserHandle};
 
 /// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
@@ -722,7 +724,7 @@ impl Session {
     async fn renew(&self, bind: Option<&str>) -> Result<(), SessionError> {
         let store = Arc::clone(&self.inner.store);
         let now = now_ms();
-        let (old, was, cookie_user, id) = {
+        let (old, was, cookie_user, id, own_idle) = {
             let mut state = self.state();
             if state.stored == Stored::Ended {
                 if bind.is_none() {
@@ -737,7 +739,13 @@ impl Session {
                 // No session: a new secret is drawn when something is written.
                 return Ok(());
             }
-            (old, state.stored, state.user.clone(), state.id)
+            (
+                old,
+                state.stored,
+                state.user.clone(),
+                state.id,
+                state.idle_ms,
+            )
         };
         if let (None, Some((key, ttl))) = (bind, &old) {
             if let Some(done) = self.move_to_new_key(key, *ttl, was).await {
@@ -807,7 +815,14 @@ impl Session {
             .map_or(now, |t| t.created_ms);
         let new_key = token.store_key(&store.prefix);
         let old_key = old.as_ref().map(|(key, _)| key);
-        let absolute = i64::try_from(store.lifetimes.absolute_ms).unwrap_or(i64::MAX);
+        let lifetimes = store.lifetimes;
+        let score_ms = lifetimes.deadline_ms(lifetimes.idle(own_idle), created_ms, now);
+        let until_ms = store.index_until(now);
+        if let (Some(h), Some((_, crate::SessionLimit::RefuseNew))) = (&handle, store.session_limit)
+        {
+            // Expired sessions must not count against the limit.
+            store.prune(&h.keys(&store.prefix)).await?;
+        }
         // The index change that announces the new key: first in the list, its reply decides.
         let mut index = match (&handle, &old_user) {
             (Some(h), _) => vec![(
@@ -816,9 +831,12 @@ impl Session {
                     id: new_id,
                     key: &new_key,
                     old: old_key.filter(|_| !fresh),
-                    deadline_ms: created_ms.saturating_add(absolute),
+                    score_ms,
                     now_ms: now,
                     started_ms: self.inner.started_ms,
+                    until_ms,
+                    stale: crate::users::LOGIN_STEP,
+                    limit: store.session_limit,
                 },
             )],
             (None, Some(h)) => old_key
@@ -827,6 +845,9 @@ impl Session {
                         id: new_id,
                         old,
                         key: &new_key,
+                        score_ms,
+                        now_ms: now,
+                        until_ms,
                     };
                     vec![(h.keys(&store.prefix), op)]
                 })
@@ -847,7 +868,7 @@ impl Session {
                 taken.map(|t| t.fields).unwrap_or_default()
             });
             let user_id = bind.map(str::to_owned).or(old_user_id);
-            let user = handle.or(old_user);
+            let user = handle.clone().or(old_user);
             state.forget(Stored::Absent);
             state.id = Some(new_id);
             state.user = user;
@@ -892,16 +913,37 @@ impl Session {
             )
             .await;
         let result = match result {
-            Ok(Some(replies)) if announced && !replies.first().is_some_and(|r| r.indexed) => {
+            Ok(Some(mut replies)) if announced && !replies.first().is_some_and(|r| r.done()) => {
                 // The user's sessions were ended meanwhile (or since this request started),
-                // or the old cookie was stale: this one goes with them.
+                // or the old cookie was stale: this one goes with them. Or the user has as
+                // many sessions as allowed.
                 let ttl = Duration::from_millis(store.lifetimes.idle_ms);
                 if let Err(e) =
                     observed!("end", Some(new_id), store.backend.end(&new_key, ttl, false))
                 {
                     tracing::debug!(error = %e, "could not end a session its user's index refused");
                 }
-                Err(SessionError::Ended)
+                match (replies.swap_remove(0).status, store.session_limit) {
+                    (IndexStatus::OverLimit, Some((max, _))) => {
+                        Err(SessionError::TooManySessions { max })
+                    }
+                    _ => Err(SessionError::Ended),
+                }
+            }
+            Ok(Some(mut replies)) => {
+                if let (Some(h), Some(reply)) = (&handle, replies.first_mut()) {
+                    let keys = h.keys(&store.prefix);
+                    // The oldest sessions over the limit (marked: no longer counted, listed
+                    // or movable; a later login or "end all" ends them if this fails).
+                    let to_end = std::mem::take(&mut reply.to_end);
+                    if let Err(e) = store.end_entries(&keys, to_end).await {
+                        tracing::warn!(error = %e, "could not end sessions over the user's limit");
+                    }
+                    if let Err(e) = store.settle(&keys, std::mem::take(&mut reply.stale)).await {
+                        tracing::debug!(error = %e, "could not check stale index entries");
+                    }
+                }
+                Ok(Some(()))
             }
             other => other.map(|saved| saved.map(drop)),
         };
@@ -967,13 +1009,17 @@ impl Session {
         }
         if let (Some(user), Some(id)) = (user_id.as_deref(), id) {
             let keys = UserHandle::of(user).keys(&store.prefix);
+            let now = now_ms();
             let op = IndexOp::Move {
                 id,
                 old,
                 key: &new_key,
+                score_ms: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+                now_ms: now,
+                until_ms: store.index_until(now),
             };
             let indexed = observed!("index", Some(id), store.backend.index(&keys, op));
-            if !matches!(indexed, Ok(ref reply) if reply.indexed) {
+            if !matches!(indexed, Ok(ref reply) if reply.done()) {
                 // "End all" struck meanwhile (the session goes with the user's others), or the
                 // index could not learn the new key (a session it cannot list must not live):
                 // the new key never reached a browser.

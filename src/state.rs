@@ -47,6 +47,8 @@ pub(crate) struct StoreInner {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) toucher: Toucher,
     pub(crate) limits: Limits,
+    /// Most sessions per user, and what a login over it does.
+    pub(crate) session_limit: Option<(usize, crate::SessionLimit)>,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -89,6 +91,7 @@ impl SessionStore {
         fields: &[&str],
     ) -> Result<Vec<SessionInfo>, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
+        self.inner.prune(&keys).await?;
         let now = now_ms();
         let listed = observed!("list", None, self.inner.backend.list(&keys, now, fields))?;
         let mut sessions = Vec::new();
@@ -96,8 +99,7 @@ impl SessionStore {
         for entry in listed {
             // Gone, ended, or another user's: not listed. The entry is left alone: an absent
             // key may be a new secret under way (its session is created a moment after its
-            // entry moves); logins prune entries past their deadline, and the index expires
-            // with its last session.
+            // entry moves); once past its score, a later check drops it.
             let Some(s) = entry.session.filter(|s| s.user.as_deref() == Some(user_id)) else {
                 continue;
             };
@@ -129,16 +131,21 @@ impl SessionStore {
     }
 
     /// Ends one session of `user_id`, by its public id ("log out this device"). Returns
-    /// whether there was such a session. Safe to repeat after a failure.
+    /// whether there was such a live session. Safe to repeat after a failure.
     pub async fn end_session(&self, user_id: &str, id: uuid::Uuid) -> Result<bool, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let marked = self.index(&keys, IndexOp::Mark(vec![id])).await?;
-        self.end_entries(&keys, marked.entries).await.map(|n| n > 0)
+        self.inner
+            .end_entries(&keys, marked.to_end)
+            .await
+            .map(|n| n > 0)
     }
 
     /// Ends every session of `user_id` but `except` (the current one, for "log out
-    /// everywhere else"; `None` for all), after a password change, say. Returns how many.
-    /// Safe to repeat after a failure: what was not ended yet is ended then.
+    /// everywhere else"; `None` for all), after a password change, say. Returns how many
+    /// live sessions it ended. Safe to repeat after a failure: what was not ended yet is
+    /// ended then. Entries of sessions that expired are checked and dropped first, in
+    /// bounded steps, so that a user's abandoned logins cost no marker and no time-out.
     ///
     /// The boundary: the moment this call starts (T, by this server's clock). When it
     /// returns, no request that starts afterwards is served any session of the user that
@@ -153,12 +160,15 @@ impl SessionStore {
         except: Option<uuid::Uuid>,
     ) -> Result<usize, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
+        let now = now_ms();
+        self.inner.prune(&keys).await?;
         let take = IndexOp::Take {
             keep: except,
-            now_ms: now_ms(),
+            now_ms: now,
+            until_ms: self.inner.index_until(now),
         };
         let marked = self.index(&keys, take).await?;
-        self.end_entries(&keys, marked.entries).await
+        self.inner.end_entries(&keys, marked.to_end).await
     }
 
     async fn index(
@@ -167,27 +177,6 @@ impl SessionStore {
         op: IndexOp<'_>,
     ) -> Result<crate::store::IndexReply, SessionError> {
         observed!("index", None, self.inner.backend.index(keys, op))
-    }
-
-    /// Ends marked entries' sessions (each becomes an ended marker for as long as a cookie
-    /// could be), then drops the entries. Every session is attempted; an entry whose session
-    /// could not be ended stays marked, so that a repeat ends it.
-    async fn end_entries(
-        &self,
-        keys: &crate::token::UserKeys,
-        entries: Vec<(uuid::Uuid, crate::token::StoreKey)>,
-    ) -> Result<usize, SessionError> {
-        let marker_ttl = Duration::from_millis(self.inner.lifetimes.idle_ms);
-        let session_keys: Vec<_> = entries.iter().map(|(_, key)| key.clone()).collect();
-        let ended = observed!(
-            "end_many",
-            None,
-            self.inner.backend.end_many(&session_keys, marker_ttl),
-        );
-        ended?;
-        let n = entries.len();
-        self.index(keys, IndexOp::Remove(entries)).await?;
-        Ok(n)
     }
 
     /// Whether this store keeps sessions in Redis (rather than in process memory).

@@ -15,7 +15,7 @@ use common::topology::Cluster;
 use common::{builder, Browser, RedisServer};
 use serde_json::json;
 use tokio::task::JoinSet;
-use tower_redis_session::{Session, SessionError, SessionStore, SessionStoreBuilder};
+use tower_redis_session::{Session, SessionError, SessionLimit, SessionStore, SessionStoreBuilder};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -167,6 +167,10 @@ on_every_backend!(
     expired_sessions_leave_the_index,
     end_all_against_logins_under_way,
     clear_keeps_the_login,
+    abandoned_logins_leave_the_index,
+    a_limit_ends_the_oldest,
+    a_limit_refuses_new_logins,
+    racing_logins_keep_the_limit,
 );
 
 async fn login(app: &Router, user: &str, device: &str) -> (Browser, String) {
@@ -493,4 +497,185 @@ async fn clear_keeps_the_login(kind: Kind) {
     assert_eq!(b.get("/regenerate").await.body, id);
     f.store.end_user_sessions("alice", None).await.unwrap();
     assert!(b.get("/whoami").await.body.starts_with("nobody"));
+}
+
+/// Logs `alice` in `n` times from fresh browsers, 8 at a time; the public ids.
+async fn logins(app: &Router, n: usize) -> Vec<String> {
+    let mut tasks = JoinSet::new();
+    for worker in 0..8 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..n).step_by(8) {
+                ids.push(login(&app, "alice", &format!("d{i}")).await.1);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.extend(r.unwrap());
+    }
+    ids
+}
+
+/// Logins that are then abandoned (the attacker who signs in again and again): once their
+/// sessions idle-expire, ending one reports nothing and writes no marker, listing checks and
+/// drops every stale entry in bounded steps, and "end all" counts exactly the live sessions
+/// and marks only those (it used to report 20,001 ended for 1 live session and leave 20,002
+/// markers, and the index kept every entry until the absolute deadline).
+async fn abandoned_logins_leave_the_index(kind: Kind) {
+    let idle = Duration::from_millis(1000);
+    let f = fixture(kind, |b| {
+        b.idle_timeout(idle)
+            .absolute_timeout(Duration::from_secs(3600))
+    })
+    .await;
+    let app = app(&f.store);
+    let n = 2000;
+    let abandoned = logins(&app, n).await;
+    let (mut kept, _) = login(&app, "alice", "kept").await;
+    for _ in 0..3 {
+        tokio::time::sleep(idle / 2).await;
+        assert!(kept.get("/whoami").await.body.starts_with("alice"));
+    }
+    let id = uuid::Uuid::parse_str(&abandoned[0]).unwrap();
+    assert!(!f.store.end_session("alice", id).await.unwrap());
+    let markers = |redis: &RedisServer| {
+        let mut m = redis.markers();
+        m.retain(|k| !k.contains(":u:"));
+        m
+    };
+    if let Some(redis) = &f._redis {
+        assert_eq!(markers(redis), Vec::<String>::new());
+    }
+    let (_b, _) = login(&app, "alice", "new").await;
+    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
+    let mut devices: Vec<_> = listed.iter().map(|s| s.fields["device"].clone()).collect();
+    devices.sort_by_key(|d| d.to_string());
+    assert_eq!(devices, [json!("kept"), json!("new")]);
+    let index_size = |redis: &RedisServer| {
+        let keys = redis.keys();
+        let ids = keys.iter().find(|k| k.ends_with(":k")).unwrap();
+        let index = keys.iter().find(|k| k.ends_with(":i")).unwrap();
+        let hlen: usize = redis.cmd(&["HLEN", ids]);
+        let zcard: usize = redis.cmd(&["ZCARD", index]);
+        (hlen, zcard)
+    };
+    if let Some(redis) = &f._redis {
+        assert_eq!(index_size(redis), (2, 2));
+    }
+    assert_eq!(f.store.end_user_sessions("alice", None).await.unwrap(), 2);
+    assert!(kept.get("/whoami").await.body.starts_with("nobody"));
+    if let Some(redis) = &f._redis {
+        assert_eq!(markers(redis).len(), 2, "{:?}", markers(redis));
+    }
+}
+
+/// Logins prune stale entries as they go (each checks a few): after a burst of abandoned
+/// logins, later logins alone bring the index back to the live sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_prune_the_index() {
+    let idle = Duration::from_millis(1000);
+    let f = fixture(Kind::Redis, |b| {
+        b.idle_timeout(idle)
+            .absolute_timeout(Duration::from_secs(3600))
+    })
+    .await;
+    let app = app(&f.store);
+    logins(&app, 1600).await;
+    tokio::time::sleep(idle + Duration::from_millis(200)).await;
+    logins(&app, 120).await;
+    let redis = f._redis.as_ref().unwrap();
+    let ids = redis
+        .keys()
+        .into_iter()
+        .find(|k| k.ends_with(":k"))
+        .unwrap();
+    let hlen: usize = redis.cmd(&["HLEN", &ids]);
+    assert_eq!(hlen, 120);
+}
+
+/// With a limit and `EndOldest`, a login past it ends the user's oldest session.
+async fn a_limit_ends_the_oldest(kind: Kind) {
+    let f = fixture(kind, |b| {
+        b.max_sessions_per_user(2, SessionLimit::EndOldest)
+    })
+    .await;
+    let app = app(&f.store);
+    // Apart by more than a millisecond: "oldest" is by the ids' time (UUID v7).
+    let (mut a, _) = login(&app, "alice", "a").await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let (mut b, id_b) = login(&app, "alice", "b").await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let (mut c, id_c) = login(&app, "alice", "c").await;
+    assert!(a.get("/whoami").await.body.starts_with("nobody"));
+    assert_eq!(b.get("/whoami").await.body, format!("alice {id_b}"));
+    assert_eq!(c.get("/whoami").await.body, format!("alice {id_c}"));
+    let mut listed: Vec<_> = f
+        .store
+        .user_sessions("alice", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    listed.sort();
+    let mut want = vec![id_b, id_c];
+    want.sort();
+    assert_eq!(listed, want);
+    // Logging in again from a session that counts replaces it, ending nothing.
+    assert_eq!(b.get("/login/alice/b2").await.status, StatusCode::OK);
+    assert!(c.get("/whoami").await.body.starts_with("alice"));
+}
+
+/// With `RefuseNew`, a login past the limit fails with 409 and changes nothing.
+async fn a_limit_refuses_new_logins(kind: Kind) {
+    let f = fixture(kind, |b| {
+        b.max_sessions_per_user(2, SessionLimit::RefuseNew)
+    })
+    .await;
+    let app = app(&f.store);
+    let (mut a, _) = login(&app, "alice", "a").await;
+    let (mut b, _) = login(&app, "alice", "b").await;
+    let mut c = Browser::new(app.clone());
+    assert_eq!(c.get("/login/alice/c").await.status, StatusCode::CONFLICT);
+    assert!(c.get("/whoami").await.body.starts_with("nobody"));
+    assert!(b.get("/whoami").await.body.starts_with("alice"));
+    assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 2);
+    assert_eq!(a.get("/logout").await.status, StatusCode::OK);
+    assert_eq!(c.get("/login/alice/c").await.status, StatusCode::OK);
+    assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 2);
+}
+
+/// Logins racing each other never take a user past the limit: of 16 at once with a limit of
+/// 3, exactly 3 succeed (`RefuseNew`), or 3 sessions are left alive (`EndOldest`).
+async fn racing_logins_keep_the_limit(kind: Kind) {
+    for policy in [SessionLimit::RefuseNew, SessionLimit::EndOldest] {
+        let f = fixture(kind, |b| b.max_sessions_per_user(3, policy)).await;
+        let app = app(&f.store);
+        let mut tasks = JoinSet::new();
+        for i in 0..16 {
+            let mut b = Browser::new(app.clone());
+            tasks.spawn(async move {
+                let status = b.get(&format!("/login/alice/d{i}")).await.status;
+                (status, b)
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            done.push(r.unwrap());
+        }
+        // Asked once every login is over (one that ends later may end an earlier one).
+        let (mut ok, mut alive) = (0, 0);
+        for (status, mut b) in done {
+            ok += usize::from(status == StatusCode::OK);
+            alive += usize::from(b.get("/whoami").await.body.starts_with("alice"));
+        }
+        assert_eq!(alive, 3, "{policy:?}");
+        if policy == SessionLimit::RefuseNew {
+            assert_eq!(ok, 3);
+        }
+        assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 3);
+    }
 }

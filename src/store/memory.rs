@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    is_meta, now_ms, Counted, Counter, Found, IndexOp, IndexReply, Limits, Listed, ListedSession,
-    Loaded, Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER,
-    SESSION_SIZE,
+    is_meta, now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Limits,
+    Listed, ListedSession, Loaded, Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID,
+    META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::error::SessionError;
 use crate::fields::Fields;
@@ -76,7 +76,7 @@ impl Map {
 }
 
 /// One user's index (user.lua): public id → (session key, '!' first when being ended;
-/// deadline), the cut, and when it all expires.
+/// score), the cut, and when it all expires.
 #[derive(Default)]
 struct UserIndex {
     entries: HashMap<uuid::Uuid, (String, i64)>,
@@ -85,13 +85,56 @@ struct UserIndex {
 }
 
 impl UserIndex {
-    /// Marks an entry as being ended; its session key.
-    fn mark(&mut self, id: uuid::Uuid) -> Option<StoreKey> {
-        let (key, _) = self.entries.get_mut(&id)?;
+    /// Marks an entry as being ended; the entry.
+    fn mark(&mut self, id: uuid::Uuid) -> Option<Indexed> {
+        let (key, score) = self.entries.get_mut(&id)?;
         if !key.starts_with('!') {
             key.insert(0, '!');
         }
-        Some(StoreKey::from_raw(key[1..].to_owned()))
+        Some(indexed(id, &key[1..], *score))
+    }
+
+    /// Whether `id`'s entry holds `key` (marked or not).
+    fn holds(&self, id: uuid::Uuid, key: &StoreKey) -> bool {
+        self.entries
+            .get(&id)
+            .is_some_and(|(k, _)| k.strip_prefix('!').unwrap_or(k) == key.as_str())
+    }
+
+    /// Up to `n` stale entries, lowest scores first (as `ZRANGEBYSCORE`), leased (see
+    /// user.lua).
+    fn stale(&mut self, now_ms: i64, n: usize) -> Vec<Indexed> {
+        let mut stale: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, (_, score))| *score < now_ms)
+            .map(|(id, (key, score))| indexed(*id, key.strip_prefix('!').unwrap_or(key), *score))
+            .collect();
+        stale.sort_by_key(|e| (e.score_ms, e.id.to_string()));
+        stale.truncate(n);
+        for e in &stale {
+            if let Some(entry) = self.entries.get_mut(&e.id) {
+                entry.1 = now_ms.saturating_add(STALE_LEASE_MS);
+            }
+        }
+        stale
+    }
+
+    /// Moves the expiry on to `until_ms`, and 10 minutes past the cut (user.lua's `expire`).
+    fn expire(&mut self, until_ms: i64) {
+        let cut = self.cut.map_or(0, |c| c.saturating_add(600_000));
+        self.expires_ms = self.expires_ms.max(until_ms).max(cut);
+    }
+}
+
+/// How long a stale entry handed out for checking is not handed out again (user.lua).
+const STALE_LEASE_MS: i64 = 5000;
+
+fn indexed(id: uuid::Uuid, key: &str, score_ms: i64) -> Indexed {
+    Indexed {
+        id,
+        key: StoreKey::from_raw(key.to_owned()),
+        score_ms,
     }
 }
 
@@ -331,54 +374,91 @@ impl MemoryBackend {
             users.remove(&keys.index);
         }
         let user = users.entry(keys.index.clone()).or_default();
-        let mut reply = IndexReply::default();
+        let mut reply = IndexReply {
+            status: IndexStatus::Done,
+            ..IndexReply::default()
+        };
         match op {
             IndexOp::Add {
                 id,
                 key,
                 old,
-                deadline_ms,
+                score_ms,
                 now_ms,
                 started_ms,
+                until_ms,
+                stale,
+                limit,
             } => {
                 // Indexed under another key than the one this login ends: a stale cookie, or
                 // a session being ended.
-                let stale = user
-                    .entries
-                    .get(&id)
-                    .is_some_and(|(current, _)| old.is_none_or(|o| current != o.as_str()));
-                let refused = user.cut.is_some_and(|cut| started_ms < cut) || stale;
-                if !refused {
-                    user.entries.retain(|_, (_, deadline)| *deadline > now_ms);
-                    let deadline = deadline_ms.min(MAX_DEADLINE_MS);
-                    user.entries.insert(id, (key.as_str().to_owned(), deadline));
-                    reply.indexed = true;
+                let current = user.entries.get(&id).map(|(k, _)| k.as_str());
+                let stale_cookie = current.is_some_and(|current| {
+                    current != key.as_str() && old.is_none_or(|o| current != o.as_str())
+                });
+                if user.cut.is_some_and(|cut| started_ms < cut) || stale_cookie {
+                    reply.status = IndexStatus::Refused;
+                    return Ok(reply);
                 }
+                if let Some((max, policy)) = limit {
+                    let others = user.entries.iter().filter(|(other, _)| **other != id);
+                    let (marked, mut others): (Vec<_>, Vec<_>) =
+                        others.partition(|(_, (k, _))| k.starts_with('!'));
+                    reply.to_end.extend(
+                        marked
+                            .into_iter()
+                            .map(|(id, (k, score))| indexed(*id, &k[1..], *score)),
+                    );
+                    let over = (others.len() + 1).saturating_sub(max);
+                    if over > 0 && policy == crate::SessionLimit::RefuseNew {
+                        reply.status = IndexStatus::OverLimit;
+                        reply.to_end.clear();
+                        return Ok(reply);
+                    }
+                    others.sort_by_key(|(id, _)| id.to_string());
+                    let oldest: Vec<_> = others.iter().take(over).map(|(id, _)| **id).collect();
+                    reply
+                        .to_end
+                        .extend(oldest.into_iter().filter_map(|id| user.mark(id)));
+                }
+                let score = score_ms.min(MAX_DEADLINE_MS);
+                user.entries.insert(id, (key.as_str().to_owned(), score));
+                reply.stale = user.stale(now_ms, stale);
+                user.expire(until_ms);
             }
-            IndexOp::Move { id, old, key } => {
-                if let Some(entry) = user.entries.get_mut(&id).filter(|(k, _)| k == old.as_str()) {
-                    entry.0 = key.as_str().to_owned();
-                    reply.indexed = true;
+            IndexOp::Move {
+                id,
+                old,
+                key,
+                score_ms,
+                until_ms,
+                ..
+            } => {
+                match user.entries.get_mut(&id) {
+                    Some(entry) if entry.0 == key.as_str() || entry.0 == old.as_str() => {
+                        *entry = (key.as_str().to_owned(), score_ms.min(MAX_DEADLINE_MS));
+                    }
+                    _ => reply.status = IndexStatus::Refused,
+                }
+                if reply.done() {
+                    user.expire(until_ms);
                 }
             }
             IndexOp::Remove(entries) => {
                 for (id, key) in entries {
-                    let holds = user.entries.get(&id).is_some_and(|(k, _)| {
-                        k == key.as_str() || k.strip_prefix('!') == Some(key.as_str())
-                    });
-                    if holds {
+                    if user.holds(id, &key) {
                         user.entries.remove(&id);
                     }
                 }
             }
             IndexOp::Mark(ids) => {
-                for id in ids {
-                    if let Some(key) = user.mark(id) {
-                        reply.entries.push((id, key));
-                    }
-                }
+                reply.to_end = ids.into_iter().filter_map(|id| user.mark(id)).collect();
             }
-            IndexOp::Take { keep, now_ms } => {
+            IndexOp::Take {
+                keep,
+                now_ms,
+                until_ms,
+            } => {
                 user.cut = Some(user.cut.unwrap_or(now_ms).max(now_ms));
                 let ids: Vec<uuid::Uuid> = user
                     .entries
@@ -386,16 +466,26 @@ impl MemoryBackend {
                     .filter(|id| Some(**id) != keep)
                     .copied()
                     .collect();
-                for id in ids {
-                    if let Some(key) = user.mark(id) {
-                        reply.entries.push((id, key));
+                reply.to_end = ids.into_iter().filter_map(|id| user.mark(id)).collect();
+                user.expire(until_ms);
+            }
+            IndexOp::Stale { now_ms, n } => reply.stale = user.stale(now_ms, n),
+            IndexOp::Settle {
+                until_ms, entries, ..
+            } => {
+                for e in entries {
+                    if !user.holds(e.id, &e.key) {
+                        continue;
+                    }
+                    if e.score_ms == 0 {
+                        user.entries.remove(&e.id);
+                    } else if let Some(entry) = user.entries.get_mut(&e.id) {
+                        entry.1 = e.score_ms.min(MAX_DEADLINE_MS);
                     }
                 }
+                user.expire(until_ms);
             }
         }
-        let last = user.entries.values().map(|(_, d)| *d).max().unwrap_or(0);
-        let cut = user.cut.map_or(0, |c| c.saturating_add(600_000));
-        user.expires_ms = last.max(cut);
         Ok(reply)
     }
 
@@ -413,7 +503,7 @@ impl MemoryBackend {
             .map(|u| {
                 u.entries
                     .iter()
-                    .filter(|(_, (key, deadline))| *deadline >= now_ms && !key.starts_with('!'))
+                    .filter(|(_, (key, _))| !key.starts_with('!'))
                     .map(|(id, (key, _))| (*id, StoreKey::from_raw(key.clone())))
                     .collect()
             })
@@ -439,13 +529,36 @@ impl MemoryBackend {
 
     pub(crate) async fn end_many(
         &self,
-        keys: &[StoreKey],
+        keys: &[(StoreKey, bool)],
         marker_ttl: Duration,
-    ) -> Result<(), SessionError> {
-        for key in keys {
-            self.end(key, marker_ttl, false).await?;
+    ) -> Result<Vec<bool>, SessionError> {
+        let now = now_ms();
+        let mut ended = Vec::with_capacity(keys.len());
+        for (key, always) in keys {
+            if !always && self.lock().live(key, now).is_none() {
+                ended.push(false);
+                continue;
+            }
+            let found = self.end(key, marker_ttl, false).await?;
+            ended.push(matches!(found, Found::Live(_)));
         }
-        Ok(())
+        Ok(ended)
+    }
+
+    pub(crate) async fn probe(
+        &self,
+        keys: &[StoreKey],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, SessionError> {
+        let mut map = self.lock();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                map.live(key, now_ms)
+                    .filter(|e| !e.ended)
+                    .map(|e| e.expires_ms)
+            })
+            .collect())
     }
 
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {

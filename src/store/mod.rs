@@ -138,25 +138,34 @@ impl Loaded {
     }
 }
 
-/// A change to a user's index of sessions (see `user.lua`).
+/// A change to a user's index of sessions (see `user.lua`). A score is the session's expiry
+/// as last written or checked: entries past it are stale (gone, or used since) until checked.
+/// `until_ms` is when the index may expire: now plus the absolute timeout.
 #[derive(Clone, Debug)]
 pub(crate) enum IndexOp<'a> {
-    /// Index a login under `key`. Refused (`indexed` false) when the login's request started
-    /// before the user's sessions were last ended, or when `id` is indexed under another key
-    /// than `old`. Drops entries past their deadline.
+    /// Index a login under `key`. Refused when the login's request started before the
+    /// user's sessions were last ended, or when `id` is indexed under another key than `old`;
+    /// with `limit`, the user's other sessions are kept below it (refused, or the oldest
+    /// marked to end). Returns up to `stale` stale entries.
     Add {
         id: uuid::Uuid,
         key: &'a StoreKey,
         old: Option<&'a StoreKey>,
-        deadline_ms: i64,
+        score_ms: i64,
         now_ms: i64,
         started_ms: i64,
+        until_ms: i64,
+        stale: usize,
+        limit: Option<(usize, crate::SessionLimit)>,
     },
     /// The session got a new key; only if it is still indexed under `old`.
     Move {
         id: uuid::Uuid,
         old: &'a StoreKey,
         key: &'a StoreKey,
+        score_ms: i64,
+        now_ms: i64,
+        until_ms: i64,
     },
     /// Drop these entries, each only if it still holds that key.
     Remove(Vec<(uuid::Uuid, StoreKey)>),
@@ -167,16 +176,52 @@ pub(crate) enum IndexOp<'a> {
     Take {
         keep: Option<uuid::Uuid>,
         now_ms: i64,
+        until_ms: i64,
     },
+    /// Up to `n` stale entries.
+    Stale { now_ms: i64, n: usize },
+    /// Checked entries: a score of 0 drops the entry, another moves its score; each only if
+    /// it still holds that key.
+    Settle {
+        now_ms: i64,
+        until_ms: i64,
+        entries: Vec<Indexed>,
+    },
+}
+
+/// An entry of a user's index: the public id, the session key, the score.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Indexed {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) key: StoreKey,
+    pub(crate) score_ms: i64,
+}
+
+/// What became of an [`IndexOp`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum IndexStatus {
+    /// Refused (`Add`, `Move`).
+    #[default]
+    Refused,
+    Done,
+    /// `Add` refused: the user has as many sessions as the limit allows.
+    OverLimit,
 }
 
 /// What an [`IndexOp`] returned.
 #[derive(Debug, Default)]
 pub(crate) struct IndexReply {
-    /// `Add`: the session was indexed; `Move`: it still was.
-    pub(crate) indexed: bool,
-    /// `Mark`, `Take`: the entries marked, with their session keys.
-    pub(crate) entries: Vec<(uuid::Uuid, StoreKey)>,
+    pub(crate) status: IndexStatus,
+    /// Entries marked to end (`Add` over the limit, `Mark`, `Take`).
+    pub(crate) to_end: Vec<Indexed>,
+    /// Stale entries, for the caller to check (`Add`, `Stale`).
+    pub(crate) stale: Vec<Indexed>,
+}
+
+impl IndexReply {
+    pub(crate) fn done(&self) -> bool {
+        self.status == IndexStatus::Done
+    }
 }
 
 /// Deadlines in the index are clamped here, so that Redis prints them as integers.
@@ -397,13 +442,25 @@ impl Backend {
         dispatch!(self, b => b.list(keys, now_ms, fields).await)
     }
 
-    /// Ends many sessions at once (their keys become ended markers for `marker_ttl`).
+    /// Ends many sessions at once (their keys become ended markers for `marker_ttl`). A key
+    /// that holds nothing is left alone unless its flag says a session may yet be created
+    /// there. Returns, for each key, whether it held a live session.
     pub(crate) async fn end_many(
         &self,
-        keys: &[StoreKey],
+        keys: &[(StoreKey, bool)],
         marker_ttl: Duration,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Vec<bool>, SessionError> {
         dispatch!(self, b => b.end_many(keys, marker_ttl).await)
+    }
+
+    /// When each session expires if no request comes (ms since the epoch, by `now_ms`);
+    /// `None` for one that is gone or ended.
+    pub(crate) async fn probe(
+        &self,
+        keys: &[StoreKey],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, SessionError> {
+        dispatch!(self, b => b.probe(keys, now_ms).await)
     }
 
     /// Slides the expiry of sessions that requests carried but did not read: each key

@@ -13,8 +13,9 @@ use std::time::Duration;
 use redis::{Cmd, Value};
 
 use super::{
-    now_ms, Counted, Counter, Found, IndexOp, IndexReply, Listed, ListedSession, Loaded, Mode,
-    Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID, META_IDLE, META_USER, SESSION_SIZE,
+    now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Listed,
+    ListedSession, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID,
+    META_IDLE, META_USER, SESSION_SIZE,
 };
 use crate::connection::{
     hash_fields, Call, Connections, Digits, NotAHash, Ran, Repeat, Script, Stats, Wait,
@@ -268,11 +269,24 @@ impl RedisBackend {
         marker_ttl: Duration,
         read: bool,
     ) -> Result<Found, SessionError> {
+        self.end_call(key, marker_ttl, read, true).await
+    }
+
+    /// `end.lua`; with `always` false, a key that holds nothing is left alone.
+    async fn end_call(
+        &self,
+        key: &StoreKey,
+        marker_ttl: Duration,
+        read: bool,
+        always: bool,
+    ) -> Result<Found, SessionError> {
         // Ending again is harmless, but a second reading would find only the marker.
         let repeat = if read { Repeat::Never } else { Repeat::Safe };
+        let flag = |on: bool| if on { "1" } else { "0" };
         let call = Call::new(&self.scripts.end, &[key.as_str()], |cmd| {
             cmd.arg(millis(marker_ttl))
-                .arg(if read { "1" } else { "0" });
+                .arg(flag(read))
+                .arg(flag(always));
         });
         let (reply, _) = self.call(call, repeat).await?;
         parse_hash(reply)
@@ -317,28 +331,23 @@ impl RedisBackend {
     pub(crate) async fn list(
         &self,
         keys: &UserKeys,
-        now_ms: i64,
+        _now_ms: i64,
         fields: &[&str],
     ) -> Result<Vec<Listed>, SessionError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGEBYSCORE")
-            .arg(keys.index.as_str())
-            .arg(now_ms)
-            .arg("+inf")
-            .cmd("HGETALL")
-            .arg(keys.ids.as_str());
-        let pipe = &pipe;
-        let (ids, map): (Vec<String>, HashMap<String, String>) = self
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(keys.ids.as_str());
+        let cmd = &cmd;
+        let map: HashMap<String, String> = self
             .connections
             .run(Repeat::Safe, |mut conn| async move {
-                pipe.query_async(&mut conn).await
+                cmd.query_async(&mut conn).await
             })
             .await?;
-        // Entries being ended ('!' key) are listed no more.
-        let entries: Vec<(uuid::Uuid, StoreKey)> = ids
+        // Entries being ended ('!' key) are listed no more; the cut is no entry.
+        let entries: Vec<(uuid::Uuid, StoreKey)> = map
             .into_iter()
-            .filter_map(|id| {
-                let key = map.get(&id).filter(|k| !k.starts_with('!'))?.clone();
+            .filter(|(_, key)| !key.starts_with('!'))
+            .filter_map(|(id, key)| {
                 Some((uuid::Uuid::parse_str(&id).ok()?, StoreKey::from_raw(key)))
             })
             .collect();
@@ -390,13 +399,46 @@ impl RedisBackend {
 
     pub(crate) async fn end_many(
         &self,
-        keys: &[StoreKey],
+        keys: &[(StoreKey, bool)],
         marker_ttl: Duration,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Vec<bool>, SessionError> {
         // Every one is attempted, whatever becomes of the others.
-        let ends = keys.iter().map(|key| self.end(key, marker_ttl, false));
+        let ends = keys
+            .iter()
+            .map(|(key, always)| self.end_call(key, marker_ttl, false, *always));
         let results = futures_util::future::join_all(ends).await;
-        results.into_iter().collect::<Result<Vec<_>, _>>().map(drop)
+        results
+            .into_iter()
+            .map(|found| Ok(matches!(found?, Found::Live(_))))
+            .collect()
+    }
+
+    pub(crate) async fn probe(
+        &self,
+        keys: &[StoreKey],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, SessionError> {
+        // One small pipeline per key (fine on a cluster), all at once.
+        let probes = keys.iter().map(|key| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGET")
+                .arg(key.as_str())
+                .arg("")
+                .cmd("PTTL")
+                .arg(key.as_str());
+            async move {
+                let pipe = &pipe;
+                let (created, ttl): (Option<String>, i64) = self
+                    .connections
+                    .run(Repeat::Safe, |mut conn| async move {
+                        pipe.query_async(&mut conn).await
+                    })
+                    .await?;
+                let live = created.is_some_and(|c| c != ENDED) && ttl > 0;
+                Ok::<_, SessionError>(live.then(|| now_ms.saturating_add(ttl)))
+            }
+        });
+        futures_util::future::try_join_all(probes).await
     }
 
     /// Runs one call (see [`Conn::scripts`](crate::connection::Conn::scripts)): the
@@ -507,28 +549,47 @@ fn save_outcome(reply: Value) -> Result<Outcome<()>, SessionError> {
 
 /// The arguments of `user.lua` for `op`.
 fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
+    let clamp = |ms: &i64| *ms.min(&MAX_DEADLINE_MS);
     match op {
         IndexOp::Add {
             id,
             key,
             old,
-            deadline_ms,
+            score_ms,
             now_ms,
             started_ms,
+            until_ms,
+            stale,
+            limit,
         } => {
+            let (max, policy) = limit.map_or((0, ""), |(max, policy)| (max, policy.as_arg()));
             cmd.arg("add")
                 .arg(id.to_string())
                 .arg(key.as_str())
                 .arg(old.map_or("", StoreKey::as_str))
-                .arg(deadline_ms.min(&MAX_DEADLINE_MS))
+                .arg(clamp(score_ms))
                 .arg(now_ms)
-                .arg(started_ms);
+                .arg(started_ms)
+                .arg(clamp(until_ms))
+                .arg(stale)
+                .arg(max)
+                .arg(policy);
         }
-        IndexOp::Move { id, old, key } => {
+        IndexOp::Move {
+            id,
+            old,
+            key,
+            score_ms,
+            now_ms,
+            until_ms,
+        } => {
             cmd.arg("move")
                 .arg(id.to_string())
                 .arg(old.as_str())
-                .arg(key.as_str());
+                .arg(key.as_str())
+                .arg(clamp(score_ms))
+                .arg(now_ms)
+                .arg(clamp(until_ms));
         }
         IndexOp::Remove(entries) => {
             cmd.arg("remove");
@@ -542,35 +603,70 @@ fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
                 cmd.arg(id.to_string());
             }
         }
-        IndexOp::Take { keep, now_ms } => {
+        IndexOp::Take {
+            keep,
+            now_ms,
+            until_ms,
+        } => {
             cmd.arg("take")
                 .arg(keep.map(|k| k.to_string()).unwrap_or_default())
-                .arg(now_ms);
+                .arg(now_ms)
+                .arg(clamp(until_ms));
+        }
+        IndexOp::Stale { now_ms, n } => {
+            cmd.arg("stale").arg(now_ms).arg(n);
+        }
+        IndexOp::Settle {
+            now_ms,
+            until_ms,
+            entries,
+        } => {
+            cmd.arg("settle").arg(now_ms).arg(clamp(until_ms));
+            for e in entries {
+                cmd.arg(e.id.to_string())
+                    .arg(e.key.as_str())
+                    .arg(clamp(&e.score_ms));
+            }
         }
     }
 }
 
-/// What `user.lua` answered: a status, or `id, key` pairs.
+/// What `user.lua` answered: `{status, m, id, key, score, ...}`, the first `m` entries to
+/// end, the rest stale.
 fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
-    Ok(match reply {
-        Value::Int(n) => IndexReply {
-            indexed: n == 1,
-            entries: Vec::new(),
-        },
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            let mut entries = Vec::new();
-            while let (Some(id), Some(key)) = (items.next(), items.next()) {
-                let id = uuid::Uuid::parse_str(&text(id)?)
-                    .map_err(|_| SessionError::Corrupt("a user's index holds a bad id".into()))?;
-                entries.push((id, StoreKey::from_raw(text(key)?)));
-            }
-            IndexReply {
-                indexed: false,
-                entries,
-            }
-        }
-        other => return Err(unexpected(&other)),
+    let Value::Array(items) = reply else {
+        return Err(unexpected(&reply));
+    };
+    let mut items = items.into_iter();
+    let (Some(status), Some(m)) = (items.next(), items.next()) else {
+        return Err(SessionError::Corrupt("a short reply from user.lua".into()));
+    };
+    let status = match int(&status)? {
+        0 => IndexStatus::Refused,
+        1 => IndexStatus::Done,
+        2 => IndexStatus::OverLimit,
+        _ => return Err(unexpected(&status)),
+    };
+    let m = usize::try_from(int(&m)?).unwrap_or(0);
+    let mut entries = Vec::new();
+    while let (Some(id), Some(key), Some(score)) = (items.next(), items.next(), items.next()) {
+        let id = uuid::Uuid::parse_str(&text(id)?)
+            .map_err(|_| SessionError::Corrupt("a user's index holds a bad id".into()))?;
+        let score_ms = text(score)?
+            .parse::<f64>()
+            .map_err(|_| SessionError::Corrupt("a user's index holds a bad score".into()))?;
+        entries.push(Indexed {
+            id,
+            key: StoreKey::from_raw(text(key)?),
+            // Scores are integers below 2^52 (clamped when written).
+            score_ms: score_ms as i64,
+        });
+    }
+    let stale = entries.split_off(m.min(entries.len()));
+    Ok(IndexReply {
+        status,
+        to_end: entries,
+        stale,
     })
 }
 

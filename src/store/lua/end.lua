@@ -4,6 +4,8 @@
 -- still be valid. A request that still carries the old cookie then neither reads the
 -- session nor starts a new one whose cookie would overwrite the newer one in the browser.
 -- ARGV[2]: '1' to return every field the key held, '0' for its '' field only.
+-- ARGV[3]: '0' to leave an absent key alone (a session that is gone needs no marker), '1' to
+-- write the marker anyway (a session that may be created at the key yet, or a cookie).
 -- Returns {field, value, ...}: empty when there was nothing, {'', 'ended'} for a marker.
 local all
 if ARGV[2] == '1' then
@@ -12,6 +14,7 @@ else
   local created = redis.call('HGET', KEYS[1], '')
   all = created and {'', created} or {}
 end
+if ARGV[3] == '0' and #all == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return all end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], '', 'ended')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
