@@ -544,6 +544,9 @@ impl Session {
     /// Makes this session's cookie persistent ("remember me": it survives a browser restart,
     /// with a `Max-Age` in step with the session's expiry) or a browser-session cookie. Takes
     /// effect with this response, and only if the session exists (or is created) by then.
+    /// A session from an earlier request gets a new secret with it (as
+    /// [`regenerate`](Self::regenerate), one more round trip), so that no copy of the old
+    /// cookie keeps the old lifetime.
     pub fn set_persistent(&self, persistent: bool) {
         let mut state = self.state();
         if state.persistent != persistent {
@@ -555,7 +558,10 @@ impl Session {
 
     /// Shortens this session's idle timeout (say, for an admin session); at most the store's
     /// [`idle_timeout`](crate::SessionStoreBuilder::idle_timeout), which it never exceeds,
-    /// and at least a second. The new expiry is written after the handler.
+    /// and at least a second. The new expiry is written after the handler. A session from an
+    /// earlier request gets a new secret with it (as [`regenerate`](Self::regenerate), one
+    /// more round trip): the timeout is signed into the cookie, and a copy of the old cookie
+    /// (a stale tab, a background refresh) would otherwise slide the session on the old one.
     pub fn set_idle_timeout(&self, idle: Duration) -> Result<(), SessionError> {
         let max = Duration::from_millis(self.inner.store.lifetimes.idle_ms);
         if idle < Duration::from_secs(1).min(max) || idle > max {
@@ -1211,6 +1217,19 @@ impl Session {
     /// Writes this request's changes: only what changed, in one round trip.
     pub(crate) async fn commit(self) -> Result<(), SessionError> {
         let _op = self.op().await;
+        let rotate = {
+            let state = self.state();
+            state.lifetime_changed
+                && !state.new_token
+                && state.token.is_some()
+                && matches!(state.stored, Stored::Unknown | Stored::Live)
+        };
+        if rotate {
+            // A new idle timeout or persistence lives in the new cookie only: every copy of
+            // the old one (a stale tab, a background refresh) must die with its token, or it
+            // would keep the session on its old lifetime.
+            self.renew(None).await?;
+        }
         let (changes, clear, unloaded) = {
             let mut state = self.state();
             let clear = std::mem::take(&mut state.cleared);

@@ -137,6 +137,21 @@ fn app(store: &SessionStore) -> Router {
                 Ok::<_, SessionError>("bye")
             }),
         )
+        .route(
+            "/idle/{ms}",
+            get(|s: Session, Path(ms): Path<u64>| async move {
+                s.set_idle_timeout(Duration::from_millis(ms))?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/remember",
+            get(|s: Session| async move {
+                s.set_persistent(true);
+                "ok"
+            }),
+        )
+        .route("/untouched", get(|| async { "ok" }))
         .layer(store.layer())
 }
 
@@ -171,6 +186,7 @@ on_every_backend!(
     a_limit_ends_the_oldest,
     a_limit_refuses_new_logins,
     racing_logins_keep_the_limit,
+    an_old_cookie_never_keeps_the_old_lifetime,
 );
 
 async fn login(app: &Router, user: &str, device: &str) -> (Browser, String) {
@@ -678,4 +694,37 @@ async fn racing_logins_keep_the_limit(kind: Kind) {
         }
         assert_eq!(f.store.user_sessions("alice", &[]).await.unwrap().len(), 3);
     }
+}
+
+/// A shorter idle timeout, or "remember me", set on a session from an earlier request: a copy
+/// of the old cookie (a stale tab) neither reads the session nor slides it on its old
+/// lifetime, whether the route reads the session or not (it used to restore the store's
+/// idle timeout: PTTL back to 60,000 ms after `set_idle_timeout(2 s)`).
+async fn an_old_cookie_never_keeps_the_old_lifetime(kind: Kind) {
+    let f = fixture(kind, |b| {
+        b.idle_timeout(Duration::from_secs(4))
+            .absolute_timeout(Duration::from_secs(3600))
+    })
+    .await;
+    let app = app(&f.store);
+    let (mut b, id) = login(&app, "alice", "laptop").await;
+    let old = b.clone();
+    assert_eq!(b.get("/idle/1000").await.status, StatusCode::OK);
+    assert_ne!(b.cookie, old.cookie, "a new secret");
+    assert_eq!(b.get("/whoami").await.body, format!("alice {id}"));
+    let mut stale = old.clone();
+    assert!(stale.get("/whoami").await.body.starts_with("nobody"));
+    // The old copy keeps coming, on a route that never reads the session; the new cookie
+    // stays away for longer than its idle timeout.
+    for _ in 0..6 {
+        assert_eq!(old.peek("/untouched").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(b.get("/whoami").await.body.starts_with("nobody"));
+
+    let (mut b, _) = login(&app, "alice", "phone").await;
+    let old = b.clone();
+    assert_eq!(b.get("/remember").await.status, StatusCode::OK);
+    assert!(b.get("/whoami").await.body.starts_with("alice"));
+    assert!(old.peek("/whoami").await.body.starts_with("nobody"));
 }
