@@ -330,6 +330,10 @@ impl Session {
             Found::Live(loaded) => {
                 state.stored = Stored::Live;
                 state.ttl = Some(ttl);
+                if let (Some(user), Some(_)) = (&state.user, &loaded.user) {
+                    // The user's index must outlive this session (see touch::keep_indexes).
+                    store.toucher.touch_index(user.clone());
+                }
                 state.user_id = loaded.user;
                 if state.id.is_none() {
                     state.id = loaded.id;

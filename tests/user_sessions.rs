@@ -728,3 +728,37 @@ async fn an_old_cookie_never_keeps_the_old_lifetime(kind: Kind) {
     assert!(b.get("/whoami").await.body.starts_with("alice"));
     assert!(old.peek("/whoami").await.body.starts_with("nobody"));
 }
+
+/// `absolute_timeout` raised (a redeploy): a session logged in under the old one lives on
+/// under the new one, and stays listed and endable. Its index entry used to go at the old
+/// deadline, and the index with it: the user was logged in, `user_sessions` listed nothing
+/// and "end all" ended nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_the_absolute_timeout_orphans_nothing() {
+    let redis = RedisServer::start();
+    let store = |absolute: Duration| {
+        builder()
+            .redis_url(redis.url())
+            .idle_timeout(Duration::from_millis(1000))
+            .absolute_timeout(absolute)
+            .build()
+    };
+    let before = store(Duration::from_millis(2000)).await.unwrap();
+    let after = store(Duration::from_secs(3600)).await.unwrap();
+    let (mut b, id) = login(&app(&before), "alice", "laptop").await;
+    b.app = app(&after);
+    let mut untouched = b.clone();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Reads, and (every other time) a route that never reads the session.
+        if i % 2 == 0 {
+            assert_eq!(b.get("/whoami").await.body, format!("alice {id}"));
+        } else {
+            assert_eq!(untouched.get("/untouched").await.status, StatusCode::OK);
+        }
+    }
+    let listed = after.user_sessions("alice", &[]).await.unwrap();
+    assert_eq!(listed.len(), 1, "3 s in, past the old absolute timeout");
+    assert_eq!(after.end_user_sessions("alice", None).await.unwrap(), 1);
+    assert!(b.get("/whoami").await.body.starts_with("nobody"));
+}

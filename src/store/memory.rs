@@ -561,6 +561,19 @@ impl MemoryBackend {
             .collect())
     }
 
+    pub(crate) async fn keep_indexes(&self, users: &[(UserKeys, i64)]) -> Result<(), SessionError> {
+        let now = now_ms();
+        let mut map = self.lock();
+        for (keys, until) in users {
+            if let Some(user) = map.users.get_mut(&keys.index) {
+                if user.expires_ms > now {
+                    user.expires_ms = user.expires_ms.max(*until);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {
         let now = now_ms();
         let mut map = self.lock();

@@ -463,6 +463,13 @@ impl Backend {
         dispatch!(self, b => b.probe(keys, now_ms).await)
     }
 
+    /// Moves the expiry of users' indexes on to `until` (ms since the epoch), never back: the
+    /// index of a session in use outlives it, whatever the absolute timeout was when the
+    /// index last changed.
+    pub(crate) async fn keep_indexes(&self, users: &[(UserKeys, i64)]) -> Result<(), SessionError> {
+        dispatch!(self, b => b.keep_indexes(users).await)
+    }
+
     /// Slides the expiry of sessions that requests carried but did not read: each key
     /// expires at its deadline (ms since the epoch). Never creates a session.
     pub(crate) async fn touch(&self, keys: &[(StoreKey, i64)]) -> Result<(), SessionError> {

@@ -315,6 +315,27 @@ impl RedisBackend {
             .await
     }
 
+    /// `PEXPIREAT … GT` on both keys of each index (one command per key, as `touch`).
+    pub(crate) async fn keep_indexes(&self, users: &[(UserKeys, i64)]) -> Result<(), SessionError> {
+        let cmds: Vec<Cmd> = users
+            .iter()
+            .flat_map(|(keys, until)| {
+                [&keys.index, &keys.ids].map(|key| {
+                    let mut cmd = redis::cmd("PEXPIREAT");
+                    cmd.arg(key.as_str()).arg(*until).arg("GT");
+                    cmd
+                })
+            })
+            .collect();
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let cmds = &cmds;
+        self.connections
+            .run(Repeat::Safe, |conn| async move { conn.each(cmds).await })
+            .await
+    }
+
     pub(crate) async fn index(
         &self,
         keys: &UserKeys,

@@ -22,7 +22,7 @@ use queue::Queue;
 use crate::cookie::{CarriedValue, CookieCodec, Detached, Verified};
 use crate::observe::{count, observed};
 use crate::store::{now_ms, Backend, Lifetimes};
-use crate::token::{StoreKey, Token};
+use crate::token::{StoreKey, Token, UserHandle};
 
 mod queue;
 mod recent;
@@ -33,6 +33,8 @@ enum Touch {
     Token(Token, i64),
     /// The cookie a request carried at this moment (ms), not verified yet.
     Carried(Detached, i64),
+    /// A session of this user was used: their index must outlive it.
+    Index(UserHandle),
 }
 
 /// How long the task gathers refreshes before sending them.
@@ -63,6 +65,11 @@ impl Toucher {
     /// Queues a refresh: the session of `token` should expire at `deadline_ms`. Never waits.
     pub(crate) fn touch(&self, token: Token, deadline_ms: i64) {
         self.send(Touch::Token(token, deadline_ms));
+    }
+
+    /// Queues the keep-alive of a user's index (a session of theirs was read). Never waits.
+    pub(crate) fn touch_index(&self, user: UserHandle) {
+        self.send(Touch::Index(user));
     }
 
     /// Queues the refresh of the session a request's cookie names, if it verifies; the
@@ -133,6 +140,9 @@ impl TouchWorker {
         let mut checked: HashMap<Detached, Option<Known>> = HashMap::new();
         // The cookies of this window's refreshes (first bytes), and until when they need none.
         let mut refreshed: Vec<(u64, i64)> = Vec::new();
+        // Users whose index must outlive a session in use, and the expiry last sent for each.
+        let mut users: Vec<UserHandle> = Vec::new();
+        let mut kept: HashMap<UserHandle, i64> = HashMap::new();
         while self.queue.arrival().await {
             tokio::time::sleep(GATHER).await;
             let merged = self.queue.drain_into(&mut queued);
@@ -157,10 +167,15 @@ impl TouchWorker {
                 }
                 sending
             };
+            let mut index_asks = 0;
             for touch in queued.drain(..) {
                 match touch {
                     Touch::Token(token, deadline) => latest_of(&mut tokens, token, deadline),
                     Touch::Carried(cookie, at) => latest_of(&mut carried, cookie, at),
+                    Touch::Index(user) => {
+                        index_asks += 1;
+                        users.push(user);
+                    }
                 }
             }
             for (token, deadline) in tokens.drain() {
@@ -183,6 +198,7 @@ impl TouchWorker {
                     let head = Detached::head_of(cookie.as_bytes());
                     let known = checked.entry(cookie).or_insert_with_key(check);
                     if let Some(k) = known.as_ref().filter(|k| k.verified.is_current(at)) {
+                        users.extend(k.verified.meta.user.clone());
                         let deadline = deadline(&k.verified, at);
                         // Until then, this cookie's requests ask for less than a step.
                         if let (true, Some(head)) = (keep(&k.key, deadline), head) {
@@ -191,13 +207,15 @@ impl TouchWorker {
                     }
                 } else if let Some(v) = checker.codec.verify_detached(&cookie, at) {
                     keep(&v.token.store_key(&prefix), deadline(&v, at));
+                    users.extend(v.meta.user);
                 }
             }
             let Some(backend) = backend.upgrade() else {
                 break;
             };
+            keep_indexes(&backend, &prefix, lifetimes, &mut users, &mut kept, now).await;
             let batch: Vec<(StoreKey, i64)> = latest.drain().collect();
-            let skipped = asked.saturating_sub(batch.len());
+            let skipped = asked.saturating_sub(index_asks + batch.len());
             count(
                 "session_refreshes_total",
                 &[("outcome", "skipped")],
@@ -229,6 +247,45 @@ impl TouchWorker {
             }
             refreshed.clear();
             drop::<Arc<Backend>>(backend);
+        }
+    }
+}
+
+/// Moves on the expiry of the indexes of `users` (drained) to an absolute timeout from now, at
+/// most four times per absolute timeout for each: the index expires an absolute timeout after
+/// its last change, which a session created before `absolute_timeout` was raised outlives.
+async fn keep_indexes(
+    backend: &Backend,
+    prefix: &str,
+    lifetimes: &Lifetimes,
+    users: &mut Vec<UserHandle>,
+    kept: &mut HashMap<UserHandle, i64>,
+    now: i64,
+) {
+    if users.is_empty() {
+        return;
+    }
+    if kept.len() > RECENT {
+        kept.clear();
+    }
+    let absolute = i64::try_from(lifetimes.absolute_ms).unwrap_or(i64::MAX);
+    let until = now.saturating_add(absolute);
+    let step = (absolute / 4).max(MAX_STEP_MS);
+    let mut batch = Vec::new();
+    for user in users.drain(..) {
+        if kept.get(&user).is_none_or(|last| until - last >= step) {
+            kept.insert(user.clone(), until);
+            batch.push((user.keys(prefix), until));
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = observed!("refresh", None, backend.keep_indexes(&batch)) {
+        tracing::warn!(error = %e, users = batch.len(), "user index expiry refresh failed");
+        for (keys, _) in &batch {
+            // Sent again with the next session used.
+            kept.retain(|user, _| user.keys(prefix).index != keys.index);
         }
     }
 }
