@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cookie::CookieCodec;
 use crate::error::SessionError;
+use crate::events::{Events, SessionEvent, SessionEventKind};
 use crate::observe::observed;
 use crate::store::{now_ms, Backend, IndexOp, Lifetimes, Limits};
 use crate::token::UserHandle;
@@ -47,6 +48,8 @@ pub(crate) struct StoreInner {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) toucher: Toucher,
     pub(crate) limits: Limits,
+    /// The application's lifecycle hook, if any.
+    pub(crate) events: Events,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -133,7 +136,9 @@ impl SessionStore {
     pub async fn end_session(&self, user_id: &str, id: uuid::Uuid) -> Result<bool, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let marked = self.index(&keys, IndexOp::Mark(vec![id])).await?;
-        self.end_entries(&keys, marked.entries).await.map(|n| n > 0)
+        self.end_entries(user_id, &keys, marked.entries)
+            .await
+            .map(|n| n > 0)
     }
 
     /// Ends every session of `user_id` but `except` (the current one, for "log out
@@ -158,7 +163,7 @@ impl SessionStore {
             now_ms: now_ms(),
         };
         let marked = self.index(&keys, take).await?;
-        self.end_entries(&keys, marked.entries).await
+        self.end_entries(user_id, &keys, marked.entries).await
     }
 
     async fn index(
@@ -171,9 +176,11 @@ impl SessionStore {
 
     /// Ends marked entries' sessions (each becomes an ended marker for as long as a cookie
     /// could be), then drops the entries. Every session is attempted; an entry whose session
-    /// could not be ended stays marked, so that a repeat ends it.
+    /// could not be ended stays marked, so that a repeat ends it. Reports each session ended
+    /// to the application's hook.
     async fn end_entries(
         &self,
+        user_id: &str,
         keys: &crate::token::UserKeys,
         entries: Vec<(uuid::Uuid, crate::token::StoreKey)>,
     ) -> Result<usize, SessionError> {
@@ -185,6 +192,12 @@ impl SessionStore {
             self.inner.backend.end_many(&session_keys, marker_ttl),
         );
         ended?;
+        // The sessions are ended from here on, whatever becomes of their entries.
+        // TODO(index): once `end_many` tells which sessions were live, report only those.
+        for (id, _) in &entries {
+            let ended = || SessionEvent::new(SessionEventKind::Ended, *id, Some(user_id.into()));
+            self.inner.events.emit(ended);
+        }
         let n = entries.len();
         self.index(keys, IndexOp::Remove(entries)).await?;
         Ok(n)
