@@ -8,6 +8,7 @@ use cookie::SameSite;
 use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
 use crate::cookie::{CookieAttributes, CookieCodec};
 use crate::error::ConfigError;
+use crate::events::{Events, SessionEvent};
 use crate::state::{SessionStore, StoreInner};
 use crate::store::memory::MemoryBackend;
 use crate::store::redis::RedisBackend;
@@ -106,6 +107,7 @@ pub struct SessionStoreBuilder {
     touch_queue: usize,
     limits: Limits,
     session_limit: Option<(usize, SessionLimit)>,
+    events: Events,
 }
 
 impl Default for SessionStoreBuilder {
@@ -142,6 +144,7 @@ impl Default for SessionStoreBuilder {
                 keys: 1000,
             },
             session_limit: None,
+            events: Events::default(),
         }
     }
 }
@@ -442,6 +445,20 @@ impl SessionStoreBuilder {
         self
     }
 
+    /// Calls `hook` after each lifecycle event of a session: created, logged in, given a new
+    /// secret, logged out, ended by the store (see [`SessionEventKind`](crate::SessionEventKind)).
+    /// It runs once the store confirmed the change, on the task that made it, before the
+    /// request (or the [`SessionStore`] call) goes on: keep it quick and hand slow work to a
+    /// channel or a task. A hook that panics never fails a request (the panic is logged at
+    /// `warn`); an operation that fails reports nothing. A second call replaces the hook.
+    ///
+    /// Logged-in sessions that expire are reported late, when their user's index is next
+    /// checked ([`Expired`](crate::SessionEventKind::Expired)); others are not reported.
+    pub fn on_event(mut self, hook: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        self.events = Events::new(hook);
+        self
+    }
+
     /// Checks the configuration and builds the store. Must run inside a Tokio runtime. With
     /// Redis, the scripts are loaded if Redis answers; if it does not, the store is built
     /// anyway and requests get 503 until it does.
@@ -488,6 +505,7 @@ impl SessionStoreBuilder {
             toucher,
             limits: self.limits,
             session_limit: self.session_limit,
+            events: self.events,
         });
         Ok(SessionStore { inner })
     }

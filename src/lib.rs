@@ -73,6 +73,7 @@ mod builder;
 mod connection;
 mod cookie;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod fields;
@@ -90,6 +91,7 @@ pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 pub use crate::connection::ElastiCacheIam;
 pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider};
 pub use crate::error::{ConfigError, SessionError, StoreError};
+pub use crate::events::{SessionEvent, SessionEventKind};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
 pub use crate::state::{SessionInfo, SessionStore, StoreStats};

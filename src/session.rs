@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cookie::{Carried, CarriedValue, CookieCodec, Meta, Verified};
 use crate::error::SessionError;
+use crate::events::{SessionEvent, SessionEventKind as Kind};
 use crate::fields::Fields;
 use crate::observe::{count, observed};
 use crate::state::StoreInner;
@@ -831,7 +832,8 @@ impl Session {
         if let (Some(h), Some((_, crate::SessionLimit::RefuseNew))) = (&handle, store.session_limit)
         {
             // Expired sessions must not count against the limit.
-            store.prune(&h.keys(&store.prefix)).await?;
+            let user = bind.unwrap_or_default();
+            store.prune(user, &h.keys(&store.prefix)).await?;
         }
         // The index change that announces the new key: first in the list, its reply decides.
         let mut index = match (&handle, &old_user) {
@@ -870,14 +872,19 @@ impl Session {
             let op = IndexOp::Remove(vec![(id, key.clone())]);
             index.push((user.keys(&store.prefix), op));
         }
-        let (fields, user_id) = {
+        let (fields, user_id, old_user_id) = {
             let mut state = self.state();
             let fields = state.view(if switching {
                 Fields::default()
             } else {
                 taken.map(|t| t.fields).unwrap_or_default()
             });
-            let user_id = bind.map(str::to_owned).or(old_user_id);
+            // The old session's user goes on only if no other is bound (then the event of
+            // the old session's end names it).
+            let (user_id, old_user_id) = match bind {
+                Some(bind) => (Some(bind.to_owned()), old_user_id),
+                None => (old_user_id, None),
+            };
             let user = handle.clone().or(old_user);
             state.forget(Stored::Absent);
             state.id = Some(new_id);
@@ -886,7 +893,7 @@ impl Session {
             state.data = Some(fields.clone());
             state.destroyed = old.is_some();
             state.modified = true;
-            (fields, user_id)
+            (fields, user_id, old_user_id)
         };
         let limits = store.limits;
         too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
@@ -941,15 +948,16 @@ impl Session {
                 }
             }
             Ok(Some(mut replies)) => {
-                if let (Some(h), Some(reply)) = (&handle, replies.first_mut()) {
+                if let (Some(h), Some(user), Some(reply)) = (&handle, bind, replies.first_mut()) {
                     let keys = h.keys(&store.prefix);
                     // The oldest sessions over the limit (marked: no longer counted, listed
                     // or movable; a later login or "end all" ends them if this fails).
                     let to_end = std::mem::take(&mut reply.to_end);
-                    if let Err(e) = store.end_entries(&keys, to_end).await {
+                    if let Err(e) = store.end_entries(user, &keys, to_end).await {
                         tracing::warn!(error = %e, "could not end sessions over the user's limit");
                     }
-                    if let Err(e) = store.settle(&keys, std::mem::take(&mut reply.stale)).await {
+                    let stale = std::mem::take(&mut reply.stale);
+                    if let Err(e) = store.settle(user, &keys, stale).await {
                         tracing::debug!(error = %e, "could not check stale index entries");
                     }
                 }
@@ -960,6 +968,19 @@ impl Session {
         if matches!(result, Ok(Some(()))) {
             let login = if bind.is_some() { "true" } else { "false" };
             count("session_regenerated_total", &[("login", login)], 1);
+            let events = &store.events;
+            if let (true, Some(old_id)) = (switching, id) {
+                events.emit(|| SessionEvent::new(Kind::Destroyed, old_id, old_user_id));
+            }
+            if fresh {
+                events.emit(|| SessionEvent::new(Kind::Created, new_id, user_id.clone()));
+            }
+            let kind = if bind.is_some() {
+                Kind::LoggedIn
+            } else {
+                Kind::Regenerated
+            };
+            events.emit(|| SessionEvent::new(kind, new_id, user_id));
         } else {
             // The old session is gone and the new one was not stored.
             let ended = matches!(result, Err(SessionError::Ended));
@@ -1045,12 +1066,17 @@ impl Session {
         state.key = Some(new_key);
         state.created_ms = Some(created_ms);
         state.user = user_id.as_deref().map(UserHandle::of);
-        state.user_id = user_id;
+        state.user_id.clone_from(&user_id);
         state.stored = Stored::Live;
         state.new_token = true;
         state.ttl = Some(ttl);
         drop(state);
         count("session_regenerated_total", &[("login", "false")], 1);
+        if let Some(id) = id {
+            store
+                .events
+                .emit(|| SessionEvent::new(Kind::Regenerated, id, user_id));
+        }
         Some(Ok(()))
     }
 
@@ -1086,18 +1112,34 @@ impl Session {
             _ => Found::Absent,
         };
         // Only a session this request ended leaves the index: an old cookie's successor stays.
-        if matches!(found, Found::Live(_)) {
-            if let Err(e) = self.leave_index(user.as_ref(), id, key.as_ref()).await {
-                tracing::debug!(error = %e, "could not take the session out of its user's index");
+        let ended = match found {
+            Found::Live(ended) => {
+                if let Err(e) = self.leave_index(user.as_ref(), id, key.as_ref()).await {
+                    tracing::debug!(error = %e, "could not take the session out of its user's index");
+                }
+                Some(ended)
+            }
+            _ => None,
+        };
+        let user_id = {
+            let mut state = self.state();
+            let user_id = state.user_id.take();
+            state.forget(Stored::Absent);
+            // Logging out drops the cookie, whatever the store said (an automatic retry finds
+            // its own marker): the user asked to be logged out in this browser.
+            state.destroyed = true;
+            state.modified = true;
+            user_id
+        };
+        count("session_destroyed_total", &[], 1);
+        if let Some(ended) = ended {
+            if let Some(id) = id.or(ended.id) {
+                let user_id = ended.user.or(user_id);
+                store
+                    .events
+                    .emit(|| SessionEvent::new(Kind::Destroyed, id, user_id));
             }
         }
-        let mut state = self.state();
-        state.forget(Stored::Absent);
-        // Logging out drops the cookie, whatever the store said (an automatic retry finds
-        // its own marker): the user asked to be logged out in this browser.
-        state.destroyed = true;
-        state.modified = true;
-        count("session_destroyed_total", &[], 1);
         Ok(())
     }
 
@@ -1162,6 +1204,8 @@ impl Session {
             let mut state = self.state();
             match outcome {
                 Outcome::Done((value, ttl)) => {
+                    // A login reports the sessions it starts itself.
+                    let created = fresh.is_some() && matches!(create, Create::Yes);
                     if let Some(token) = fresh {
                         count("session_created_total", &[], 1);
                         state.token = Some(token);
@@ -1171,6 +1215,13 @@ impl Session {
                     }
                     state.stored = Stored::Live;
                     state.ttl = Some(ttl);
+                    let id = state.id.filter(|_| created);
+                    drop(state);
+                    if let Some(id) = id {
+                        store
+                            .events
+                            .emit(|| SessionEvent::new(Kind::Created, id, None));
+                    }
                     return Ok(Some(value));
                 }
                 // Never seen live by this request: it was absent all along; start anew.

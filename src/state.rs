@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cookie::CookieCodec;
 use crate::error::SessionError;
+use crate::events::Events;
 use crate::observe::observed;
 use crate::store::{now_ms, Backend, IndexOp, Lifetimes, Limits};
 use crate::token::UserHandle;
@@ -49,6 +50,8 @@ pub(crate) struct StoreInner {
     pub(crate) limits: Limits,
     /// Most sessions per user, and what a login over it does.
     pub(crate) session_limit: Option<(usize, crate::SessionLimit)>,
+    /// The application's lifecycle hook, if any.
+    pub(crate) events: Events,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -91,7 +94,7 @@ impl SessionStore {
         fields: &[&str],
     ) -> Result<Vec<SessionInfo>, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
-        self.inner.prune(&keys).await?;
+        self.inner.prune(user_id, &keys).await?;
         let now = now_ms();
         let listed = observed!("list", None, self.inner.backend.list(&keys, now, fields))?;
         let mut sessions = Vec::new();
@@ -136,7 +139,7 @@ impl SessionStore {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let marked = self.index(&keys, IndexOp::Mark(vec![id])).await?;
         self.inner
-            .end_entries(&keys, marked.to_end)
+            .end_entries(user_id, &keys, marked.to_end)
             .await
             .map(|n| n > 0)
     }
@@ -161,14 +164,14 @@ impl SessionStore {
     ) -> Result<usize, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let now = now_ms();
-        self.inner.prune(&keys).await?;
+        self.inner.prune(user_id, &keys).await?;
         let take = IndexOp::Take {
             keep: except,
             now_ms: now,
             until_ms: self.inner.index_until(now),
         };
         let marked = self.index(&keys, take).await?;
-        self.inner.end_entries(&keys, marked.to_end).await
+        self.inner.end_entries(user_id, &keys, marked.to_end).await
     }
 
     async fn index(

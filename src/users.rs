@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use crate::error::SessionError;
+use crate::events::{SessionEvent, SessionEventKind};
 use crate::observe::observed;
 use crate::state::StoreInner;
 use crate::store::{now_ms, IndexOp, Indexed};
@@ -65,14 +66,16 @@ impl StoreInner {
     }
 
     /// Checks stale entries against their sessions: drops those whose session is gone or
-    /// ended, moves the others' scores to their expiry. Returns the entries dropped.
+    /// ended, moves the others' scores to their expiry, and reports each one gone as
+    /// [`Expired`](SessionEventKind::Expired) once its entry is dropped.
     pub(crate) async fn settle(
         &self,
+        user_id: &str,
         keys: &UserKeys,
         stale: Vec<Indexed>,
-    ) -> Result<Vec<Indexed>, SessionError> {
+    ) -> Result<(), SessionError> {
         if stale.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let now = now_ms();
         let session_keys: Vec<_> = stale.iter().map(|e| e.key.clone()).collect();
@@ -85,10 +88,10 @@ impl StoreInner {
                 ..e
             })
             .collect();
-        let gone = entries
+        let gone: Vec<_> = entries
             .iter()
             .filter(|e| e.score_ms == 0)
-            .cloned()
+            .map(|e| e.id)
             .collect();
         let op = IndexOp::Settle {
             now_ms: now,
@@ -96,11 +99,16 @@ impl StoreInner {
             entries,
         };
         observed!("index", None, self.backend.index(keys, op))?;
-        Ok(gone)
+        // (An entry dropped by another caller at once may be reported twice.)
+        for id in gone {
+            let event = || SessionEvent::new(SessionEventKind::Expired, id, Some(user_id.into()));
+            self.events.emit(event);
+        }
+        Ok(())
     }
 
     /// Checks the user's stale entries in steps until none is left.
-    pub(crate) async fn prune(&self, keys: &UserKeys) -> Result<(), SessionError> {
+    pub(crate) async fn prune(&self, user_id: &str, keys: &UserKeys) -> Result<(), SessionError> {
         for _ in 0..MAX_STEPS {
             let op = IndexOp::Stale {
                 now_ms: now_ms(),
@@ -108,7 +116,7 @@ impl StoreInner {
             };
             let stale = observed!("index", None, self.backend.index(keys, op))?.stale;
             let full = stale.len() == STEP;
-            self.settle(keys, stale).await?;
+            self.settle(user_id, keys, stale).await?;
             if !full {
                 break;
             }
@@ -120,9 +128,11 @@ impl StoreInner {
     /// as a cookie could be valid), then drops the entries. Every session is attempted; an
     /// entry whose session could not be ended stays marked, so that a repeat ends it. A key
     /// that holds nothing gets no marker, unless the entry is within its score (a login may
-    /// be creating its session right now). Returns how many live sessions were ended.
+    /// be creating its session right now). Returns how many live sessions were ended, and
+    /// reports each to the application's hook.
     pub(crate) async fn end_entries(
         &self,
+        user_id: &str,
         keys: &UserKeys,
         entries: Vec<Indexed>,
     ) -> Result<usize, SessionError> {
@@ -140,12 +150,22 @@ impl StoreInner {
             None,
             self.backend.end_many(&session_keys, marker_ttl),
         )?;
+        // The sessions are ended from here on, whatever becomes of their entries.
+        let mut n = 0;
+        for (e, live) in entries.iter().zip(ended) {
+            if live {
+                n += 1;
+                let event =
+                    || SessionEvent::new(SessionEventKind::Ended, e.id, Some(user_id.into()));
+                self.events.emit(event);
+            }
+        }
         let remove = entries.into_iter().map(|e| (e.id, e.key)).collect();
         observed!(
             "index",
             None,
             self.backend.index(keys, IndexOp::Remove(remove))
         )?;
-        Ok(ended.into_iter().filter(|live| *live).count())
+        Ok(n)
     }
 }

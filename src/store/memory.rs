@@ -343,7 +343,15 @@ impl MemoryBackend {
             Some(e) if e.ended => Found::Ended,
             Some(e) => Found::Live(Loaded::from_fields(
                 e.created_ms,
-                Fields::of_hash(if read { e.fields } else { HashMap::new() }),
+                Fields::of_hash(if read {
+                    e.fields
+                } else {
+                    // As `end.lua`: the user only.
+                    e.fields
+                        .into_iter()
+                        .filter(|(k, _)| k == META_USER)
+                        .collect()
+                }),
             )),
         })
     }
