@@ -541,50 +541,79 @@ async fn logins(app: &Router, n: usize) -> Vec<String> {
 /// and marks only those (it used to report 20,001 ended for 1 live session and leave 20,002
 /// markers, and the index kept every entry until the absolute deadline).
 async fn abandoned_logins_leave_the_index(kind: Kind) {
-    let idle = Duration::from_millis(1000);
+    let idle = Duration::from_millis(2000);
     let f = fixture(kind, |b| {
         b.idle_timeout(idle)
-            .absolute_timeout(Duration::from_secs(3600))
+            .absolute_timeout(Duration::from_secs(12 * 3600))
     })
     .await;
     let app = app(&f.store);
-    let n = 2000;
+    // The figure when recording RELIABILITY.md; fewer in the default run.
+    let recording = std::env::var_os("RELIABILITY_OUT").is_some() && f._redis.is_some();
+    let n = if recording { 100_000 } else { 2000 };
+    let started = Instant::now();
     let abandoned = logins(&app, n).await;
-    let (mut kept, _) = login(&app, "alice", "kept").await;
-    for _ in 0..3 {
-        tokio::time::sleep(idle / 2).await;
-        assert!(kept.get("/whoami").await.body.starts_with("alice"));
-    }
-    let id = uuid::Uuid::parse_str(&abandoned[0]).unwrap();
-    assert!(!f.store.end_session("alice", id).await.unwrap());
-    let markers = |redis: &RedisServer| {
-        let mut m = redis.markers();
-        m.retain(|k| !k.contains(":u:"));
-        m
-    };
-    if let Some(redis) = &f._redis {
-        assert_eq!(markers(redis), Vec::<String>::new());
-    }
-    let (_b, _) = login(&app, "alice", "new").await;
-    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
-    let mut devices: Vec<_> = listed.iter().map(|s| s.fields["device"].clone()).collect();
-    devices.sort_by_key(|d| d.to_string());
-    assert_eq!(devices, [json!("kept"), json!("new")]);
+    let login_all = started.elapsed();
     let index_size = |redis: &RedisServer| {
         let keys = redis.keys();
         let ids = keys.iter().find(|k| k.ends_with(":k")).unwrap();
         let index = keys.iter().find(|k| k.ends_with(":i")).unwrap();
         let hlen: usize = redis.cmd(&["HLEN", ids]);
         let zcard: usize = redis.cmd(&["ZCARD", index]);
-        (hlen, zcard)
+        let bytes = |k: &str| {
+            redis
+                .cmd::<Option<usize>>(&["MEMORY", "USAGE", k])
+                .unwrap_or(0)
+        };
+        (hlen, zcard, bytes(ids) + bytes(index))
     };
-    if let Some(redis) = &f._redis {
-        assert_eq!(index_size(redis), (2, 2));
+    let before = f._redis.as_ref().map(index_size);
+    let (mut kept, _) = login(&app, "alice", "kept").await;
+    // Every abandoned session idle-expires; the kept one is used meanwhile.
+    let since = Instant::now();
+    while since.elapsed() < idle + Duration::from_millis(500) {
+        tokio::time::sleep(idle / 4).await;
+        assert!(kept.get("/whoami").await.body.starts_with("alice"));
     }
+    let markers = |redis: &RedisServer| {
+        let mut m = redis.markers();
+        m.retain(|k| !k.contains(":u:"));
+        m
+    };
+    let id = uuid::Uuid::parse_str(&abandoned[0]).unwrap();
+    assert!(!f.store.end_session("alice", id).await.unwrap());
+    if let Some(redis) = &f._redis {
+        assert_eq!(markers(redis), Vec::<String>::new());
+    }
+    let (_b, _) = login(&app, "alice", "new").await;
+    let started = Instant::now();
+    let listed = f.store.user_sessions("alice", &["device"]).await.unwrap();
+    let list_time = started.elapsed();
+    let mut devices: Vec<_> = listed.iter().map(|s| s.fields["device"].clone()).collect();
+    devices.sort_by_key(|d| d.to_string());
+    assert_eq!(devices, [json!("kept"), json!("new")]);
+    let after = f._redis.as_ref().map(index_size);
+    if let Some((hlen, zcard, _)) = after {
+        assert_eq!((hlen, zcard), (2, 2));
+    }
+    let started = Instant::now();
     assert_eq!(f.store.end_user_sessions("alice", None).await.unwrap(), 2);
+    let end_time = started.elapsed();
     assert!(kept.get("/whoami").await.body.starts_with("nobody"));
     if let Some(redis) = &f._redis {
         assert_eq!(markers(redis).len(), 2, "{:?}", markers(redis));
+    }
+    if let (true, Some(before), Some(after)) = (recording, before, after) {
+        record(
+            "abandoned_logins_redis",
+            json!({"abandoned_logins": n, "idle_ms": 2000, "absolute_h": 12,
+                   "login_all_ms": login_all.as_millis(),
+                   "index_entries_before": before.0, "index_bytes_before": before.2,
+                   "list_ms_pruning_all": list_time.as_millis(),
+                   "index_entries_after": after.0, "index_bytes_after": after.2,
+                   "end_all_ms": end_time.as_millis(), "end_all_count": 2,
+                   "markers_after_end_all": 2}),
+        );
     }
 }
 
@@ -610,6 +639,10 @@ async fn logins_prune_the_index() {
         .unwrap();
     let hlen: usize = redis.cmd(&["HLEN", &ids]);
     assert_eq!(hlen, 120);
+    record(
+        "logins_prune_the_index",
+        json!({"abandoned_logins": 1600, "later_logins": 120, "index_entries_after": hlen}),
+    );
 }
 
 /// With a limit and `EndOldest`, a login past it ends the user's oldest session.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// (guarantee, the tests that prove it, the figures file, the tower-sessions figures key).
-const ROWS: [(&str, &str, Option<&str>, Option<&str>); 40] = [
+const ROWS: [(&str, &str, Option<&str>, Option<&str>); 42] = [
     ("Concurrent requests writing different keys of one session lose no update",
      "`tests/races.rs` concurrent_writes_to_distinct_keys_never_lose_one", Some("race_distinct_keys"), Some("race_distinct_keys")),
     ("Concurrent `incr` give the exact total",
@@ -82,6 +82,10 @@ const ROWS: [(&str, &str, Option<&str>, Option<&str>); 40] = [
      "`tests/user_sessions.rs` ten_thousand_sessions_of_one_user", Some("ten_thousand_redis"), None),
     ("10,000 sessions of one user on a Cluster (debug build)",
      "`tests/user_sessions.rs` ten_thousand_sessions_of_one_user_on_a_cluster", Some("ten_thousand_cluster"), None),
+    ("100,000 logins of one user, abandoned (idle 2 s, absolute 12 h): once idle-expired, \"end one\" reports false and writes no marker; a listing checks every stale entry in bounded steps and leaves the index at the 2 live sessions; \"end all\" counts 2 and writes 2 markers (standalone; debug build)",
+     "`tests/user_sessions.rs` redis::abandoned_logins_leave_the_index", Some("abandoned_logins_redis"), None),
+    ("Later logins alone prune an index of abandoned logins (each checks 16 stale entries)",
+     "`tests/user_sessions.rs` logins_prune_the_index", Some("logins_prune_the_index"), None),
     ("A user's sessions listed, ended one by one or all but the current; the index cleaned of expired ones; on memory, standalone and Cluster",
      "`tests/user_sessions.rs` {memory,redis,cluster}::*", None, None),
     ("Key rotation: a cookie signed with an old key is accepted and re-issued with the new key; one signed with a removed key is rejected",
