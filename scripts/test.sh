@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. The tests start their own redis-server processes on free
+# Runs the whole test suite, then its conformance, round-trip and fault suites on Valkey 8
+# (see scripts/valkey.sh). The tests start their own redis-server processes on free
 # loopback ports (and make TLS certificates with openssl), so both must be installed; on
 # Debian/Ubuntu this installs them.
 set -euo pipefail
@@ -9,3 +10,10 @@ cd "$(dirname "$0")/.."
 ensure_commands redis-server openssl
 
 cargo test --all-features "$@"
+
+# The conformance, round-trip and fault suites again on Valkey 8 (TLS stays on redis-server).
+if [ $# -eq 0 ]; then
+  valkey=$(scripts/valkey.sh)
+  TEST_REDIS_SERVER="$valkey" cargo test --all-features \
+    --test conformance --test round_trips --test faults
+fi

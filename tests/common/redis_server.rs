@@ -8,6 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The server the tests start: `redis-server`, or the binary `TEST_REDIS_SERVER` names (a
+/// `valkey-server`, say; `scripts/test.sh` runs some suites again that way). TLS tests always
+/// use `redis-server`.
+pub fn server_binary() -> String {
+    std::env::var("TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 /// A redis-server of our own: loopback only, no persistence, killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
@@ -49,7 +56,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let dir = std::env::temp_dir();
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")

