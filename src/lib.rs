@@ -65,6 +65,7 @@
 //! Standalone servers (TCP, TLS, unix socket), Sentinel, Cluster, ACL users and expiring
 //! credentials: see the README's Deployments section.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
