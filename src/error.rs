@@ -60,8 +60,8 @@ pub enum SessionError {
     /// and its siblings). Nothing was changed.
     #[error("session {limit} limit exceeded ({got} > {max}); nothing was changed")]
     TooLarge {
-        /// Which limit: "value size", "session size" or "key count".
-        limit: &'static str,
+        /// Which limit.
+        limit: Limit,
         /// The configured limit.
         max: usize,
         /// What the change would have made it.
@@ -158,6 +158,38 @@ impl SessionError {
     }
 }
 
+/// The limit a change would have broken, in [`SessionError::TooLarge`].
+///
+/// ```
+/// use tower_redis_session::{Limit, SessionError};
+///
+/// let err = SessionError::TooLarge { limit: Limit::KeyCount, max: 1000, got: 1001 };
+/// assert!(matches!(err, SessionError::TooLarge { limit: Limit::KeyCount, .. }));
+/// assert_eq!(Limit::KeyCount.to_string(), "key count");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Bytes of one value's JSON
+    /// ([`max_value_bytes`](crate::SessionStoreBuilder::max_value_bytes)).
+    ValueSize,
+    /// Bytes of all keys and values together
+    /// ([`max_session_bytes`](crate::SessionStoreBuilder::max_session_bytes)).
+    SessionSize,
+    /// Number of keys ([`max_keys`](crate::SessionStoreBuilder::max_keys)).
+    KeyCount,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ValueSize => "value size",
+            Self::SessionSize => "session size",
+            Self::KeyCount => "key count",
+        })
+    }
+}
+
 /// Why the session store did not answer, and whether the command may have run anyway.
 ///
 /// ```
@@ -185,9 +217,9 @@ pub enum StoreError {
     /// command was sent: it may have run.
     #[error("the connection failed after the command was sent; it may have run: {0}")]
     Dropped(String),
-    /// Redis answered with an error.
+    /// Redis answered with an error, or the client failed in a way it reports as one.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Server(ServerError),
     /// The write was applied on the primary, but fewer replicas than asked for by
     /// [`wait_for_replicas`](crate::SessionStoreBuilder::wait_for_replicas) acknowledged it
     /// in time: a failover now could lose it.
@@ -210,8 +242,51 @@ impl StoreError {
             Self::Timeout(_) | Self::Dropped(_) | Self::NotReplicated { .. } => true,
             Self::Connect(_) => false,
             // An answer with no error code is not Redis refusing the command.
-            Self::Redis(e) => e.code().is_none() && e.clone().into_server_errors().is_none(),
+            Self::Server(e) => e.code.is_none(),
         }
+    }
+}
+
+/// What Redis (or the client talking to it) said, in [`StoreError::Server`]: the error code
+/// Redis gave (`OOM`, `READONLY`, `NOPERM`...), if any, and the message, for logs.
+///
+/// ```
+/// use tower_redis_session::{SessionError, StoreError};
+///
+/// fn out_of_memory(err: &SessionError) -> bool {
+///     matches!(err, SessionError::Unavailable(StoreError::Server(e)) if e.code() == Some("OOM"))
+/// }
+/// # let _ = out_of_memory;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerError {
+    code: Option<String>,
+    message: String,
+}
+
+impl ServerError {
+    /// The error code Redis answered with (its reply's first word), if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        let code = e.code().map(str::to_owned).or_else(|| {
+            let errors = e.clone().into_server_errors()?;
+            errors.first().map(|(_, err)| err.code().to_owned())
+        });
+        Self::Server(ServerError {
+            code,
+            message: e.to_string(),
+        })
     }
 }
 

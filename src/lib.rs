@@ -91,7 +91,7 @@ pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 #[cfg(feature = "aws-iam")]
 pub use crate::connection::ElastiCacheIam;
 pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider};
-pub use crate::error::{ConfigError, SessionError, StoreError};
+pub use crate::error::{ConfigError, Limit, ServerError, SessionError, StoreError};
 pub use crate::events::{SessionEvent, SessionEventKind};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;

@@ -15,6 +15,7 @@ use http::HeaderMap;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cookie::{Carried, CarriedValue, CookieCodec, Meta, Verified};
+use crate::error::Limit;
 use crate::error::SessionError;
 use crate::events::{SessionEvent, SessionEventKind as Kind};
 use crate::fields::Fields;
@@ -445,7 +446,7 @@ impl Session {
             source,
         })?;
         let limits = self.inner.store.limits;
-        too_large("value size", json.len(), limits.value_bytes)?;
+        too_large(Limit::ValueSize, json.len(), limits.value_bytes)?;
         let mut state = self.state();
         if state.stored == Stored::Ended {
             return Err(SessionError::Ended);
@@ -477,9 +478,9 @@ impl Session {
             Some(old) => (count, bytes.saturating_sub(key.len() + old.len())),
             None => (count + 1, bytes),
         };
-        too_large(crate::store::KEY_COUNT, count, limits.keys)?;
+        too_large(Limit::KeyCount, count, limits.keys)?;
         too_large(
-            crate::store::SESSION_SIZE,
+            Limit::SessionSize,
             bytes + key.len() + json.len(),
             limits.session_bytes,
         )?;
@@ -614,7 +615,7 @@ impl Session {
             let state = self.state();
             if let Some(data) = &state.data {
                 if !data.contains_key(key) {
-                    too_large(crate::store::KEY_COUNT, data.len() + 1, max_keys)?;
+                    too_large(Limit::KeyCount, data.len() + 1, max_keys)?;
                 }
             }
             let base = match state.changes.get(key) {
@@ -896,9 +897,9 @@ impl Session {
             (fields, user_id, old_user_id)
         };
         let limits = store.limits;
-        too_large(crate::store::KEY_COUNT, fields.len(), limits.keys)?;
+        too_large(Limit::KeyCount, fields.len(), limits.keys)?;
         let bytes = fields.bytes();
-        too_large(crate::store::SESSION_SIZE, bytes, limits.session_bytes)?;
+        too_large(Limit::SessionSize, bytes, limits.session_bytes)?;
         // The new session and its index entry in one round trip, in no particular order: "end
         // all" that strikes before the index change gets it refused (the new session is then
         // ended below, before its cookie ever leaves), one that strikes after ends it.
@@ -1238,7 +1239,7 @@ impl Session {
                 }
                 Outcome::TooLarge { limit, got } => {
                     let max = match limit {
-                        crate::store::KEY_COUNT => store.limits.keys,
+                        Limit::KeyCount => store.limits.keys,
                         _ => store.limits.session_bytes,
                     };
                     return Err(SessionError::TooLarge { limit, max, got });
@@ -1445,7 +1446,7 @@ fn cookie_expiry(now: i64, ttl: Duration, idle: u64, sent: Option<i64>) -> (i64,
     (expires, drifted)
 }
 
-fn too_large(limit: &'static str, got: usize, max: usize) -> Result<(), SessionError> {
+fn too_large(limit: Limit, got: usize, max: usize) -> Result<(), SessionError> {
     if got > max {
         Err(SessionError::TooLarge { limit, max, got })
     } else {

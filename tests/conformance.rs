@@ -210,6 +210,7 @@ conformance!(
     concurrent_incr_is_exact,
     incr_after_insert_in_same_request_counts_from_it,
     incr_on_non_integer_is_a_clear_error,
+    incr_tells_a_non_integer_and_an_overflow_by_kind,
     undecodable_value_is_a_clear_error,
     destroy_expires_cookie_and_kills_session,
     logout_wins_over_slow_writer,
@@ -331,6 +332,42 @@ async fn incr_on_non_integer_is_a_clear_error(kind: Kind) {
         "not an integer: internals stay in the logs"
     );
     assert_eq!(b.get("/get/n").await.body, "abc", "nothing was changed");
+}
+
+/// The error is `NotAnInteger`, told by the store's status rather than by the words of an
+/// error message, for a value that is no integer and for a sum that would overflow.
+async fn incr_tells_a_non_integer_and_an_overflow_by_kind(kind: Kind) {
+    use axum::extract::Path;
+    use axum::routing::get;
+    use tower_redis_session::{Session, SessionError};
+    let f = fixture(kind, |b| b).await;
+    let app = axum::Router::new()
+        .route(
+            "/put/{k}/{v}",
+            get(|s: Session, Path((k, v)): Path<(String, i64)>| async move {
+                s.insert(&k, &v).map(|()| "ok")
+            }),
+        )
+        .route(
+            "/incr/{k}/{n}",
+            get(|s: Session, Path((k, n)): Path<(String, i64)>| async move {
+                match s.incr(&k, n).await {
+                    Ok(v) => v.to_string(),
+                    Err(SessionError::NotAnInteger { key }) => format!("not an integer: {key}"),
+                    Err(e) => format!("other: {e:?}"),
+                }
+            }),
+        )
+        .layer(f.store.layer());
+    let mut b = Browser::new(app);
+    b.get(&format!("/put/n/{}", i64::MAX - 1)).await;
+    assert_eq!(b.get("/incr/n/1").await.body, i64::MAX.to_string());
+    assert_eq!(b.get("/incr/n/1").await.body, "not an integer: n");
+    assert_eq!(b.get("/incr/n/-1").await.body, (i64::MAX - 1).to_string());
+    let mut other = f.browser();
+    other.get("/set/n/abc").await;
+    b.cookie = other.cookie.clone();
+    assert_eq!(b.get("/incr/n/1").await.body, "not an integer: n");
 }
 
 async fn undecodable_value_is_a_clear_error(kind: Kind) {

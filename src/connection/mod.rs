@@ -492,12 +492,12 @@ pub(crate) fn classify(e: RedisError) -> SessionError {
         return SessionError::Unavailable(StoreError::Dropped(e.to_string()));
     }
     // A pipeline reports its first failed command's error.
-    let code = e.code().map(str::to_owned).or_else(|| {
-        let errors = e.clone().into_server_errors()?;
-        errors.first().map(|(_, err)| err.code().to_owned())
-    });
+    let e = StoreError::from(e);
+    let StoreError::Server(server) = &e else {
+        return SessionError::Unavailable(e);
+    };
     let transient = matches!(
-        code.as_deref(),
+        server.code(),
         None | Some(
             "OOM"
                 | "LOADING"
@@ -514,7 +514,7 @@ pub(crate) fn classify(e: RedisError) -> SessionError {
         )
     );
     if transient {
-        SessionError::Unavailable(StoreError::Redis(e))
+        SessionError::Unavailable(e)
     } else {
         SessionError::Corrupt(e.to_string())
     }

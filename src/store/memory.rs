@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::{
     is_meta, now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Limits,
-    Listed, ListedSession, Loaded, Mode, Outcome, Write, KEY_COUNT, MAX_DEADLINE_MS, META_ID,
-    META_IDLE, META_USER, SESSION_SIZE,
+    Listed, ListedSession, Loaded, Mode, Outcome, Write, MAX_DEADLINE_MS, META_ID, META_IDLE,
+    META_USER,
 };
+use crate::error::Limit;
 use crate::error::SessionError;
 use crate::fields::Fields;
 use crate::token::StoreKey;
@@ -162,12 +163,12 @@ fn over_limit(fields: &HashMap<String, String>, write: &Write<'_>, limits: Limit
     let bytes: usize = size.values().sum();
     if size.len() > limits.keys {
         Outcome::TooLarge {
-            limit: KEY_COUNT,
+            limit: Limit::KeyCount,
             got: size.len(),
         }
     } else if bytes > limits.session_bytes {
         Outcome::TooLarge {
-            limit: SESSION_SIZE,
+            limit: Limit::SessionSize,
             got: bytes,
         }
     } else {
@@ -264,7 +265,7 @@ impl MemoryBackend {
             let keys = entry.fields.keys().filter(|k| !is_meta(k)).count() + 1;
             if !entry.fields.contains_key(c.field) && keys > max {
                 return Ok(Outcome::TooLarge {
-                    limit: KEY_COUNT,
+                    limit: Limit::KeyCount,
                     got: keys,
                 });
             }

@@ -8,7 +8,7 @@ pub(crate) mod redis;
 
 use std::time::Duration;
 
-use crate::error::SessionError;
+use crate::error::{Limit, SessionError};
 use crate::fields::Fields;
 use crate::token::{StoreKey, UserKeys};
 
@@ -289,7 +289,7 @@ pub(crate) enum Outcome<T> {
     /// A new session's key was already taken; nothing was written.
     Taken,
     /// The write would take the stored session over a limit; nothing was written.
-    TooLarge { limit: &'static str, got: usize },
+    TooLarge { limit: Limit, got: usize },
 }
 
 /// One `incr` call.
@@ -331,10 +331,6 @@ pub(crate) struct Limits {
     /// Number of keys.
     pub(crate) keys: usize,
 }
-
-/// The names of the limits in [`SessionError::TooLarge`].
-pub(crate) const KEY_COUNT: &str = "key count";
-pub(crate) const SESSION_SIZE: &str = "session size";
 
 /// The backend a store runs on.
 pub(crate) enum Backend {

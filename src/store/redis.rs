@@ -14,12 +14,13 @@ use redis::{Cmd, Value};
 
 use super::{
     now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Listed,
-    ListedSession, Loaded, Mode, Outcome, Write, ENDED, KEY_COUNT, MAX_DEADLINE_MS, META_ID,
-    META_IDLE, META_USER, SESSION_SIZE,
+    ListedSession, Loaded, Mode, Outcome, Write, ENDED, MAX_DEADLINE_MS, META_ID, META_IDLE,
+    META_USER,
 };
 use crate::connection::{
     hash_fields, Call, Connections, Digits, NotAHash, Ran, Repeat, Script, Stats, Wait,
 };
+use crate::error::Limit;
 use crate::error::{SessionError, StoreError};
 use crate::token::StoreKey;
 use crate::token::UserKeys;
@@ -171,17 +172,15 @@ impl RedisBackend {
             }
         };
         let call = Call::new(&self.scripts.incr, &[key.as_str()], args).then(load);
-        let (reply, hash) = self.call(call, Repeat::Never).await.map_err(|e| match e {
-            SessionError::Corrupt(msg) if msg.contains("integer") || msg.contains("overflow") => {
-                SessionError::NotAnInteger {
-                    key: c.field.into(),
-                }
-            }
-            e => e,
-        })?;
+        let (reply, hash) = self.call(call, Repeat::Never).await?;
         match reply {
             Value::Array(items) => {
                 let (status, value) = status_and_value(&items)?;
+                if status == -5 {
+                    return Err(SessionError::NotAnInteger {
+                        key: c.field.into(),
+                    });
+                }
                 let loaded = match hash.map(parse_hash).transpose()? {
                     Some(Found::Live(loaded)) if status == 1 => Some(loaded),
                     _ => None,
@@ -717,11 +716,11 @@ fn outcome<T>(status: i64, value: T, got: i64) -> Outcome<T> {
         -1 => Outcome::Taken,
         -2 => Outcome::Ended,
         -3 => Outcome::TooLarge {
-            limit: KEY_COUNT,
+            limit: Limit::KeyCount,
             got,
         },
         -4 => Outcome::TooLarge {
-            limit: SESSION_SIZE,
+            limit: Limit::SessionSize,
             got,
         },
         _ => Outcome::Gone,
@@ -735,6 +734,11 @@ fn unexpected(v: &Value) -> SessionError {
 fn int(v: &Value) -> Result<i64, SessionError> {
     match v {
         Value::Int(i) => Ok(*i),
+        // A number a script returns as text, to keep all 64 bits (see incr.lua).
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| unexpected(v)),
         other => Err(unexpected(other)),
     }
 }

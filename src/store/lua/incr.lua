@@ -4,8 +4,9 @@
 -- ARGV[5]: increment. ARGV[6]: the most keys the session may hold, checked here when the
 -- request never loaded it ('0': checked already). ARGV[7]: a new session's public id.
 -- ARGV[8] (optional): a value the request set for the field, written first.
--- Returns {1, new value}, {0} when there is no session, {-1} when a new key is taken, {-2}
--- when the session was ended, {-3, keys} over the key limit.
+-- Returns {1, new value as text}, {0} when there is no session, {-1} when a new key is taken, {-2}
+-- when the session was ended, {-3, keys} over the key limit, {-5} when the field holds no
+-- integer or the sum would overflow.
 if ARGV[2] == 'n' then
   if redis.call('HSETNX', KEYS[1], '', ARGV[3]) == 0 then return {-1} end
   redis.call('HSET', KEYS[1], '\0id', ARGV[7])
@@ -24,4 +25,9 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if ARGV[8] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[8]) end
-return {1, redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])}
+-- Not an integer, or the sum overflows: a status of its own, not an error text to match.
+-- The new value is read back as text: HINCRBY's integer reply becomes a Lua number (a
+-- double) and would lose every digit past 2^53.
+local ok = pcall(redis.call, 'HINCRBY', KEYS[1], ARGV[4], ARGV[5])
+if not ok then return {-5} end
+return {1, redis.call('HGET', KEYS[1], ARGV[4])}
