@@ -589,8 +589,20 @@ fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
 /// A script's status (see save.lua) and the number that may follow it.
 fn status_and_value(items: &[Value]) -> Result<(i64, i64), SessionError> {
     let status = items.first().map(int).transpose()?.unwrap_or(0);
-    let value = items.get(1).map(int).transpose()?.unwrap_or(0);
+    let value = items.get(1).map(int_or_text).transpose()?.unwrap_or(0);
     Ok((status, value))
+}
+
+/// An integer, or one as text: a script returns a counter as text, since a Lua number is
+/// exact only up to 2^53.
+fn int_or_text(v: &Value) -> Result<i64, SessionError> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| unexpected(v)),
+        other => int(other),
+    }
 }
 
 fn outcome<T>(status: i64, value: T, got: i64) -> Outcome<T> {

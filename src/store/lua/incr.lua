@@ -4,8 +4,8 @@
 -- ARGV[5]: increment. ARGV[6]: the most keys the session may hold, checked here when the
 -- request never loaded it ('0': checked already). ARGV[7]: a new session's public id.
 -- ARGV[8] (optional): a value the request set for the field, written first.
--- Returns {1, new value}, {0} when there is no session, {-1} when a new key is taken, {-2}
--- when the session was ended, {-3, keys} over the key limit.
+-- Returns {1, new value (as text)}, {0} when there is no session, {-1} when a new key is
+-- taken, {-2} when the session was ended, {-3, keys} over the key limit.
 if ARGV[2] == 'n' then
   if redis.call('HSETNX', KEYS[1], '', ARGV[3]) == 0 then return {-1} end
   redis.call('HSET', KEYS[1], '\0id', ARGV[7])
@@ -24,4 +24,7 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if ARGV[8] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[8]) end
-return {1, redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])}
+redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])
+-- The new value as Redis keeps it (text): HINCRBY's reply is a Lua number here, a double,
+-- exact only up to 2^53, and Redis turns a larger one back into a wrong integer.
+return {1, redis.call('HGET', KEYS[1], ARGV[4])}
