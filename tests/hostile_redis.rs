@@ -226,7 +226,7 @@ async fn serve(
             let nth = replies.fetch_add(1, Ordering::Relaxed) + 1;
             // The first replies of a connection are its handshake's (`PING` and its tag):
             // always passed on.
-            let hit = answered > HANDSHAKE && nth % EVERY == 0;
+            let hit = answered > HANDSHAKE && nth.is_multiple_of(EVERY);
             let idle = answered == sent.load(Ordering::Relaxed);
             let mut out = reply.clone();
             let mut then_close = false;

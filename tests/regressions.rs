@@ -1,8 +1,9 @@
 //! Regressions found by review, each reproduced before its fix: regenerating an expired or
 //! oversized session must not lock the browser out, a retried logout still drops the cookie,
 //! two store operations of one handle never race, a sentinel naming a dead primary does not
-//! hide the others, regenerate obeys the session size limit, and commands do not wait for
-//! the replies of the batch in flight on their connection.
+//! hide the others, regenerate obeys the session size limit, commands do not wait for the
+//! replies of the batch in flight on their connection, and counters beyond 2^53 come back
+//! exact from Redis.
 mod common;
 
 use std::time::Duration;
@@ -444,4 +445,26 @@ async fn commands_do_not_wait_for_the_batch_in_flight() {
         commands_before_a_reply >= 2,
         "the second wave waited for the first one's replies: {seen:?}"
     );
+}
+
+/// A counter beyond 2^53 on Redis: incr.lua returned HINCRBY's reply, which a script holds as
+/// a Lua number (a double), so the value came back rounded, and `i64::MAX` as `i64::MIN`
+/// (found by `tests/differential.rs`: the in-process store answered right).
+#[tokio::test]
+async fn incr_returns_large_counters_exactly_on_redis() {
+    let server = common::RedisServer::start();
+    let store = builder().redis_url(server.url()).build().await.unwrap();
+    let mut b = Browser::new(common::app(&store));
+    let cases = [
+        (0, i64::MAX),
+        ((1 << 53) + 1, 0),
+        (-(1 << 53) - 3, 0),
+        (i64::MIN + 1, -1),
+    ];
+    for (start, delta) in cases {
+        assert_eq!(b.get(&format!("/set-int/n/{start}")).await.status, 200);
+        let r = b.get(&format!("/incr/n/{delta}")).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, (start + delta).to_string(), "{start} + {delta}");
+    }
 }

@@ -49,7 +49,7 @@ impl Map {
     /// The entry a guarded write goes to: a live one for `Update`, a new one for `Create`.
     fn target(&mut self, key: &StoreKey, mode: Mode, now: i64) -> Outcome<&mut Entry> {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY == 0 {
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.entries.retain(|_, e| e.expires_ms > now);
         }
         let ended = match self.live(key, now) {
