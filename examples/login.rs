@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::{
     extract::{Form, Path, State},
-    http::{header::USER_AGENT, HeaderMap, StatusCode},
+    http::{header::USER_AGENT, HeaderMap, HeaderName, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
     Router,
@@ -28,9 +28,10 @@ use axum::{
 use serde::Deserialize;
 use tower_redis_session::{Session, SessionError, SessionStore};
 
-/// The routes, with the session layer.
+/// The routes, with the session layer: pages for browsers (the cookie), and an API for
+/// clients that keep no cookies (the token in `x-auth-token`).
 pub fn app(store: &SessionStore) -> Router {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
         // POST only: a link or an image on another site must not log users out.
@@ -38,8 +39,46 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/end-others", post(end_others))
         .route("/sessions/{id}/end", post(end_one))
-        .layer(store.layer())
-        .with_state(store.clone())
+        .layer(store.layer());
+    // Same sessions, same store: a token from `POST /api/login` comes back in the
+    // `x-auth-token` response header, and goes with each request in the same header.
+    let api = Router::new()
+        .route("/api/login", post(api_login))
+        .route("/api/me", get(api_me))
+        .route("/api/logout", post(api_logout))
+        .layer(
+            store
+                .layer()
+                .token_header(HeaderName::from_static("x-auth-token")),
+        );
+    pages.merge(api).with_state(store.clone())
+}
+
+/// `POST /api/login` with `username=...`: the new token is in the `x-auth-token` header.
+async fn api_login(session: Session, Form(form): Form<Login>) -> Result<Response, SessionError> {
+    let name = form.username.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Ok((StatusCode::BAD_REQUEST, "username: 1 to 64 characters").into_response());
+    }
+    session.login(name).await?;
+    session.insert("username", name)?;
+    session.insert("device", "API client")?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/me`: who the token belongs to, and how many calls it made.
+async fn api_me(session: Session) -> Result<Response, SessionError> {
+    let Some(name) = session.get::<String>("username").await? else {
+        return Ok((StatusCode::UNAUTHORIZED, "log in at POST /api/login").into_response());
+    };
+    let calls = session.incr("api_calls", 1).await?;
+    Ok(format!("{{\"user\":{:?},\"calls\":{calls}}}", name).into_response())
+}
+
+/// `POST /api/logout`: the token is dead; the response's `x-auth-token` is empty.
+async fn api_logout(session: Session) -> Result<StatusCode, SessionError> {
+    session.logout().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn index(session: Session) -> Result<Html<String>, SessionError> {

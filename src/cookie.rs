@@ -296,6 +296,16 @@ impl CookieCodec {
         })
     }
 
+    /// A token a request carried in a header (see `transport.rs`), as if it had come in
+    /// our cookie: it is then verified and used exactly as the cookie is.
+    pub(crate) fn carried_token(&self, value: &[u8]) -> Option<Carried> {
+        let mut pair = Vec::with_capacity(self.name.len() + 1 + value.len());
+        pair.extend_from_slice(self.name.as_bytes());
+        pair.push(b'=');
+        pair.extend_from_slice(value);
+        HeaderValue::from_bytes(&pair).ok().map(Carried::One)
+    }
+
     /// The values of the cookies named like ours among the headers a request carried.
     fn candidates<'a>(&'a self, carried: &'a Carried) -> impl Iterator<Item = &'a [u8]> {
         carried

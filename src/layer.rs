@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::header::CACHE_CONTROL;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -23,6 +23,7 @@ use crate::error::SessionError;
 use crate::session::Session;
 use crate::state::SessionStore;
 use crate::store::now_ms;
+use crate::transport::{Came, HeaderToken, Transport};
 
 /// Adds server-side sessions to a service. Made by [`SessionStore::layer`].
 ///
@@ -32,11 +33,72 @@ use crate::store::now_ms;
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
     store: SessionStore,
+    tokens: Tokens,
+}
+
+/// Where a layer looks for the token.
+#[derive(Clone, Debug)]
+struct Tokens {
+    header: Option<HeaderToken>,
+    cookie: bool,
 }
 
 impl SessionLayer {
     pub(crate) fn new(store: SessionStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            tokens: Tokens {
+                header: None,
+                cookie: true,
+            },
+        }
+    }
+
+    /// Takes the token from the request header `name` instead of the cookie, for clients
+    /// that keep no cookies (mobile apps, API clients), and gives new tokens back in the
+    /// same header of the response: when a session is created, gets a new secret
+    /// (`regenerate`, `login`, a lifetime change) or a newer signing key. An ended session
+    /// answers with the header empty. Same signing, store, round trips and semantics as
+    /// the cookie; add [`with_cookie`](Self::with_cookie) to accept both on these routes.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use http::HeaderName;
+    /// use tower_redis_session::{Session, SessionStore};
+    ///
+    /// # async fn api(store: SessionStore) {
+    /// let api: Router = Router::new()
+    ///     .route("/api/me", get(|s: Session| async move { format!("{:?}", s.id()) }))
+    ///     .layer(store.layer().token_header(HeaderName::from_static("x-auth-token")));
+    /// # let _ = api;
+    /// # }
+    /// ```
+    pub fn token_header(mut self, name: HeaderName) -> Self {
+        self.tokens = Tokens {
+            header: Some(HeaderToken::named(name)),
+            cookie: false,
+        };
+        self
+    }
+
+    /// Takes the token from `Authorization: Bearer <token>` instead of the cookie, and
+    /// gives new tokens back in the response header `respond` (`x-auth-token`, say), as
+    /// [`token_header`](Self::token_header) does.
+    pub fn bearer_token(mut self, respond: HeaderName) -> Self {
+        self.tokens = Tokens {
+            header: Some(HeaderToken::bearer(respond)),
+            cookie: false,
+        };
+        self
+    }
+
+    /// Accepts the cookie too, beside the header of [`token_header`](Self::token_header)
+    /// or [`bearer_token`](Self::bearer_token) (the header wins when a request carries
+    /// both). A response answers the way the request's token came; a request that carried
+    /// none gets a new token both ways.
+    pub fn with_cookie(mut self) -> Self {
+        self.tokens.cookie = true;
+        self
     }
 }
 
@@ -54,6 +116,7 @@ impl<S> Layer<S> for SessionLayer {
         SessionService {
             inner,
             store: self.store.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -63,6 +126,7 @@ impl<S> Layer<S> for SessionLayer {
 pub struct SessionService<S> {
     inner: S,
     store: SessionStore,
+    tokens: Tokens,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
@@ -81,8 +145,37 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let store = &self.store.inner;
         let now = now_ms();
-        let carried = store.codec.carried(req.headers());
-        let session = Session::new(std::sync::Arc::clone(store), carried, now);
+        let (carried, transport) = match &self.tokens.header {
+            None => (store.codec.carried(req.headers()), Transport::Cookie),
+            Some(header) => {
+                let by_header = header
+                    .value(req.headers())
+                    .and_then(|value| store.codec.carried_token(value));
+                let respond = header.respond.clone();
+                match (by_header, self.tokens.cookie) {
+                    (by_header, false) => (by_header, Transport::Header(respond)),
+                    (Some(carried), true) => (
+                        Some(carried),
+                        Transport::Both {
+                            header: respond,
+                            came: Some(Came::Header),
+                        },
+                    ),
+                    (None, true) => {
+                        let carried = store.codec.carried(req.headers());
+                        let came = carried.as_ref().map(|_| Came::Cookie);
+                        (
+                            carried,
+                            Transport::Both {
+                                header: respond,
+                                came,
+                            },
+                        )
+                    }
+                }
+            }
+        };
+        let session = Session::new(std::sync::Arc::clone(store), carried, now, transport);
         req.extensions_mut().insert(session.clone());
         // A failed save must not invite the client to repeat a request that is not idempotent.
         let idempotent = req.method().is_idempotent();

@@ -85,6 +85,7 @@ mod state;
 mod store;
 mod token;
 mod touch;
+mod transport;
 mod users;
 
 pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};

@@ -25,6 +25,7 @@ use crate::store::{
     now_ms, Counter, Found, IndexOp, IndexStatus, Mode, Outcome, Write, META_IDLE, META_USER,
 };
 use crate::token::{StoreKey, Token, UserHandle};
+use crate::transport::{header_value, Transport};
 
 /// A fresh token collides with a live one with probability 2^-256; we still never overwrite,
 /// and give up after this many draws.
@@ -59,6 +60,8 @@ struct Inner {
     /// Held across each store operation of this handle, so that two of them run one after
     /// the other (a handler that joins two `incr`s on a new session creates one session).
     op: tokio::sync::Mutex<()>,
+    /// How the token came, and so how the response gives new ones back.
+    transport: Transport,
 }
 
 /// Whether a write may create a session when there is none.
@@ -206,7 +209,12 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// The session of a request that started at `now_ms`, with the cookie headers it carried
     /// (verified on first use).
-    pub(crate) fn new(store: Arc<StoreInner>, carried: Option<Carried>, now_ms: i64) -> Self {
+    pub(crate) fn new(
+        store: Arc<StoreInner>,
+        carried: Option<Carried>,
+        now_ms: i64,
+        transport: Transport,
+    ) -> Self {
         // A cookie: not known to be stored or absent until it is verified and loaded.
         let (stored, data) = match carried {
             Some(_) => (Stored::Unknown, None),
@@ -241,6 +249,7 @@ impl Session {
                 store,
                 op: tokio::sync::Mutex::new(()),
                 started_ms: now_ms,
+                transport,
             }),
         }
     }
@@ -1350,12 +1359,13 @@ impl Session {
         let store = &self.inner.store;
         let codec = &store.codec;
         let lifetimes = &store.lifetimes;
+        let transport = &self.inner.transport;
         let mut state = self.unverified();
         if let Some(carried) = state.carried.take() {
             // Never used: the refresh task verifies the cookie and slides its expiry.
             let mut resent = false;
             if let Some(value) = store.codec.carried_value(&carried) {
-                if let CarriedValue::One(one) = &value {
+                if let (CarriedValue::One(one), true) = (&value, transport.cookie()) {
                     if let Some(header) = self.persistent_again(one) {
                         headers.append(http::header::SET_COOKIE, header);
                         resent = true;
@@ -1367,7 +1377,7 @@ impl Session {
         }
         let now = now_ms();
         let idle = lifetimes.idle(state.idle_ms);
-        let header = match (state.stored, &state.token, state.created_ms) {
+        let out = match (state.stored, &state.token, state.created_ms) {
             // Never used: slide the expiry in the background. No cookie: without asking the
             // store we cannot know the session still lives (it may have a successor).
             (Stored::Unknown, Some(token), Some(created)) => {
@@ -1375,37 +1385,64 @@ impl Session {
                 if deadline > now {
                     store.toucher.touch(token.clone(), deadline);
                 }
-                None
+                Out::Nothing
             }
             (Stored::Live, Some(token), Some(created)) => {
                 let ttl = state.ttl.unwrap_or_default();
                 let (expires, drifted) = cookie_expiry(now, ttl, idle, state.cookie_expires_ms);
-                let drifted = state.persistent && drifted;
+                // (A header has no expiry for the client to keep in step.)
+                let drifted = state.persistent && drifted && transport.cookie();
                 let reissue =
                     state.new_token || state.stale_key || state.lifetime_changed || drifted;
                 // Most responses re-send nothing: no copy of the user handle for them.
-                reissue
-                    .then(|| {
-                        let meta = Meta {
-                            created_ms: created,
-                            idle_ms: state.idle_ms,
-                            expires_ms: state.persistent.then_some(expires),
-                            id: state.id.unwrap_or_default(),
-                            user: state.user.clone(),
-                        };
-                        codec.set_cookie(token, &meta, state.persistent.then_some(ttl))
-                    })
-                    .flatten()
+                if reissue {
+                    let meta = Meta {
+                        created_ms: created,
+                        idle_ms: state.idle_ms,
+                        expires_ms: state.persistent.then_some(expires),
+                        id: state.id.unwrap_or_default(),
+                        user: state.user.clone(),
+                    };
+                    Out::Issue(token.clone(), meta, state.persistent.then_some(ttl))
+                } else {
+                    Out::Nothing
+                }
             }
-            _ if state.destroyed => codec.removal(),
-            _ => None,
+            _ if state.destroyed => Out::Remove,
+            _ => Out::Nothing,
         };
-        let private = header.is_some() || matches!(state.stored, Stored::Live);
-        if let Some(header) = header {
-            headers.append(http::header::SET_COOKIE, header);
+        let private = !matches!(out, Out::Nothing) || matches!(state.stored, Stored::Live);
+        if transport.cookie() {
+            let cookie = match &out {
+                Out::Issue(token, meta, max_age) => codec.set_cookie(token, meta, *max_age),
+                Out::Remove => codec.removal(),
+                Out::Nothing => None,
+            };
+            if let Some(cookie) = cookie {
+                headers.append(http::header::SET_COOKIE, cookie);
+            }
+        }
+        if let Some(name) = transport.header() {
+            let value = match &out {
+                Out::Issue(token, meta, _) => header_value(&codec.sign(token, meta)),
+                Out::Remove => Some(http::HeaderValue::from_static("")),
+                Out::Nothing => None,
+            };
+            if let Some(value) = value {
+                headers.insert(name.clone(), value);
+            }
         }
         private
     }
+}
+
+/// What a response tells the client about its token.
+enum Out {
+    Nothing,
+    /// A new value: the token, what is signed with it, the cookie's `Max-Age`.
+    Issue(Token, Meta, Option<Duration>),
+    /// The token is dead: the cookie expires, the header comes back empty.
+    Remove,
 }
 
 impl Session {

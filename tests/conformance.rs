@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::topology::{Certs, Cluster, Sentinels, TlsServer, SERVICE};
-use common::{app, builder, Browser, RedisServer};
+use common::{app, builder, header_app, Browser, RedisServer};
 use tower_redis_session::{SessionStore, SessionStoreBuilder};
 
 #[derive(Clone, Copy)]
@@ -25,6 +25,8 @@ enum Kind {
     Sentinel,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Tls,
+    /// A standalone server, the token in a request header instead of the cookie.
+    Header,
 }
 
 /// What the store of a test runs on, for the test's own look into Redis.
@@ -40,6 +42,8 @@ struct Fixture {
     store: SessionStore,
     backing: Backing,
     prefix: String,
+    /// The token travels in a header (see `common::header_app`).
+    header: bool,
 }
 
 fn shared_cluster() -> &'static Cluster {
@@ -61,7 +65,7 @@ async fn fixture(
     let b = builder().key_prefix(prefix.clone());
     let (b, backing) = match kind {
         Kind::Memory => (b.memory(), Backing::Memory),
-        Kind::Redis => {
+        Kind::Redis | Kind::Header => {
             let server = RedisServer::start();
             (b.redis_url(server.url()), Backing::Redis(server))
         }
@@ -90,6 +94,7 @@ async fn fixture(
         store,
         backing,
         prefix,
+        header: matches!(kind, Kind::Header),
     }
 }
 
@@ -117,7 +122,11 @@ fn tls_builder(_: SessionStoreBuilder, _: &TlsServer, _: &Certs) -> SessionStore
 
 impl Fixture {
     fn browser(&self) -> Browser {
-        Browser::new(app(&self.store))
+        if self.header {
+            Browser::new(header_app(&self.store))
+        } else {
+            Browser::new(app(&self.store))
+        }
     }
 
     /// A plain connection to the node that holds `key` (for Sentinel, the current primary).
@@ -201,6 +210,47 @@ macro_rules! conformance {
         }
     };
 }
+
+/// The suite with the token in a header (API clients), but for what only a cookie has: a
+/// `Max-Age` (persistence, remember me).
+macro_rules! header_conformance {
+    ($($name:ident),* $(,)?) => {
+        mod header {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Header).await })*
+        }
+    };
+}
+
+header_conformance!(
+    reading_without_cookie_creates_nothing,
+    write_creates_session_and_reads_back,
+    remove_and_clear,
+    concurrent_writes_to_distinct_keys_all_land,
+    concurrent_incr_is_exact,
+    incr_after_insert_in_same_request_counts_from_it,
+    incr_on_non_integer_is_a_clear_error,
+    undecodable_value_is_a_clear_error,
+    destroy_expires_cookie_and_kills_session,
+    logout_wins_over_slow_writer,
+    regenerate_keeps_data_and_kills_old_id,
+    dead_cookie_write_starts_new_session_under_new_token,
+    dead_cookie_read_sets_no_cookie,
+    idle_timeout_expires_session,
+    activity_slides_expiry,
+    untouched_requests_still_slide_expiry,
+    a_stream_of_untouched_requests_keeps_the_session,
+    absolute_timeout_ends_even_an_active_session,
+    relogin_in_another_tab_is_never_undone,
+    a_repeated_insert_is_written,
+    removing_from_nothing_stores_nothing,
+    a_failed_handler_saves_nothing,
+    regenerate_keeps_the_absolute_deadline,
+    take_reads_and_removes,
+    concurrent_takes_give_a_value_once,
+    is_modified_tracks_changes,
+    responses_of_a_session_are_private,
+);
 
 conformance!(
     reading_without_cookie_creates_nothing,

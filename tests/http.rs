@@ -26,10 +26,33 @@ async fn http(
     cookie: Option<&str>,
     form: Option<&str>,
 ) -> (u16, Vec<String>, Option<String>, String) {
+    let cookie = cookie.map(|c| ("Cookie", c));
+    let (status, headers, body) = raw_http(addr, method, path, cookie.as_slice(), form).await;
+    let mut cookies = Vec::new();
+    let mut location = None;
+    for (name, value) in headers {
+        match name.as_str() {
+            "set-cookie" => cookies.push(value),
+            "location" => location = Some(value),
+            _ => {}
+        }
+    }
+    (status, cookies, location, body)
+}
+
+/// One HTTP/1.1 request over a real socket, with these headers. Returns status, headers
+/// (names in lower case) and body.
+async fn raw_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(c) = cookie {
-        req.push_str(&format!("Cookie: {c}\r\n"));
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = form.unwrap_or("");
     if form.is_some() {
@@ -50,18 +73,11 @@ async fn http(
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let mut cookies = Vec::new();
-    let mut location = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(": ") {
-            match name.to_ascii_lowercase().as_str() {
-                "set-cookie" => cookies.push(value.to_string()),
-                "location" => location = Some(value.to_string()),
-                _ => {}
-            }
-        }
-    }
-    (status, cookies, location, body.to_string())
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }
 
 async fn serve(router: axum::Router) -> std::net::SocketAddr {
@@ -198,6 +214,46 @@ async fn example_app_over_http_with_redis() {
     let store = builder().redis_url(redis.url()).build().await.unwrap();
     example_flow(store).await;
     assert!(redis.sessions().is_empty(), "logout left no session behind");
+}
+
+/// The example's API for clients without cookies, over real HTTP: the token comes back in
+/// `x-auth-token`, goes with each call in the same header, and an ended session empties it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_api_over_http_with_a_header_token() {
+    let redis = RedisServer::start();
+    let store = builder().redis_url(redis.url()).build().await.unwrap();
+    let addr = serve(example::app(&store)).await;
+    let token_of = |headers: &[(String, String)]| {
+        assert!(
+            headers.iter().all(|(n, _)| n != "set-cookie"),
+            "{headers:?}"
+        );
+        headers
+            .iter()
+            .find(|(n, _)| n == "x-auth-token")
+            .map(|(_, v)| v.clone())
+    };
+    let (status, _, _) = raw_http(addr, "GET", "/api/me", &[], None).await;
+    assert_eq!(status, 401);
+    let form = Some("username=alice");
+    let (status, headers, _) = raw_http(addr, "POST", "/api/login", &[], form).await;
+    assert_eq!(status, 204);
+    let token = token_of(&headers).expect("a token");
+    let auth = [("x-auth-token", token.as_str())];
+    for calls in 1..=2 {
+        let (status, headers, body) = raw_http(addr, "GET", "/api/me", &auth, None).await;
+        assert_eq!(
+            (status, body),
+            (200, format!("{{\"user\":\"alice\",\"calls\":{calls}}}"))
+        );
+        assert_eq!(token_of(&headers), None);
+    }
+    let listed = store.user_sessions("alice", &["device"]).await.unwrap();
+    assert_eq!(listed.len(), 1, "an API login is one of alice's sessions");
+    let (status, headers, _) = raw_http(addr, "POST", "/api/logout", &auth, None).await;
+    assert_eq!((status, token_of(&headers).as_deref()), (204, Some("")));
+    let (status, _, _) = raw_http(addr, "GET", "/api/me", &auth, None).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,45 @@ pub fn builder() -> SessionStoreBuilder {
 
 /// The app the tests drive: one route per session operation.
 pub fn app(store: &SessionStore) -> Router {
+    app_with(store.layer())
+}
+
+/// The header the API-client tests carry the token in.
+pub const TOKEN_HEADER: &str = "x-auth-token";
+
+/// [`app`] with the token in the `x-auth-token` header instead of the cookie, behind a client
+/// that keeps it as the test [`Browser`] keeps a cookie: the browser's cookie goes in as the
+/// header, and the header that comes back is shown to the test as a `Set-Cookie` (an empty
+/// one as a removal). The session layer never sees a cookie, and must never send one.
+pub fn header_app(store: &SessionStore) -> Router {
+    let name = axum::http::HeaderName::from_static(TOKEN_HEADER);
+    app_with(store.layer().token_header(name)).layer(axum::middleware::from_fn(
+        |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+            if let Some(cookie) = req.headers_mut().remove(header::COOKIE) {
+                let value = cookie.to_str().ok().and_then(|c| c.split_once('='));
+                if let Some(value) = value.and_then(|(_, v)| v.parse().ok()) {
+                    req.headers_mut().insert(TOKEN_HEADER, value);
+                }
+            }
+            let mut res = next.run(req).await;
+            assert!(
+                res.headers().get(header::SET_COOKIE).is_none(),
+                "a header-token layer set a cookie"
+            );
+            if let Some(token) = res.headers_mut().remove(TOKEN_HEADER) {
+                let cookie = match token.to_str().expect("ascii token") {
+                    "" => "session=; Max-Age=0".to_owned(),
+                    token => format!("session={token}"),
+                };
+                res.headers_mut()
+                    .insert(header::SET_COOKIE, cookie.parse().expect("header"));
+            }
+            res
+        },
+    ))
+}
+
+fn app_with(layer: tower_redis_session::SessionLayer) -> Router {
     Router::new()
         .route("/get/{k}", get(read))
         .route("/set/{k}/{v}", get(write).post(write))
@@ -60,7 +99,7 @@ pub fn app(store: &SessionStore) -> Router {
         .route("/idle/{ms}", get(idle))
         .route("/expires", get(expires))
         .route("/modified/{k}/{v}", get(modified))
-        .layer(store.layer())
+        .layer(layer)
 }
 
 async fn read(session: Session, Path(k): Path<String>) -> Result<String, SessionError> {
