@@ -11,8 +11,11 @@ ensure_commands redis-server openssl
 
 cargo test --all-features "$@"
 
-# The conformance, round-trip and fault suites again on Valkey 8 (TLS stays on redis-server).
+# The conformance, round-trip and fault suites again on Valkey 8 (TLS stays on redis-server),
+# and the examples without axum, run: a bare tower Service, and plain hyper calling itself.
 if [ $# -eq 0 ]; then
+  cargo run --quiet --example tower_service
+  cargo run --quiet --example hyper -- --self-test
   valkey=$(scripts/valkey.sh)
   TEST_REDIS_SERVER="$valkey" cargo test --all-features \
     --test conformance --test round_trips --test faults
