@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cookie::SameSite;
 
 use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
-use crate::cookie::{CookieAttributes, CookieCodec};
+use crate::cookie::{CookieAttributes, CookieCodec, SameSite};
 use crate::error::ConfigError;
 use crate::events::{Events, SessionEvent};
 use crate::state::{SessionStore, StoreInner};

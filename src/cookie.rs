@@ -13,7 +13,7 @@
 //! The first key of the ring signs; every key verifies, in constant time. Anything that does
 //! not verify is "no session" and costs no store command.
 
-use cookie::{Cookie, SameSite};
+use cookie::Cookie;
 use hmac::{digest::KeyInit, Hmac, Mac};
 use http::{header::COOKIE, HeaderMap, HeaderValue};
 use sha2::Sha256;
@@ -104,6 +104,36 @@ pub(crate) struct CookieCodec {
     /// rendered once by the `cookie` crate; `None` if its rendering did not start with
     /// `name=` (then each cookie is rendered by the crate: never one without attributes).
     attributes_text: Option<String>,
+}
+
+/// The cookie's `SameSite` attribute, for
+/// [`SessionStoreBuilder::same_site`](crate::SessionStoreBuilder::same_site).
+///
+/// ```
+/// use tower_redis_session::{SameSite, SessionStore};
+///
+/// let builder = SessionStore::builder().same_site(SameSite::Strict);
+/// # let _ = builder;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent only with requests from the site itself.
+    Strict,
+    /// Also sent with top-level navigations from other sites (the default).
+    Lax,
+    /// Sent with every request, cross-site ones included; needs `Secure`.
+    None,
+}
+
+impl SameSite {
+    fn rendered(self) -> cookie::SameSite {
+        match self {
+            Self::Strict => cookie::SameSite::Strict,
+            Self::Lax => cookie::SameSite::Lax,
+            Self::None => cookie::SameSite::None,
+        }
+    }
 }
 
 /// The attributes sent with the cookie.
@@ -537,7 +567,7 @@ impl CookieCodec {
         }
         cookie.set_secure(a.secure);
         cookie.set_http_only(a.http_only);
-        cookie.set_same_site(a.same_site);
+        cookie.set_same_site(a.same_site.rendered());
         cookie
     }
 }

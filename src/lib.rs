@@ -98,7 +98,7 @@ pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
 pub use crate::state::{SessionInfo, SessionStore, StoreStats};
 pub use crate::users::SessionLimit;
-pub use ::cookie::SameSite;
+pub use crate::cookie::SameSite;
 
 /// For this project's fuzz targets only (feature `fuzzing`), not a stable API.
 #[cfg(feature = "fuzzing")]
