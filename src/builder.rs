@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
 use crate::cookie::{CookieAttributes, CookieCodec, SameSite};
 use crate::error::ConfigError;

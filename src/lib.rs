@@ -92,13 +92,13 @@ pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 #[cfg(feature = "aws-iam")]
 pub use crate::connection::ElastiCacheIam;
 pub use crate::connection::{Credentials, CredentialsFuture, CredentialsProvider};
+pub use crate::cookie::SameSite;
 pub use crate::error::{ConfigError, Limit, ServerError, SessionError, StoreError};
 pub use crate::events::{SessionEvent, SessionEventKind};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
 pub use crate::state::{SessionInfo, SessionStore, StoreStats};
 pub use crate::users::SessionLimit;
-pub use crate::cookie::SameSite;
 
 /// For this project's fuzz targets only (feature `fuzzing`), not a stable API.
 #[cfg(feature = "fuzzing")]
