@@ -1,0 +1,193 @@
+//! The targets: each one's figure over rounds, its limit, whether its median meets it
+//! and in how many rounds, and the same figure for what bounds any implementation.
+
+use serde::Serialize;
+
+use crate::latency::{cell_label, Latency};
+use crate::load::Load;
+use crate::schema::{EXTENSION, FLOOR, RAW_CREATE, RAW_FLOOR};
+use crate::stats::Spread;
+
+/// Connection counts the HTTP targets are stated at.
+const TARGET_CONNECTIONS: [u32; 3] = [16, 64, 256];
+
+/// One target, as the report's table and BENCHMARKS.json show it.
+#[derive(Serialize)]
+pub struct Target {
+    pub target: String,
+    /// The figure the target is about, over rounds (a ratio, or µs for CPU).
+    pub measured: Option<Spread>,
+    pub limit: f64,
+    pub at_most: bool,
+    pub unit: String,
+    pub rounds_met: usize,
+    pub rounds: usize,
+    pub met: bool,
+    /// The same figure for what bounds any implementation (the raw socket, the floor, a
+    /// layer that only adds an extension), where the suite measures one: if it misses or
+    /// barely meets the target too, the miss is the machine's, not the code's.
+    pub limit_figure: Option<Spread>,
+    pub limit_by: Option<String>,
+}
+
+impl Target {
+    /// Whether `v` meets the limit.
+    pub fn meets(&self, v: f64) -> bool {
+        if self.at_most {
+            v <= self.limit
+        } else {
+            v >= self.limit
+        }
+    }
+
+    /// Gives the target the same figure measured for `by`, what bounds any implementation.
+    pub fn bounded_by(mut self, by: &str, figure: Option<Spread>) -> Self {
+        if figure.is_some() {
+            self.limit_figure = figure;
+            self.limit_by = Some(by.into());
+        }
+        self
+    }
+}
+
+/// `measured` against `limit` (`at_most`, or at least): met if the median meets it.
+fn target(name: String, measured: Option<Spread>, limit: f64, at_most: bool, unit: &str) -> Target {
+    let ok = |v: f64| if at_most { v <= limit } else { v >= limit };
+    Target {
+        target: name,
+        met: measured.as_ref().is_some_and(|s| ok(s.median)),
+        rounds_met: measured
+            .as_ref()
+            .map_or(0, |s| s.rounds.iter().filter(|v| ok(**v)).count()),
+        rounds: measured.as_ref().map_or(0, |s| s.rounds.len()),
+        measured,
+        limit,
+        at_most,
+        unit: unit.to_string(),
+        limit_figure: None,
+        limit_by: None,
+    }
+}
+
+/// The targets, in its order.
+pub fn targets(latency: &Latency, load: &Load) -> Vec<Target> {
+    let mut t = Vec::new();
+    for row in &latency.rows {
+        let cell = cell_label(&row.scenario, row.size.as_deref());
+        // One round trip on a bare socket against tower-sessions' one round trip.
+        let floor = |size: &str| latency.floors.iter().find(|f| f.size == size);
+        let (by, raw) = match (row.scenario.as_str(), row.size.as_deref()) {
+            ("read", Some(size)) => (
+                RAW_FLOOR,
+                floor(size).and_then(|f| f.raw_floor_to_tower_sessions_read.clone()),
+            ),
+            ("create", _) => (
+                RAW_CREATE,
+                latency.create_limit.raw_create_to_tower_sessions.clone(),
+            ),
+            _ => (RAW_FLOOR, None),
+        };
+        t.push(
+            target(
+                format!("{cell}: ours ≤ 0.9 × tower-sessions"),
+                row.ours_to_tower_sessions.clone(),
+                0.9,
+                true,
+                "×",
+            )
+            .bounded_by(by, raw),
+        );
+        t.push(target(
+            format!("{cell}: ours ≤ 1.0 × tower-sessions always_save"),
+            row.ours_to_always_save.clone(),
+            1.0,
+            true,
+            "×",
+        ));
+    }
+    for f in &latency.floors {
+        t.push(target(
+            format!("read ({}): ours ≤ 1.05 × floor", f.size),
+            f.read_to_floor.clone(),
+            1.05,
+            true,
+            "×",
+        ));
+    }
+    for f in &latency.floors {
+        t.push(target(
+            format!("floor ({}) ≤ 1.3 × raw floor", f.size),
+            f.floor_to_raw_floor.clone(),
+            1.3,
+            true,
+            "×",
+        ));
+    }
+    let at = |c: u32| load.ratios.iter().find(|r| r.connections == c);
+    for c in TARGET_CONNECTIONS {
+        t.push(
+            target(
+                format!("HTTP read, {c} connections: ours ≥ 1.3 × tower-sessions (req/s)"),
+                at(c).and_then(|r| r.ours_to_tower_sessions.clone()),
+                1.3,
+                false,
+                "×",
+            )
+            .bounded_by(FLOOR, at(c).and_then(|r| r.floor_to_tower_sessions.clone())),
+        );
+        t.push(
+            target(
+                format!(
+                    "HTTP read, {c} connections: ours ≥ 2 × tower-sessions always_save (req/s)"
+                ),
+                at(c).and_then(|r| r.ours_to_always_save.clone()),
+                2.0,
+                false,
+                "×",
+            )
+            .bounded_by(FLOOR, at(c).and_then(|r| r.floor_to_always_save.clone())),
+        );
+    }
+    for c in TARGET_CONNECTIONS {
+        t.push(
+            target(
+                format!("HTTP untouched route, {c} connections: ≥ 0.95 × no layer (req/s)"),
+                at(c).and_then(|r| r.untouched_to_no_layer.clone()),
+                0.95,
+                false,
+                "×",
+            )
+            .bounded_by(
+                EXTENSION,
+                at(c).and_then(|r| r.extension_to_no_layer.clone()),
+            ),
+        );
+    }
+    for c in TARGET_CONNECTIONS {
+        t.push(
+            target(
+                format!("server CPU per read request, {c} connections: ≤ no layer's + 6 µs"),
+                at(c).and_then(|r| r.server_cpu_over_no_layer_us.clone()),
+                6.0,
+                true,
+                " µs",
+            )
+            .bounded_by(
+                FLOOR,
+                at(c).and_then(|r| r.floor_cpu_over_no_layer_us.clone()),
+            ),
+        );
+    }
+    let regenerate = latency
+        .rows
+        .iter()
+        .find(|r| r.scenario == "regenerate" && r.size.as_deref() == Some("large"));
+    t.push(target(
+        "regenerate (large): ours ≤ 1.0 × tower-sessions".into(),
+        regenerate.and_then(|r| r.ours_to_tower_sessions.clone()),
+        1.0,
+        true,
+        "×",
+    ));
+    t
+}
