@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Backend, Lifetimes, Limits};
 use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
 use crate::cookie::{CookieAttributes, CookieCodec, SameSite};
 use crate::error::ConfigError;
 use crate::events::{Events, SessionEvent};
-use crate::state::{SessionStore, StoreInner};
-use crate::store::memory::MemoryBackend;
-use crate::store::redis::RedisBackend;
-use crate::store::{Backend, Lifetimes, Limits};
+use crate::numbers::millis;
+use crate::store::users::SessionLimit;
+use crate::store::{SessionStore, StoreInner};
 use crate::touch::{Checker, Toucher};
-use crate::users::SessionLimit;
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -725,7 +726,3 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The longest idle or absolute session lifetime: 100 years, far beyond what browsers keep a
 /// cookie (400 days), and well within the milliseconds that Redis and the deadlines count.
 const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

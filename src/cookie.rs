@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::base64url::{decode, is_text, push};
-use crate::connection::Digits;
+use crate::numbers::Digits;
 use crate::token::{Token, UserHandle, TOKEN_CHARS};
 
 type HmacSha256 = Hmac<Sha256>;

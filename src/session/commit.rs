@@ -7,12 +7,12 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::{Create, Session, Stored, MAX_TOKEN_DRAWS};
+use crate::backend::{now_ms, Mode, Outcome, Write, META_IDLE};
 use crate::cookie::{CarriedValue, CookieCodec, Meta};
 use crate::error::{Limit, SessionError};
 use crate::events::{SessionEvent, SessionEventKind as Kind};
 use crate::observe::{count, observed};
-use crate::state::StoreInner;
-use crate::store::{now_ms, Mode, Outcome, Write, META_IDLE};
+use crate::store::StoreInner;
 use crate::token::{StoreKey, Token};
 use crate::transport::header_value;
 
@@ -175,7 +175,7 @@ impl Session {
         // A lifetime change alone stores nothing for a session that does not exist.
         let has_sets = changes
             .iter()
-            .any(|(k, v)| v.is_some() && !crate::store::is_meta(k));
+            .any(|(k, v)| v.is_some() && !crate::backend::is_meta(k));
         let create = if has_sets { Create::Yes } else { Create::No };
         let this = &self;
         self.write_with(None, create, |store, key, mode, ttl| {

@@ -13,13 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::backend::{now_ms, Counter, Found, Mode};
 use crate::cookie::Carried;
 use crate::error::Limit;
 use crate::error::SessionError;
 use crate::fields::Fields;
 use crate::observe::{count, observed};
-use crate::state::StoreInner;
-use crate::store::{now_ms, Counter, Found, Mode};
+use crate::store::StoreInner;
 use crate::transport::Transport;
 
 mod commit;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{too_large, Create, Session, Stored};
+use crate::backend::{now_ms, Found, IndexOp, IndexStatus, Outcome, Write, META_USER};
 use crate::error::{Limit, SessionError};
 use crate::events::{SessionEvent, SessionEventKind as Kind};
 use crate::fields::Fields;
 use crate::observe::{count, observed};
-use crate::store::{now_ms, Found, IndexOp, IndexStatus, Outcome, Write, META_USER};
 use crate::token::{StoreKey, Token, UserHandle};
 
 impl Session {
@@ -168,7 +168,7 @@ impl Session {
                     now_ms: now,
                     started_ms: self.inner.started_ms,
                     until_ms,
-                    stale: crate::users::LOGIN_STEP,
+                    stale: crate::store::users::LOGIN_STEP,
                     limit: store.session_limit,
                 },
             )],
