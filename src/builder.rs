@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Backend, Lifetimes, Limits};
 use crate::connection::{Connections, Connector, CredentialsProvider, Deployment, Tls};
 use crate::cookie::{CookieAttributes, CookieCodec, SameSite};
 use crate::error::ConfigError;
 use crate::events::{Events, SessionEvent};
-use crate::state::{SessionStore, StoreInner};
-use crate::store::memory::MemoryBackend;
-use crate::store::redis::RedisBackend;
-use crate::store::{Backend, Lifetimes, Limits};
+use crate::numbers::millis;
+use crate::store::users::SessionLimit;
+use crate::store::{SessionStore, StoreInner};
 use crate::touch::{Checker, Toucher};
-use crate::users::SessionLimit;
 
 /// Signing keys must be at least this long (the HMAC-SHA256 block of entropy we ask for).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -315,11 +316,8 @@ impl SessionStoreBuilder {
 
     /// The cookie name as configured, or the default for the attributes.
     fn name(&self) -> String {
-        let a = &self.attributes;
-        self.cookie_name.clone().unwrap_or_else(|| {
-            let host = a.secure && a.path == "/" && a.domain.is_none();
-            if host { "__Host-session" } else { "session" }.to_owned()
-        })
+        let default = || self.attributes.default_name().to_owned();
+        self.cookie_name.clone().unwrap_or_else(default)
     }
 
     /// Cookie `Path` (default `/`).
@@ -649,73 +647,8 @@ impl SessionStoreBuilder {
     }
 
     fn validate_cookie(&self) -> Result<(), ConfigError> {
-        let name = &self.name();
-        // RFC 6265 cookie-name: an RFC 7230 token.
-        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if name.is_empty() || !name.chars().all(token_char) {
-            return Err(ConfigError::CookieName(name.clone()));
-        }
-        let a = &self.attributes;
-        // A bad path or domain would make every Set-Cookie an invalid header value, dropped
-        // silently, and each writing request would start a new session.
-        if !valid_path(&a.path) {
-            return Err(ConfigError::CookiePath(a.path.clone()));
-        }
-        if let Some(domain) = a.domain.as_ref().filter(|d| !valid_domain(d)) {
-            return Err(ConfigError::CookieDomain(domain.clone()));
-        }
-        // Browsers reject SameSite=None without Secure.
-        if a.same_site == SameSite::None && !a.secure {
-            return Err(ConfigError::SameSiteNoneInsecure);
-        }
-        // Browsers match the prefixes whatever their case (RFC 6265bis), and drop every
-        // Set-Cookie that breaks their rules.
-        let prefixed = |prefix: &str| {
-            name.get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-        };
-        let rule = if prefixed("__Host-") {
-            if !a.secure {
-                Some("be Secure")
-            } else if a.path != "/" {
-                Some("have Path=/")
-            } else if a.domain.is_some() {
-                Some("have no Domain")
-            } else {
-                None
-            }
-        } else if prefixed("__Secure-") && !a.secure {
-            Some("be Secure")
-        } else {
-            None
-        };
-        match rule {
-            Some(rule) => Err(ConfigError::CookiePrefix {
-                name: name.clone(),
-                rule,
-            }),
-            None => Ok(()),
-        }
+        self.attributes.check(&self.name())
     }
-}
-
-/// RFC 6265 path-value (no CTLs, no ';'), stricter: visible ASCII only, so no whitespace.
-fn valid_path(path: &str) -> bool {
-    path.starts_with('/') && path.bytes().all(|b| matches!(b, 0x21..=0x7E) && b != b';')
-}
-
-/// A host name: an optional leading '.', then non-empty labels of ASCII letters, digits and
-/// '-', at most 253 characters.
-fn valid_domain(domain: &str) -> bool {
-    let host = domain.strip_prefix('.').unwrap_or(domain);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// The longest connect, command or replica-wait timeout: a day. Beyond it a deadline is no
@@ -725,7 +658,3 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The longest idle or absolute session lifetime: 100 years, far beyond what browsers keep a
 /// cookie (400 days), and well within the milliseconds that Redis and the deadlines count.
 const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

@@ -21,7 +21,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::base64url::{decode, is_text, push};
-use crate::connection::Digits;
+use crate::error::ConfigError;
+use crate::numbers::Digits;
 use crate::token::{Token, UserHandle, TOKEN_CHARS};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -146,6 +147,90 @@ pub(crate) struct CookieAttributes {
     pub(crate) same_site: SameSite,
     /// New sessions get a persistent cookie (with `Max-Age`) instead of a browser-session one.
     pub(crate) persistent: bool,
+}
+
+impl CookieAttributes {
+    /// The name of a cookie with these attributes when the application names none:
+    /// `__Host-session` where that prefix's rules hold (a sibling subdomain cannot set it),
+    /// else `session` (plain-http development, a path or a domain of one's own).
+    pub(crate) fn default_name(&self) -> &'static str {
+        let host = self.secure && self.path == "/" && self.domain.is_none();
+        if host {
+            "__Host-session"
+        } else {
+            "session"
+        }
+    }
+
+    /// Checks a cookie name with these attributes: what browsers would refuse (every
+    /// `Set-Cookie` dropped silently, each writing request a new session) is a `ConfigError`.
+    pub(crate) fn check(&self, name: &str) -> Result<(), ConfigError> {
+        // RFC 6265 cookie-name: an RFC 7230 token.
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token_char) {
+            return Err(ConfigError::CookieName(name.to_owned()));
+        }
+        let a = self;
+        // A bad path or domain would make every Set-Cookie an invalid header value, dropped
+        // silently, and each writing request would start a new session.
+        if !valid_path(&a.path) {
+            return Err(ConfigError::CookiePath(a.path.clone()));
+        }
+        if let Some(domain) = a.domain.as_ref().filter(|d| !valid_domain(d)) {
+            return Err(ConfigError::CookieDomain(domain.clone()));
+        }
+        // Browsers reject SameSite=None without Secure.
+        if a.same_site == SameSite::None && !a.secure {
+            return Err(ConfigError::SameSiteNoneInsecure);
+        }
+        // Browsers match the prefixes whatever their case (RFC 6265bis), and drop every
+        // Set-Cookie that breaks their rules.
+        let prefixed = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let rule = if prefixed("__Host-") {
+            if !a.secure {
+                Some("be Secure")
+            } else if a.path != "/" {
+                Some("have Path=/")
+            } else if a.domain.is_some() {
+                Some("have no Domain")
+            } else {
+                None
+            }
+        } else if prefixed("__Secure-") && !a.secure {
+            Some("be Secure")
+        } else {
+            None
+        };
+        match rule {
+            Some(rule) => Err(ConfigError::CookiePrefix {
+                name: name.to_owned(),
+                rule,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// RFC 6265 path-value (no CTLs, no ';'), stricter: visible ASCII only, so no whitespace.
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| matches!(b, 0x21..=0x7E) && b != b';')
+}
+
+/// A host name: an optional leading '.', then non-empty labels of ASCII letters, digits and
+/// '-', at most 253 characters.
+fn valid_domain(domain: &str) -> bool {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// What the cookie says of its session besides the token; all of it is signed.

@@ -19,10 +19,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::backend::now_ms;
 use crate::error::SessionError;
 use crate::session::Session;
-use crate::state::SessionStore;
-use crate::store::now_ms;
+use crate::store::SessionStore;
 use crate::transport::{Came, HeaderToken, Transport};
 
 /// Adds server-side sessions to a service. Made by [`SessionStore::layer`].

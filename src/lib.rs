@@ -69,6 +69,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod base64url;
 mod builder;
 mod connection;
@@ -79,14 +80,13 @@ mod events;
 mod extract;
 mod fields;
 mod layer;
+mod numbers;
 mod observe;
 mod session;
-mod state;
 mod store;
 mod token;
 mod touch;
 mod transport;
-mod users;
 
 pub use crate::builder::{SessionStoreBuilder, MIN_KEY_BYTES};
 #[cfg(feature = "aws-iam")]
@@ -97,8 +97,8 @@ pub use crate::error::{ConfigError, Limit, ServerError, SessionError, StoreError
 pub use crate::events::{SessionEvent, SessionEventKind};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::session::Session;
-pub use crate::state::{SessionInfo, SessionStore, StoreStats};
-pub use crate::users::SessionLimit;
+pub use crate::store::users::SessionLimit;
+pub use crate::store::{SessionInfo, SessionStore, StoreStats};
 
 /// For this project's fuzz targets only (feature `fuzzing`), not a stable API.
 #[cfg(feature = "fuzzing")]

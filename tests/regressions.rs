@@ -292,7 +292,7 @@ async fn dropping_proxy(upstream: u16, needle: Vec<u8>) -> u16 {
 #[tokio::test]
 async fn a_retried_destroy_still_removes_the_cookie() {
     let server = common::RedisServer::start();
-    let sha = redis::Script::new(include_str!("../src/store/lua/end.lua"))
+    let sha = redis::Script::new(include_str!("../src/backend/lua/end.lua"))
         .get_hash()
         .to_owned();
     let proxy = dropping_proxy(server.port, sha.into_bytes()).await;

@@ -47,7 +47,6 @@ pub(crate) use credentials::Refresh;
 pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider};
 pub(crate) use ops::{hash_fields, Call, NotAHash, Ran, Script, Wait};
 use resp::timed_out;
-pub(crate) use resp::Digits;
 
 use crate::error::{SessionError, StoreError};
 

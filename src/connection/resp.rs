@@ -12,6 +12,7 @@
 //! at the same point; whatever they read, redis-rs's parser reads the same (the property
 //! tests below and `fuzz/fuzz_targets/resp.rs` check both).
 
+use crate::numbers::Digits;
 use std::io;
 use std::ops::Range;
 use std::string::FromUtf8Error;
@@ -373,38 +374,6 @@ fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
         out.push(kind);
         out.extend_from_slice(Digits::of(n as u64).as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// A number in decimal, on the stack (`write!` and `to_string` cost more than the rest of a
-/// command).
-pub(crate) struct Digits {
-    digits: [u8; 20],
-    at: usize,
-}
-
-impl Digits {
-    pub(crate) fn of(mut n: u64) -> Self {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Self { digits, at }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.at..]
-    }
-
-    /// The digits as text (ASCII, so never empty).
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
 }
 

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use queue::Queue;
 
+use crate::backend::{now_ms, Backend, Lifetimes};
 use crate::cookie::{CarriedValue, CookieCodec, Detached, Verified};
 use crate::observe::{count, observed};
-use crate::store::{now_ms, Backend, Lifetimes};
 use crate::token::{StoreKey, Token, UserHandle};
 
 mod queue;

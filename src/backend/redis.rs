@@ -18,10 +18,11 @@ use super::{
     META_USER,
 };
 use crate::connection::{
-    hash_fields, Call, Connections, Digits, NotAHash, Ran, Repeat, Script, Stats, Wait,
+    hash_fields, Call, Connections, NotAHash, Ran, Repeat, Script, Stats, Wait,
 };
 use crate::error::Limit;
 use crate::error::{SessionError, StoreError};
+use crate::numbers::{millis, Digits};
 use crate::token::StoreKey;
 use crate::token::UserKeys;
 
@@ -80,7 +81,7 @@ impl RedisBackend {
 
     /// The session at `key`, its expiry refreshed in the same round trip.
     pub(crate) async fn load(&self, key: &StoreKey, ttl: Duration) -> Result<Found, SessionError> {
-        let ms = Digits::of(millis(ttl));
+        let ms = Digits::of(ttl_ms(ttl));
         let (key, ms) = (key.as_str().as_bytes(), ms.as_bytes());
         let fields = self
             .connections
@@ -124,7 +125,7 @@ impl RedisBackend {
         let created = Digits::of(u64::try_from(created_ms).unwrap_or(0));
         let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = id.hyphenated().encode_lower(&mut id_text).as_bytes();
-        let ms = Digits::of(millis(write.ttl));
+        let ms = Digits::of(ttl_ms(write.ttl));
         let (key, ms) = (key.as_str().as_bytes(), ms.as_bytes());
         let mut hset: Vec<&[u8]> = Vec::with_capacity(6 + 2 * write.set.len());
         hset.extend([
@@ -198,7 +199,7 @@ impl RedisBackend {
         ttl: Duration,
     ) -> Result<Outcome<Option<String>>, SessionError> {
         let call = Call::new(&self.scripts.take, &[key.as_str()], |cmd| {
-            cmd.arg(millis(ttl)).arg(field);
+            cmd.arg(ttl_ms(ttl)).arg(field);
         });
         let (reply, _) = self.call(call, Repeat::Never).await?;
         match reply {
@@ -221,7 +222,7 @@ impl RedisBackend {
         ttl: Duration,
     ) -> Result<Option<Outcome<(i64, Option<String>)>>, SessionError> {
         let call = Call::new(&self.scripts.rename, &[old.as_str(), new.as_str()], |cmd| {
-            cmd.arg(millis(marker_ttl)).arg(millis(ttl));
+            cmd.arg(ttl_ms(marker_ttl)).arg(ttl_ms(ttl));
         });
         let (calls, wait) = (&[call], self.wait);
         let ran = self
@@ -283,7 +284,7 @@ impl RedisBackend {
         let repeat = if read { Repeat::Never } else { Repeat::Safe };
         let flag = |on: bool| if on { "1" } else { "0" };
         let call = Call::new(&self.scripts.end, &[key.as_str()], |cmd| {
-            cmd.arg(millis(marker_ttl))
+            cmd.arg(ttl_ms(marker_ttl))
                 .arg(flag(read))
                 .arg(flag(always));
         });
@@ -690,12 +691,13 @@ fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
     })
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+/// A TTL for `PEXPIRE` (which takes no 0) in milliseconds.
+fn ttl_ms(d: Duration) -> u64 {
+    millis(d).max(1)
 }
 
 fn push_mode(cmd: &mut Cmd, ttl: Duration, mode: Mode) {
-    cmd.arg(millis(ttl));
+    cmd.arg(ttl_ms(ttl));
     match mode {
         Mode::Update => cmd.arg("u").arg(""),
         Mode::Create { created_ms, .. } => cmd.arg("n").arg(created_ms),

@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
+use crate::backend::{now_ms, IndexOp, Indexed};
 use crate::error::SessionError;
 use crate::events::{SessionEvent, SessionEventKind};
 use crate::observe::observed;
-use crate::state::StoreInner;
-use crate::store::{now_ms, IndexOp, Indexed};
+use crate::store::StoreInner;
 use crate::token::UserKeys;
 
 /// What a login does when its user already has as many sessions as
