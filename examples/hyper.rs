@@ -54,7 +54,7 @@ async fn call(addr: std::net::SocketAddr, cookie: Option<&str>) -> std::io::Resu
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = SessionStore::builder()
         .signing_keys([[7u8; 32]])
-        .secure(false);
+        .cookie_secure(false);
     let store = match std::env::var("REDIS_URL") {
         Ok(url) => builder.redis_url(url),
         Err(_) => builder.memory(),

@@ -263,7 +263,7 @@ pub async fn store_from_env() -> Result<SessionStore, Box<dyn std::error::Error>
         .signing_keys([key])
         .idle_timeout(Duration::from_secs(idle))
         .absolute_timeout(Duration::from_secs(idle.max(12 * 3600)))
-        .secure(secure);
+        .cookie_secure(secure);
     let deployment = ["REDIS_CLUSTER_NODES", "REDIS_SENTINELS", "REDIS_URL"]
         .into_iter()
         .find_map(|var| Some((var, std::env::var(var).ok()?)));

@@ -108,12 +108,12 @@ pub(crate) struct CookieCodec {
 }
 
 /// The cookie's `SameSite` attribute, for
-/// [`SessionStoreBuilder::same_site`](crate::SessionStoreBuilder::same_site).
+/// [`SessionStoreBuilder::cookie_same_site`](crate::SessionStoreBuilder::cookie_same_site).
 ///
 /// ```
 /// use tower_redis_session::{SameSite, SessionStore};
 ///
-/// let builder = SessionStore::builder().same_site(SameSite::Strict);
+/// let builder = SessionStore::builder().cookie_same_site(SameSite::Strict);
 /// # let _ = builder;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -590,7 +590,7 @@ async fn absolute_timeout_ends_even_an_active_session(kind: Kind) {
 
 async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
     let f = fixture(kind, |b| {
-        b.persistent(true).idle_timeout(Duration::from_secs(10))
+        b.cookie_persistent(true).idle_timeout(Duration::from_secs(10))
     })
     .await;
     let mut b = f.browser();
@@ -614,7 +614,7 @@ async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
 /// Tab A logs in again (new id) while tab B's requests still carry the old cookie. Whatever
 /// B does, and whenever its answers arrive, the browser ends up with A's new cookie.
 async fn relogin_in_another_tab_is_never_undone(kind: Kind) {
-    let f = fixture(kind, |b| b.persistent(true)).await;
+    let f = fixture(kind, |b| b.cookie_persistent(true)).await;
     // The race needs A's login to finish while B's three slow requests (300 ms) are in
     // flight. A loaded machine can miss that window, so up to three tries, each checked in
     // full, until one where all three answered after the login.

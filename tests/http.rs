@@ -541,7 +541,7 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
             "invalid cookie name",
         ),
         (
-            builder().memory().cookie_name("__Host-x").secure(false),
+            builder().memory().cookie_name("__Host-x").cookie_secure(false),
             "be Secure",
         ),
         (
@@ -553,7 +553,7 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
         ),
         // Browsers match the prefixes whatever their case (RFC 6265bis).
         (
-            builder().memory().cookie_name("__host-s").secure(false),
+            builder().memory().cookie_name("__host-s").cookie_secure(false),
             "be Secure",
         ),
         (
@@ -564,11 +564,11 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
             "no Domain",
         ),
         (
-            builder().memory().cookie_name("__SECURE-s").secure(false),
+            builder().memory().cookie_name("__SECURE-s").cookie_secure(false),
             "be Secure",
         ),
         (
-            builder().redis_url_from_env("TRS_SURELY_UNSET_VAR"),
+            builder().redis_url_from_var("TRS_SURELY_UNSET_VAR"),
             "not set",
         ),
     ];
@@ -587,7 +587,7 @@ async fn the_default_cookie_name_is_host_prefixed_where_it_can_be() {
     let base = || SessionStore::builder().signing_keys([common::KEY]).memory();
     let cases = [
         (base(), "__Host-session="),
-        (base().secure(false), "session="),
+        (base().cookie_secure(false), "session="),
         (base().cookie_path("/app"), "session="),
         (base().cookie_domain("example.com"), "session="),
         (base().cookie_name("sid"), "sid="),

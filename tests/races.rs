@@ -190,7 +190,7 @@ async fn relogin_is_never_undone_by_requests_with_the_old_cookie() {
     let redis = RedisServer::start();
     let store = builder()
         .redis_url(redis.url())
-        .persistent(true)
+        .cookie_persistent(true)
         .build()
         .await
         .expect("store");

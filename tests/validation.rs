@@ -66,15 +66,15 @@ async fn bad_cookie_domain_is_refused() {
 async fn same_site_none_requires_secure() {
     let err = builder()
         .memory()
-        .same_site(SameSite::None)
-        .secure(false)
+        .cookie_same_site(SameSite::None)
+        .cookie_secure(false)
         .build()
         .await;
     assert!(
         matches!(err, Err(ConfigError::SameSiteNoneInsecure)),
         "{err:?}"
     );
-    let ok = builder().memory().same_site(SameSite::None).build().await;
+    let ok = builder().memory().cookie_same_site(SameSite::None).build().await;
     assert!(ok.is_ok(), "SameSite=None with Secure: {ok:?}");
 }
 

@@ -15,7 +15,7 @@ pub async fn ours_store(url: &str) -> SessionStore {
     SessionStore::builder()
         .redis_url(url)
         .signing_keys([[7u8; 32]])
-        .secure(false)
+        .cookie_secure(false)
         .build()
         .await
         .expect("store")
