@@ -316,6 +316,7 @@ struct Report {
     load_ratios: Vec<LoadRatios>,
     load: Vec<LoadRow>,
     memory: Vec<MemoryRow>,
+    memory_in_redis: Option<serde_json::Value>,
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
@@ -1047,6 +1048,9 @@ fn markdown(report: &Report) -> String {
     for r in &report.memory {
         let _ = writeln!(md, "| {} | {} | {} |", r.library, r.size, r.bytes);
     }
+    if let Some(m) = &report.memory_in_redis {
+        md.push_str(&trs_bench::memory::markdown(m));
+    }
     let _ = writeln!(md, "\n## Machine\n\n| | |\n|---|---|");
     for (k, v) in &report.machine {
         let _ = writeln!(md, "| {k} | {v} |");
@@ -1113,6 +1117,7 @@ fn main() {
         load_ratios: load.ratios,
         load: load.rows,
         memory: load_file.map(|f| f.memory).unwrap_or_default(),
+        memory_in_redis: trs_bench::memory::read("target/bench/memory.json"),
     };
     std::fs::create_dir_all("docs").expect("docs/");
     std::fs::write("docs/latency.svg", svg(&report.latency)).expect("docs/latency.svg");
