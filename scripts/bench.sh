@@ -27,9 +27,11 @@ rm -rf "$CRITERION_HOME/ours" target/bench
 
 # Build everything first, so that no compilation runs between measurements.
 cargo bench --bench session --no-run
-cargo build --release -p trs-bench --bin bench-latency --bin bench-load --bin bench-report
+cargo build --release -p trs-bench --bin bench-latency --bin bench-load --bin bench-memory \
+  --bin bench-report
 
 cargo bench --bench session
 cargo run --release -p trs-bench --bin bench-latency -- "${args[@]}"
 cargo run --release -p trs-bench --bin bench-load -- "${args[@]}"
+cargo run --release -p trs-bench --bin bench-memory -- "${args[@]}"
 cargo run --release -p trs-bench --bin bench-report -- --mode "$mode" --command "scripts/bench.sh${1:+ $1}"

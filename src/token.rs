@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use crate::base64url;
 
-
 /// Bytes of entropy in a token: 256 bits from the OS CSPRNG.
 pub(crate) const TOKEN_BYTES: usize = 32;
 /// Length of a token once base64url-encoded without padding.

@@ -590,7 +590,8 @@ async fn absolute_timeout_ends_even_an_active_session(kind: Kind) {
 
 async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
     let f = fixture(kind, |b| {
-        b.cookie_persistent(true).idle_timeout(Duration::from_secs(10))
+        b.cookie_persistent(true)
+            .idle_timeout(Duration::from_secs(10))
     })
     .await;
     let mut b = f.browser();

@@ -541,7 +541,10 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
             "invalid cookie name",
         ),
         (
-            builder().memory().cookie_name("__Host-x").cookie_secure(false),
+            builder()
+                .memory()
+                .cookie_name("__Host-x")
+                .cookie_secure(false),
             "be Secure",
         ),
         (
@@ -553,7 +556,10 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
         ),
         // Browsers match the prefixes whatever their case (RFC 6265bis).
         (
-            builder().memory().cookie_name("__host-s").cookie_secure(false),
+            builder()
+                .memory()
+                .cookie_name("__host-s")
+                .cookie_secure(false),
             "be Secure",
         ),
         (
@@ -564,7 +570,10 @@ async fn bad_configuration_is_refused_with_a_clear_error() {
             "no Domain",
         ),
         (
-            builder().memory().cookie_name("__SECURE-s").cookie_secure(false),
+            builder()
+                .memory()
+                .cookie_name("__SECURE-s")
+                .cookie_secure(false),
             "be Secure",
         ),
         (

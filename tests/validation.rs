@@ -74,7 +74,11 @@ async fn same_site_none_requires_secure() {
         matches!(err, Err(ConfigError::SameSiteNoneInsecure)),
         "{err:?}"
     );
-    let ok = builder().memory().cookie_same_site(SameSite::None).build().await;
+    let ok = builder()
+        .memory()
+        .cookie_same_site(SameSite::None)
+        .build()
+        .await;
     assert!(ok.is_ok(), "SameSite=None with Secure: {ok:?}");
 }
 

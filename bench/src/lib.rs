@@ -8,6 +8,7 @@ pub mod redis_server;
 pub mod support;
 
 pub mod apps;
+pub mod memory;
 pub mod resp;
 
 /// `items` rotated left by `round`: every item goes first in turn, so that no library always

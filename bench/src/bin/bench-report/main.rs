@@ -55,6 +55,8 @@ pub struct Report {
     pub load_ratios: Vec<LoadRatios>,
     pub load: Vec<LoadRow>,
     pub memory: Vec<MemoryRow>,
+    /// `bench-memory`'s figures (`target/bench/memory.json`), if it ran.
+    pub memory_in_redis: Option<serde_json::Value>,
 }
 
 fn main() {
@@ -104,6 +106,7 @@ fn main() {
         load_ratios: load.ratios,
         load: load.rows,
         memory: load_file.map(|f| f.memory).unwrap_or_default(),
+        memory_in_redis: trs_bench::memory::read("target/bench/memory.json"),
     };
     std::fs::create_dir_all("docs").expect("docs/");
     std::fs::write("docs/latency.svg", svg(&report.latency)).expect("docs/latency.svg");

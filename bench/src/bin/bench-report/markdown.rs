@@ -342,6 +342,9 @@ fn memory(md: &mut String, report: &Report) {
     for r in &report.memory {
         let _ = writeln!(md, "| {} | {} | {} |", r.library, r.size, r.bytes);
     }
+    if let Some(m) = &report.memory_in_redis {
+        md.push_str(&trs_bench::memory::markdown(m));
+    }
 }
 
 /// The machine the run was on.
