@@ -69,7 +69,7 @@ impl Map {
                     created_ms,
                     expires_ms: now,
                     ended: false,
-                    fields: HashMap::from([(META_ID.to_owned(), id.to_string())]),
+                    fields: HashMap::from([(META_ID.to_owned(), super::stored_id(id))]),
                 }))
             }
         }

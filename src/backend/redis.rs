@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::{Cmd, Value};
 
 use super::{
-    now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Listed,
+    now_ms, stored_id, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Listed,
     ListedSession, Loaded, Mode, Outcome, Write, ENDED, MAX_DEADLINE_MS, META_ID, META_IDLE,
     META_USER,
 };
@@ -123,8 +123,8 @@ impl RedisBackend {
             return Ok(Outcome::Gone);
         };
         let created = Digits::of(u64::try_from(created_ms).unwrap_or(0));
-        let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = id.hyphenated().encode_lower(&mut id_text).as_bytes();
+        let id = stored_id(id);
+        let id = id.as_bytes();
         let ms = Digits::of(ttl_ms(write.ttl));
         let (key, ms) = (key.as_str().as_bytes(), ms.as_bytes());
         let mut hset: Vec<&[u8]> = Vec::with_capacity(6 + 2 * write.set.len());
@@ -165,7 +165,7 @@ impl RedisBackend {
             push_mode(cmd, c.ttl, c.mode);
             cmd.arg(c.field).arg(c.delta).arg(c.max_keys.unwrap_or(0));
             match c.mode {
-                Mode::Create { id, .. } => cmd.arg(id.to_string()),
+                Mode::Create { id, .. } => cmd.arg(stored_id(id)),
                 Mode::Update => cmd.arg(""),
             };
             if let Some(base) = c.base {
@@ -541,7 +541,7 @@ fn save_args(cmd: &mut Cmd, write: &Write<'_>) {
     let (keys, bytes) = write.check.map_or((0, 0), |l| (l.keys, l.session_bytes));
     // A new session stores its public id with its first write.
     let id = match write.mode {
-        Mode::Create { id, .. } => Some(id.to_string()),
+        Mode::Create { id, .. } => Some(stored_id(id)),
         Mode::Update => None,
     };
     cmd.arg(if write.clear { "1" } else { "0" })
