@@ -123,3 +123,29 @@ pub mod __fuzz {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples in `docs/` are compiled as doc tests too (every file, so that a Rust block
+/// added to any of them is checked like the README's).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/ARCHITECTURE.md")]
+struct ArchitectureDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/SEMANTICS.md")]
+struct SemanticsDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DEPLOYMENTS.md")]
+struct DeploymentsDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/OBSERVABILITY.md")]
+struct ObservabilityDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/BENCHMARKS-METHOD.md")]
+struct BenchmarksMethodDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/RELIABILITY-METHOD.md")]
+struct ReliabilityMethodDoctests;
