@@ -175,6 +175,36 @@ impl Session {
     /// it for you; call it yourself only to load ahead. Does nothing if the session is loaded
     /// already or if the request carried no valid session cookie, and needs no round trip for
     /// a session past its absolute timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.load().await?; // the one round trip, here rather than at the first read
+    ///     let theme: Option<String> = session.get("theme").await?; // no round trip
+    ///     # let _ = theme;
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Unavailable`] if the store cannot be reached in time.
+    /// - [`SessionError::Corrupt`] if the store holds something other than a session at its key.
+    ///
+    /// A session that ended meanwhile is no error: it reads as empty.
     pub async fn load(&self) -> Result<(), SessionError> {
         let _op = self.op().await;
         let store = &self.inner.store;
@@ -244,6 +274,42 @@ impl Session {
 
     /// The value under `key`, decoded from JSON; `None` if there is none. Loads the session
     /// on first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    /// struct Cart {
+    ///     items: Vec<u32>,
+    /// }
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert_eq!(session.get::<Cart>("cart").await?, None);
+    ///     session.insert("cart", &Cart { items: vec![7] })?;
+    ///     assert_eq!(session.get("cart").await?, Some(Cart { items: vec![7] }));
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Decode`] if the stored value does not decode into `T`.
+    /// - [`SessionError::Unavailable`] if the session has to be loaded and the store cannot be
+    ///   reached in time; [`SessionError::Corrupt`] if the store holds something other than a
+    ///   session at its key.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         self.load().await?;
         let state = self.state();
@@ -264,6 +330,39 @@ impl Session {
     /// nonce, a second factor's state). One round trip, now rather than after the handler, so
     /// that, like [`incr`](Self::incr), it stays done if the handler then fails; none for a
     /// value this request set itself, or when there is no session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("flash", &"Saved.")?; // usually in an earlier request
+    ///     assert_eq!(session.take::<String>("flash").await?.as_deref(), Some("Saved."));
+    ///     assert_eq!(session.take::<String>("flash").await?, None); // shown once
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::EmptyKey`] if `key` is empty (or starts with NUL).
+    /// - [`SessionError::Decode`] if the value does not decode into `T` (it is removed all the
+    ///   same).
+    /// - [`SessionError::Unavailable`] if the store cannot be reached in time;
+    ///   [`SessionError::Corrupt`] if it answers with something other than a session.
+    ///
+    /// A session that ended meanwhile is no error: there is nothing to take, and `None` comes back.
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         check_key(key)?;
         let _op = self.op().await;
@@ -316,8 +415,53 @@ impl Session {
 
     /// Sets `key` to `value` (as JSON). Written after the handler returns, together with
     /// the other changes of this request; other keys of the session are left untouched, and
-    /// the session is not loaded for it. Fails with [`SessionError::Ended`] if the session is
-    /// known to have ended (its writes would be refused anyway).
+    /// the session is not loaded for it. A request without a session starts one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::Serialize;
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// #[derive(Serialize)]
+    /// struct Preferences {
+    ///     theme: &'static str,
+    ///     page_size: u32,
+    /// }
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("prefs", &Preferences { theme: "dark", page_size: 50 })?;
+    ///     session.insert("visited_help", &true)?;
+    ///     assert!(session.is_modified());
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed when it fails:
+    ///
+    /// - [`SessionError::EmptyKey`] if `key` is empty (or starts with NUL, reserved for the store).
+    /// - [`SessionError::Encode`] if `value` cannot be serialized to JSON (a map with non-string
+    ///   keys, say).
+    /// - [`SessionError::TooLarge`] if the value, the session's key count or its size would go
+    ///   over the store's limits ([`max_value_bytes`](crate::SessionStoreBuilder::max_value_bytes),
+    ///   [`max_keys`](crate::SessionStoreBuilder::max_keys),
+    ///   [`max_session_bytes`](crate::SessionStoreBuilder::max_session_bytes)). On a session not
+    ///   loaded yet, the store checks the whole session when it writes, and the layer answers
+    ///   with the error then.
+    /// - [`SessionError::Ended`] if the session is known to have ended while this request ran
+    ///   (its writes would be refused anyway).
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
         check_key(key)?;
         let json = serde_json::to_string(value).map_err(|source| SessionError::Encode {
@@ -373,6 +517,33 @@ impl Session {
 
     /// Removes `key`. Written after the handler returns. Removing from a request that has no
     /// session changes nothing and stores nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("cart", &[1, 2, 3])?;
+    ///     session.remove("cart")?;
+    ///     assert_eq!(session.get::<Vec<u32>>("cart").await?, None);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::EmptyKey`] if `key` is empty (or starts with NUL).
     pub fn remove(&self, key: &str) -> Result<(), SessionError> {
         check_key(key)?;
         let mut state = self.state();
@@ -391,7 +562,36 @@ impl Session {
         Ok(())
     }
 
-    /// Removes every key but keeps the session (and its id). Written after the handler.
+    /// Removes every key but keeps the session (and its id, its user and its lifetime).
+    /// Written after the handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("a", &1)?;
+    ///     session.insert("b", &2)?;
+    ///     session.clear()?;
+    ///     assert!(session.is_empty().await?);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None at present: the `Result` leaves room for checks to come.
     pub fn clear(&self) -> Result<(), SessionError> {
         let mut state = self.state();
         state.data = Some(Fields::default());
@@ -403,7 +603,35 @@ impl Session {
         Ok(())
     }
 
-    /// The keys the session holds now. Loads the session on first use.
+    /// The keys the session holds now, in no particular order. Loads the session on first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("theme", &"dark")?;
+    ///     assert_eq!(session.keys().await?, ["theme"]);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the session has to be loaded and the store cannot be
+    /// reached in time; [`SessionError::Corrupt`] if the store holds something other than a
+    /// session at its key.
     pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
         self.load().await?;
         Ok(self
@@ -415,13 +643,66 @@ impl Session {
     }
 
     /// Whether the session holds no keys. Loads the session on first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert!(session.is_empty().await?); // a request without a cookie: no round trip
+    ///     session.insert("theme", &"dark")?;
+    ///     assert!(!session.is_empty().await?);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the session has to be loaded and the store cannot be
+    /// reached in time; [`SessionError::Corrupt`] if the store holds something other than a
+    /// session at its key.
     pub async fn is_empty(&self) -> Result<bool, SessionError> {
         self.load().await?;
         Ok(self.state().data.as_ref().is_none_or(Fields::is_empty))
     }
 
     /// Whether this request changed the session: a staged `insert`, `remove` or `clear`, or
-    /// an `incr`, `regenerate`, `destroy` or lifetime change.
+    /// an `incr`, `take` that found a value, `regenerate`, `login`, `destroy` or lifetime change.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     let _: Option<String> = session.get("theme").await?;
+    ///     assert!(!session.is_modified()); // reading changes nothing
+    ///     session.insert("theme", &"dark")?;
+    ///     assert!(session.is_modified());
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_modified(&self) -> bool {
         self.state().modified
     }
@@ -431,7 +712,32 @@ impl Session {
     /// effect with this response, and only if the session exists (or is created) by then.
     /// A session from an earlier request gets a new secret with it (as
     /// [`regenerate`](Self::regenerate), one more round trip), so that no copy of the old
-    /// cookie keeps the old lifetime.
+    /// cookie keeps the old lifetime. The store-wide default is
+    /// [`cookie_persistent`](crate::SessionStoreBuilder::cookie_persistent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn login(session: Session) -> Result<(), SessionError> {
+    ///     # let (user_id, remember_me) = ("alice", true);
+    ///     session.login(user_id).await?;
+    ///     session.set_persistent(remember_me); // checkbox on the login form
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(login)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # let cookie = response.headers()[http::header::SET_COOKIE].to_str()?;
+    /// # assert!(cookie.contains("Max-Age="), "{cookie}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_persistent(&self, persistent: bool) {
         let mut state = self.state();
         if state.persistent != persistent {
@@ -447,6 +753,37 @@ impl Session {
     /// earlier request gets a new secret with it (as [`regenerate`](Self::regenerate), one
     /// more round trip): the timeout is signed into the cookie, and a copy of the old cookie
     /// (a stale tab, a background refresh) would otherwise slide the session on the old one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn sudo(session: Session) -> Result<(), SessionError> {
+    ///     session.login("admin").await?;
+    ///     session.set_idle_timeout(Duration::from_secs(5 * 60))?;
+    ///     // Longer than the store's idle timeout (30 minutes by default): refused.
+    ///     let too_long = session.set_idle_timeout(Duration::from_secs(3600));
+    ///     assert!(matches!(too_long, Err(SessionError::IdleTimeout { .. })));
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(sudo)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::IdleTimeout`] if `idle` is longer than the store's idle timeout or
+    /// shorter than a second; nothing is changed then.
     pub fn set_idle_timeout(&self, idle: Duration) -> Result<(), SessionError> {
         let max = Duration::from_millis(self.inner.store.lifetimes.idle_ms);
         if idle < Duration::from_secs(1).min(max) || idle > max {
@@ -468,6 +805,30 @@ impl Session {
 
     /// When the session expires if no other request comes: `None` when the request has no
     /// session (as far as it knows: a session not loaded yet is taken to be live).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert_eq!(session.expires_at(), None); // no cookie, no session
+    ///     session.incr("visits", 1).await?; // stores a new session
+    ///     assert!(session.expires_at().unwrap() > SystemTime::now());
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn expires_at(&self) -> Option<SystemTime> {
         let state = self.state();
         if !matches!(state.stored, Stored::Unknown | Stored::Live) {
@@ -482,8 +843,49 @@ impl Session {
     /// Adds `delta` to the integer under `key` (missing counts as 0) and returns the new
     /// value: one atomic `HINCRBY`, so concurrent requests never lose a count. On a session
     /// not loaded yet, the same round trip loads it: reads after an `incr` cost nothing.
-    /// Starts a session if there is none. Fails with [`SessionError::Ended`] if the session was
-    /// ended meanwhile: it is never re-created.
+    /// Starts a session if there is none. Goes to the store at once, and stays done if the
+    /// handler then fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert_eq!(session.incr("visits", 1).await?, 1);
+    ///     assert_eq!(session.incr("visits", 10).await?, 11);
+    ///     assert_eq!(session.get::<i64>("visits").await?, Some(11));
+    ///
+    ///     session.insert("name", &"alice")?;
+    ///     let not_a_number = session.incr("name", 1).await;
+    ///     assert!(matches!(not_a_number, Err(SessionError::NotAnInteger { .. })));
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::EmptyKey`] if `key` is empty (or starts with NUL).
+    /// - [`SessionError::NotAnInteger`] if the value under `key` is not an integer, or adding
+    ///   `delta` would overflow an `i64`.
+    /// - [`SessionError::TooLarge`] if a new key would take the session over
+    ///   [`max_keys`](crate::SessionStoreBuilder::max_keys).
+    /// - [`SessionError::Ended`] if the session ended meanwhile (logout, "log out everywhere"):
+    ///   it is never re-created.
+    /// - [`SessionError::Unavailable`] if the store cannot be reached in time (see
+    ///   [`SessionError::may_have_applied`] before retrying); [`SessionError::Corrupt`] if it
+    ///   answers with something other than a session.
+    /// - [`SessionError::Entropy`] if a new session is needed and the OS random generator fails.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, SessionError> {
         check_key(key)?;
         let _op = self.op().await;
@@ -558,7 +960,33 @@ impl Session {
     /// The public id of the session: a UUID v7, safe to show, log and put in a URL (it is
     /// never accepted as a cookie and never leads to the secret). The same for the whole life
     /// of the session, across [`regenerate`](Self::regenerate) and
-    /// [`login`](Self::login); `None` until the session is stored.
+    /// [`login`](Self::login); `None` until the session is stored. It is what
+    /// [`SessionStore::end_session`](crate::SessionStore::end_session) takes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert_eq!(session.id(), None); // no session yet
+    ///     session.incr("visits", 1).await?;
+    ///     let id = session.id().expect("stored by incr");
+    ///     session.regenerate().await?;
+    ///     assert_eq!(session.id(), Some(id)); // a new secret, the same public id
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn id(&self) -> Option<uuid::Uuid> {
         let state = self.state();
         matches!(state.stored, Stored::Unknown | Stored::Live)
@@ -566,8 +994,37 @@ impl Session {
             .flatten()
     }
 
-    /// The user the session is bound to by [`login`](Self::login). Loads the session on
-    /// first use.
+    /// The user the session is bound to by [`login`](Self::login); `None` if nobody logged in
+    /// to it. Loads the session on first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     assert_eq!(session.user_id().await?, None);
+    ///     session.login("alice").await?;
+    ///     assert_eq!(session.user_id().await?.as_deref(), Some("alice"));
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the session has to be loaded and the store cannot be
+    /// reached in time; [`SessionError::Corrupt`] if the store holds something other than a
+    /// session at its key.
     pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
         self.load().await?;
         Ok(self.state().user_id.clone())

@@ -21,7 +21,41 @@ impl Session {
     /// step (on a cluster: read and ended in one step, then stored under the new secret with
     /// this request's changes). A write made with the old
     /// cookie either landed before and is kept, or is refused; a request still carrying the
-    /// old cookie never overwrites or removes the new one.
+    /// old cookie never overwrites or removes the new one. Without a session, it does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.insert("role", &"editor")?;
+    ///     session.incr("visits", 1).await?;
+    ///     session.regenerate().await?; // the response carries the new cookie
+    ///     assert_eq!(session.get::<i64>("visits").await?, Some(1)); // data kept
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Ended`] if the session ended while this request ran (a logout or "log
+    ///   out everywhere" elsewhere).
+    /// - [`SessionError::Unavailable`] if the store cannot be reached in time;
+    ///   [`SessionError::Corrupt`] if it answers with something other than a session.
+    /// - [`SessionError::TooLarge`] if the session is copied to its new key (on a cluster) and
+    ///   is over the store's limits.
+    /// - [`SessionError::Entropy`] if the OS random generator fails.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let _op = self.op().await;
         self.renew(None).await
@@ -30,10 +64,53 @@ impl Session {
     /// Binds the session to `user_id` (login): a new secret as with
     /// [`regenerate`](Self::regenerate), and the session joins the user's sessions, which the
     /// store can list and end ([`SessionStore::user_sessions`](crate::SessionStore::user_sessions),
-    /// [`end_user_sessions`](crate::SessionStore::end_user_sessions)). Logging in as another
-    /// user than the session's current one starts from empty data: the previous user's is
-    /// never carried over. Fails with [`SessionError::Ended`] if the user's sessions were all
-    /// ended while this login was under way.
+    /// [`end_user_sessions`](crate::SessionStore::end_user_sessions)). Starts a session if there
+    /// is none. Logging in as another user than the session's current one starts from empty
+    /// data: the previous user's is never carried over.
+    ///
+    /// Call it once your own code (or an authentication crate) has verified who the user is;
+    /// `user_id` is any stable, non-empty string that names the user (a database id, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// # fn password_is_right(_user: &str, _password: &str) -> bool { true }
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     # let (user, password) = ("alice", "hunter2");
+    ///     if password_is_right(user, password) {
+    ///         session.login(user).await?;
+    ///         session.insert("display_name", &"Alice")?;
+    ///     }
+    ///     assert_eq!(session.user_id().await?.as_deref(), Some("alice"));
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::EmptyKey`] if `user_id` is empty.
+    /// - [`SessionError::Ended`] if the user's sessions were all ended
+    ///   ([`end_user_sessions`](crate::SessionStore::end_user_sessions)) while this login was
+    ///   under way.
+    /// - [`SessionError::TooManySessions`] if the user has as many sessions as
+    ///   [`max_sessions_per_user`](crate::SessionStoreBuilder::max_sessions_per_user) allows,
+    ///   with [`SessionLimit::RefuseNew`](crate::SessionLimit::RefuseNew).
+    /// - [`SessionError::Unavailable`] if the store cannot be reached in time;
+    ///   [`SessionError::Corrupt`] if it answers with something other than a session.
+    /// - [`SessionError::TooLarge`] if the session's data is over the store's limits.
+    /// - [`SessionError::Entropy`] if the OS random generator fails.
     pub async fn login(&self, user_id: &str) -> Result<(), SessionError> {
         if user_id.is_empty() {
             return Err(SessionError::EmptyKey);
@@ -44,6 +121,33 @@ impl Session {
 
     /// Ends the session and takes it out of its user's sessions (logout). Same as
     /// [`destroy`](Self::destroy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.login("alice").await?;
+    ///     session.logout().await?; // the response expires the cookie
+    ///     assert_eq!(session.user_id().await?, None);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`destroy`](Self::destroy).
     pub async fn logout(&self) -> Result<(), SessionError> {
         self.destroy().await
     }
@@ -419,7 +523,37 @@ impl Session {
 
     /// Ends the session (logout): it is ended in the store now, then taken out of its
     /// user's sessions, and the response expires the cookie. Writes made afterwards in this
-    /// request start a new session.
+    /// request start a new session. Without a session, it asks nothing of the store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Session, SessionError};
+    ///
+    /// async fn handler(session: Session) -> Result<(), SessionError> {
+    ///     session.incr("visits", 1).await?;
+    ///     session.destroy().await?;
+    ///     assert!(session.is_empty().await?);
+    ///     assert_eq!(session.id(), None);
+    ///     Ok(())
+    /// }
+    /// # use tower_redis_session::SessionStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// # let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let app = axum::Router::new().route("/", axum::routing::get(handler)).layer(store.layer());
+    /// # let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
+    /// # assert!(response.status().is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the store cannot be reached in time (the session may
+    /// then live on: retry, or tell the user); [`SessionError::Corrupt`] if it answers with
+    /// something other than a session.
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let _op = self.op().await;
         let store = &self.inner.store;
