@@ -107,7 +107,21 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The HTTP status that best describes this error to a client.
+    /// The HTTP status that best describes this error to a client: 503 for
+    /// [`Unavailable`](Self::Unavailable), 409 for [`Ended`](Self::Ended) and
+    /// [`TooManySessions`](Self::TooManySessions), 500 for the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_redis_session::{SessionError, StoreError};
+    ///
+    /// let down = SessionError::Unavailable(StoreError::Connect("refused".into()));
+    /// assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// assert_eq!(SessionError::Ended.status(), StatusCode::CONFLICT);
+    /// assert_eq!(SessionError::EmptyKey.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    /// ```
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,6 +135,8 @@ impl SessionError {
     /// [`StoreError::may_have_applied`]. `false` for every error that the session's own rules
     /// raise before anything is sent (sizes, types, an ended session). An unexpected answer
     /// ([`Corrupt`](Self::Corrupt)) counts as maybe applied.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use tower_redis_session::{SessionError, StoreError};
@@ -140,6 +156,8 @@ impl SessionError {
     /// What a client may be told: a short fixed text for [`status`](Self::status). The
     /// `Display` text is for logs only, as it can hold Redis replies (node addresses, ACL
     /// user names) and serde messages.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use tower_redis_session::{SessionError, StoreError};
@@ -237,6 +255,17 @@ impl StoreError {
     /// write then (an `incr`, say) could apply it twice. `false` when it certainly was not:
     /// it was never sent, or Redis refused it with an error reply (the crate's scripts check
     /// before they write).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::StoreError;
+    ///
+    /// assert!(!StoreError::Connect("connection refused".into()).may_have_applied());
+    /// assert!(StoreError::Timeout(Duration::from_secs(1)).may_have_applied());
+    /// assert!(StoreError::NotReplicated { wanted: 1, acked: 0 }.may_have_applied());
+    /// ```
     pub fn may_have_applied(&self) -> bool {
         match self {
             Self::Timeout(_) | Self::Dropped(_) | Self::NotReplicated { .. } => true,
@@ -265,7 +294,21 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    /// The error code Redis answered with (its reply's first word), if it answered with one.
+    /// The error code Redis answered with (its reply's first word: `OOM`, `READONLY`,
+    /// `NOPERM`...), if it answered with one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionError, StoreError};
+    ///
+    /// /// Redis is out of memory: an operator's problem, not the user's.
+    /// fn out_of_memory(err: &SessionError) -> bool {
+    ///     matches!(err, SessionError::Unavailable(StoreError::Server(e)) if e.code() == Some("OOM"))
+    /// }
+    ///
+    /// assert!(!out_of_memory(&SessionError::Ended));
+    /// ```
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
     }

@@ -25,7 +25,29 @@ use crate::error::SessionError;
 use crate::session::Session;
 
 /// Takes the request's session, without a round trip: it is loaded when the handler first
-/// reads it. Rejects with [`SessionError::MissingLayer`] (500) when the layer is missing.
+/// reads it.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_redis_session::{Session, SessionError, SessionStore};
+///
+/// async fn handler(session: Session) -> Result<String, SessionError> {
+///     Ok(format!("{:?}", session.get::<String>("user").await?))
+/// }
+///
+/// # async fn app(store: SessionStore) {
+/// let app: Router = Router::new().route("/", get(handler)).layer(store.layer());
+/// # let _ = app;
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// Rejects with [`SessionError::MissingLayer`] (500) when the request did not pass through
+/// a [`SessionLayer`](crate::SessionLayer): add [`SessionStore::layer`](crate::SessionStore::layer)
+/// to the route (layers added with `Router::layer` cover the routes added before them).
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = SessionError;
 
@@ -42,6 +64,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 /// The status of [`SessionError::status`] with [`SessionError::public_message`] as a
 /// plain-text body. The full error, which may hold Redis replies, goes to `tracing` only:
 /// at error level for 5xx, with its source chain, and at debug level otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use http::StatusCode;
+/// use tower_redis_session::SessionError;
+///
+/// let response = SessionError::Ended.into_response();
+/// assert_eq!(response.status(), StatusCode::CONFLICT);
+/// ```
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         crate::observe::answered(&self);

@@ -61,6 +61,8 @@ impl SessionLayer {
     /// answers with the header empty. Same signing, store, round trips and semantics as
     /// the cookie; add [`with_cookie`](Self::with_cookie) to accept both on these routes.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use axum::{routing::get, Router};
     /// use http::HeaderName;
@@ -84,6 +86,32 @@ impl SessionLayer {
     /// Takes the token from `Authorization: Bearer <token>` instead of the cookie, and
     /// gives new tokens back in the response header `respond` (`x-auth-token`, say), as
     /// [`token_header`](Self::token_header) does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use http::HeaderName;
+    /// use tower_redis_session::{Session, SessionError, SessionStore};
+    ///
+    /// async fn login(session: Session) -> Result<(), SessionError> {
+    ///     session.login("alice").await // the token comes back in `x-auth-token`
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let respond = HeaderName::from_static("x-auth-token");
+    /// let api: Router = Router::new()
+    ///     .route("/api/login", post(login))
+    ///     .layer(store.layer().bearer_token(respond));
+    /// # use tower::ServiceExt;
+    /// # let request = http::Request::post("/api/login").body(axum::body::Body::empty())?;
+    /// # let response = api.oneshot(request).await?;
+    /// # assert!(response.headers().contains_key("x-auth-token"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bearer_token(mut self, respond: HeaderName) -> Self {
         self.tokens = Tokens {
             header: Some(HeaderToken::bearer(respond)),
@@ -96,6 +124,22 @@ impl SessionLayer {
     /// or [`bearer_token`](Self::bearer_token) (the header wins when a request carries
     /// both). A response answers the way the request's token came; a request that carried
     /// none gets a new token both ways.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # async fn layer(store: SessionStore) {
+    /// // Browsers send the cookie, the mobile app the header: one route serves both.
+    /// let layer = store
+    ///     .layer()
+    ///     .token_header(HeaderName::from_static("x-auth-token"))
+    ///     .with_cookie();
+    /// # let _ = layer;
+    /// # }
+    /// ```
     pub fn with_cookie(mut self) -> Self {
         self.tokens.cookie = true;
         self
@@ -103,7 +147,50 @@ impl SessionLayer {
 }
 
 impl SessionStore {
-    /// The tower layer that gives each request a [`Session`].
+    /// The tower layer that gives each request a [`Session`]. Cheap: every layer made from a
+    /// store shares it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_redis_session::{Session, SessionStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|session: Session| async move { format!("{:?}", session.id()) }))
+    ///     .layer(store.layer());
+    /// # let _ = app;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Without axum, wrap any `tower::Service<http::Request<B>>`; the [`Session`] is in the
+    /// request extensions:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::{service_fn, ServiceBuilder};
+    /// use tower_redis_session::{Session, SessionStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tower::ServiceExt;
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let service = ServiceBuilder::new().layer(store.layer()).service(service_fn(
+    ///     |request: http::Request<String>| async move {
+    ///         let session = request.extensions().get::<Session>().cloned().expect("the layer");
+    ///         let visits = session.incr("visits", 1).await.unwrap_or(0);
+    ///         Ok::<_, Infallible>(http::Response::new(format!("visit {visits}")))
+    ///     },
+    /// ));
+    /// # let response = service.oneshot(http::Request::new(String::new())).await?;
+    /// # assert_eq!(response.body(), "visit 1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn layer(&self) -> SessionLayer {
         SessionLayer::new(self.clone())
     }

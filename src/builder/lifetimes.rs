@@ -9,7 +9,18 @@ use crate::store::users::SessionLimit;
 
 /// Lifetimes, limits and lifecycle events.
 impl SessionStoreBuilder {
-    /// A session expires after this long without a request (default 30 minutes).
+    /// A session expires after this long without a request (default 30 minutes); at most 100
+    /// years, and no longer than the [`absolute_timeout`](Self::absolute_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().idle_timeout(Duration::from_secs(15 * 60));
+    /// # let _ = builder;
+    /// ```
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -17,6 +28,19 @@ impl SessionStoreBuilder {
 
     /// A session ends this long after it was created, however active (default 12 hours).
     /// Regenerating the id keeps the creation time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// // "Remember me" for 30 days, if used at least once a week.
+    /// let builder = SessionStore::builder()
+    ///     .idle_timeout(Duration::from_secs(7 * 24 * 3600))
+    ///     .absolute_timeout(Duration::from_secs(30 * 24 * 3600));
+    /// # let _ = builder;
+    /// ```
     pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
         self.absolute = absolute;
         self
@@ -24,18 +48,47 @@ impl SessionStoreBuilder {
 
     /// Largest JSON of one value, in bytes (default 64 KiB). A larger `insert` fails with
     /// [`SessionError::TooLarge`](crate::SessionError::TooLarge) and changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().max_value_bytes(4 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.limits.value_bytes = bytes;
         self
     }
 
-    /// Largest session, all keys and values together, in bytes (default 1 MiB).
+    /// Largest session, all keys and values together, in bytes (default 1 MiB). A change
+    /// over it fails with [`SessionError::TooLarge`](crate::SessionError::TooLarge).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().max_session_bytes(64 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn max_session_bytes(mut self, bytes: usize) -> Self {
         self.limits.session_bytes = bytes;
         self
     }
 
-    /// Most keys in one session (default 1000).
+    /// Most keys in one session (default 1000). A change over it fails with
+    /// [`SessionError::TooLarge`](crate::SessionError::TooLarge).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().max_keys(50);
+    /// # let _ = builder;
+    /// ```
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.limits.keys = keys;
         self
@@ -46,6 +99,8 @@ impl SessionStoreBuilder {
     /// is refused, as `policy` says. The count is kept by the user's index in one step, so
     /// logins racing each other, on any number of app servers and on a cluster, never take
     /// the user past it. `max` of 0 is refused by [`build`](Self::build).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use tower_redis_session::{SessionLimit, SessionStore};
@@ -71,6 +126,15 @@ impl SessionStoreBuilder {
     /// session (default 4096), per lane: each thread queues in its own lane (of 8), and a
     /// lane also merges the cookies it has seen since the last refresh in a table of 256.
     /// When a lane is full, refreshes are skipped, never waited for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().touch_queue(16 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn touch_queue(mut self, capacity: usize) -> Self {
         self.touch_queue = capacity;
         self
@@ -85,6 +149,19 @@ impl SessionStoreBuilder {
     ///
     /// Logged-in sessions that expire are reported late, when their user's index is next
     /// checked ([`Expired`](crate::SessionEventKind::Expired)); others are not reported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionEventKind, SessionStore};
+    ///
+    /// let builder = SessionStore::builder().on_event(|event| {
+    ///     if event.kind == SessionEventKind::LoggedIn {
+    ///         tracing::info!(session = %event.id, user = ?event.user_id, "login");
+    ///     }
+    /// });
+    /// # let _ = builder;
+    /// ```
     pub fn on_event(mut self, hook: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
         self.events = Events::new(hook);
         self

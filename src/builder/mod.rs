@@ -22,9 +22,28 @@ use crate::touch::{Checker, Toucher};
 pub const MIN_KEY_BYTES: usize = 32;
 
 impl SessionStore {
-    /// Starts a builder with OWASP defaults: a `session` cookie that is HttpOnly, Secure,
+    /// Starts a builder with OWASP defaults: a `__Host-session` cookie (see
+    /// [`cookie_name`](SessionStoreBuilder::cookie_name)) that is HttpOnly, Secure,
     /// SameSite=Lax, Path=/ and lives as long as the browser session; 30 minutes idle and
-    /// 12 hours absolute timeout.
+    /// 12 hours absolute timeout. Choose a backend and signing keys, then
+    /// [`build`](SessionStoreBuilder::build).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .signing_keys([[7u8; 32]]) // 32 random bytes or more, from your secrets
+    ///     .build()
+    ///     .await?; // built even if Redis does not answer yet
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> SessionStoreBuilder {
         SessionStoreBuilder::default()
     }
@@ -155,6 +174,52 @@ impl SessionStoreBuilder {
     /// Checks the configuration and builds the store. Must run inside a Tokio runtime. With
     /// Redis, the scripts are loaded if Redis answers; if it does not, the store is built
     /// anyway and requests get 503 until it does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::{ConfigError, SessionStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ConfigError> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// # let _ = store;
+    ///
+    /// let err = SessionStore::builder()
+    ///     .memory()
+    ///     .signing_keys([[7u8; 32]])
+    ///     .idle_timeout(Duration::from_secs(3600))
+    ///     .absolute_timeout(Duration::from_secs(60))
+    ///     .build()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::IdleExceedsAbsolute { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first setting that cannot work (Redis not answering is no error):
+    ///
+    /// - [`NoSigningKey`](ConfigError::NoSigningKey), [`KeyTooShort`](ConfigError::KeyTooShort):
+    ///   no signing key, or one shorter than [`MIN_KEY_BYTES`].
+    /// - [`NoBackend`](ConfigError::NoBackend): neither Redis nor [`memory`](Self::memory) chosen.
+    /// - [`MissingEnv`](ConfigError::MissingEnv): a variable that
+    ///   [`redis_url_from_var`](Self::redis_url_from_var) or
+    ///   [`redis_from_env`](Self::redis_from_env) needs is not set.
+    /// - [`Zero`](ConfigError::Zero), [`TooLong`](ConfigError::TooLong),
+    ///   [`IdleExceedsAbsolute`](ConfigError::IdleExceedsAbsolute): a timeout, size or limit of
+    ///   zero, a timeout over a day or a lifetime over 100 years, an idle timeout longer than the
+    ///   absolute one.
+    /// - [`CookieName`](ConfigError::CookieName), [`CookiePrefix`](ConfigError::CookiePrefix),
+    ///   [`CookiePath`](ConfigError::CookiePath), [`CookieDomain`](ConfigError::CookieDomain),
+    ///   [`SameSiteNoneInsecure`](ConfigError::SameSiteNoneInsecure): a cookie browsers would
+    ///   refuse.
+    /// - [`Deployment`](ConfigError::Deployment): a Redis URL that does not parse, no nodes or
+    ///   sentinels, TLS settings without the `tls` feature, a CA file that cannot be read, or a
+    ///   [`wait_for_replicas`](Self::wait_for_replicas) timeout not below the command timeout.
     pub async fn build(mut self) -> Result<SessionStore, ConfigError> {
         self.validate()?;
         let lifetimes = Lifetimes {

@@ -14,7 +14,17 @@ use crate::error::ConfigError;
 /// Where Redis is and how to reach it.
 impl SessionStoreBuilder {
     /// Keep sessions in a standalone Redis at this URL: `redis://[user:pass@]host:port[/db]`,
-    /// `rediss://…` for TLS (feature `tls`), or `redis+unix:///path/to/redis.sock`.
+    /// `rediss://…` for TLS (feature `tls`), or `redis+unix:///path/to/redis.sock`. The URL is
+    /// checked by [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().redis_url("redis://:secret@127.0.0.1:6379/0");
+    /// # let _ = builder;
+    /// ```
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.backend = BackendChoice::Redis(Deployment::Url(url.into()));
         self
@@ -22,6 +32,16 @@ impl SessionStoreBuilder {
 
     /// Keep sessions in a Redis Cluster; `nodes` are seed URLs (`redis://host:port`, or
     /// `rediss://` with the `tls` feature), from which the client learns the whole cluster.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder()
+    ///     .redis_cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"]);
+    /// # let _ = builder;
+    /// ```
     #[cfg(feature = "cluster")]
     pub fn redis_cluster<N: Into<String>>(mut self, nodes: impl IntoIterator<Item = N>) -> Self {
         let nodes = nodes.into_iter().map(Into::into).collect();
@@ -35,6 +55,17 @@ impl SessionStoreBuilder {
     /// primary. The primary's credentials come from [`redis_auth`](Self::redis_auth) or a
     /// [`credentials_provider`](Self::credentials_provider). After a failover, the next
     /// connection asks the sentinels again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder()
+    ///     .redis_sentinel("mymaster", ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"])
+    ///     .redis_auth(Some("app"), "secret");
+    /// # let _ = builder;
+    /// ```
     pub fn redis_sentinel<S: Into<String>>(
         mut self,
         service: impl Into<String>,
@@ -51,12 +82,32 @@ impl SessionStoreBuilder {
     /// (comma-separated URLs, feature `cluster`), else `REDIS_SENTINELS` (comma-separated
     /// URLs) with `REDIS_SENTINEL_SERVICE`, else `REDIS_URL`; and `REDIS_CA_FILE`, a PEM file
     /// of a private CA for `rediss://`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// // REDIS_URL=redis://127.0.0.1:6379 in development, REDIS_CLUSTER_NODES=... in production.
+    /// let builder = SessionStore::builder().redis_from_env();
+    /// # let _ = builder;
+    /// ```
     pub fn redis_from_env(mut self) -> Self {
         self.backend = BackendChoice::FromEnv;
         self
     }
 
-    /// Keep sessions in Redis at the URL in this environment variable, read by `build`.
+    /// Keep sessions in Redis at the URL in this environment variable, read by `build`
+    /// (which fails with [`ConfigError::MissingEnv`] if it is not set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().redis_url_from_var("SESSION_REDIS_URL");
+    /// # let _ = builder;
+    /// ```
     pub fn redis_url_from_var(mut self, var: impl Into<String>) -> Self {
         self.backend = BackendChoice::RedisEnv(var.into());
         self
@@ -65,6 +116,20 @@ impl SessionStoreBuilder {
     /// Keep sessions in Redis through a pool the application already has. The store takes
     /// a few connections from it once and keeps them (multiplexed, so they are shared, not
     /// held): no checkout and no `PING` per request. Timeouts and TLS are the pool's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let builder = SessionStore::builder().redis_pool(pool.clone());
+    /// # let _ = builder;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "deadpool-redis")]
     pub fn redis_pool(mut self, pool: deadpool_redis::Pool) -> Self {
         self.backend = BackendChoice::Redis(Deployment::Pool(pool));
@@ -77,6 +142,21 @@ impl SessionStoreBuilder {
     /// only a pipeline's first redirection, so a pipeline of several commands that meets a
     /// slot migration fails rather than risk running twice (with
     /// [`redis_cluster`](Self::redis_cluster), only the redirected commands are sent again).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let urls = vec!["redis://10.0.0.1:6379".to_string()];
+    /// let pool = deadpool_redis::cluster::Config::from_urls(urls)
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let builder = SessionStore::builder().redis_cluster_pool(pool);
+    /// # let _ = builder;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
     pub fn redis_cluster_pool(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
         self.backend = BackendChoice::Redis(Deployment::ClusterPool(pool));
@@ -85,6 +165,19 @@ impl SessionStoreBuilder {
 
     /// Keep sessions in this process's memory: for development and tests. Same semantics as
     /// Redis, but sessions are lost on restart and not shared between processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// assert!(!store.is_redis());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn memory(mut self) -> Self {
         self.backend = BackendChoice::Memory;
         self
@@ -92,6 +185,18 @@ impl SessionStoreBuilder {
 
     /// ACL user (`None`: the `default` user) and password for every Redis connection,
     /// overriding any in the URLs (sentinels keep their own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # let password = String::from("from your secrets");
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .redis_auth(Some("sessions"), password);
+    /// # let _ = builder;
+    /// ```
     pub fn redis_auth(mut self, user: Option<&str>, password: impl Into<String>) -> Self {
         self.auth = Some((user.map(str::to_owned), password.into()));
         self
@@ -99,6 +204,28 @@ impl SessionStoreBuilder {
 
     /// Credentials that expire or rotate: asked for by every new connection, and by the
     /// live ones ahead of expiry (see [`CredentialsProvider`]). Overrides `redis_auth`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{Credentials, CredentialsFuture, CredentialsProvider, SessionStore};
+    ///
+    /// struct FromVault;
+    ///
+    /// impl CredentialsProvider for FromVault {
+    ///     fn credentials(&self) -> CredentialsFuture<'_> {
+    ///         Box::pin(async {
+    ///             # let password = String::from("from the vault");
+    ///             Ok(Credentials { username: Some("app".into()), password, expires_at: None })
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .credentials_provider(FromVault);
+    /// # let _ = builder;
+    /// ```
     pub fn credentials_provider(mut self, provider: impl CredentialsProvider) -> Self {
         self.credentials = Some(Provider(Arc::new(provider)));
         self
@@ -107,25 +234,73 @@ impl SessionStoreBuilder {
     /// How long before their credentials expire live connections re-authenticate
     /// (default 10 minutes). Credentials that live less than this are refreshed halfway
     /// through their lifetime instead (with a warning, once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().credentials_refresh_ahead(Duration::from_secs(300));
+    /// # let _ = builder;
+    /// ```
     pub fn credentials_refresh_ahead(mut self, ahead: Duration) -> Self {
         self.credentials_ahead = ahead;
         self
     }
 
     /// PEM of the CA that signed the Redis servers' certificates, for `rediss://` (feature
-    /// `tls`); without it, the system's roots are trusted.
+    /// `tls`); without it, the system's roots are trusted. Without the `tls` feature,
+    /// [`build`](Self::build) refuses it ([`ConfigError::Deployment`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # let ca_pem = b"-----BEGIN CERTIFICATE-----\n...".to_vec();
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("rediss://redis.internal:6380")
+    ///     .tls_ca_pem(ca_pem);
+    /// # let _ = builder;
+    /// ```
     pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_ca = Some(CaSource::Pem(pem.into()));
         self
     }
 
-    /// As [`tls_ca_pem`](Self::tls_ca_pem), read from this file by `build`.
+    /// As [`tls_ca_pem`](Self::tls_ca_pem), read from this file by `build` (which fails with
+    /// [`ConfigError::Deployment`] if it cannot be read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("rediss://redis.internal:6380")
+    ///     .tls_ca_file("/etc/ssl/private-ca.pem");
+    /// # let _ = builder;
+    /// ```
     pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls_ca = Some(CaSource::File(path.into()));
         self
     }
 
-    /// A client certificate and its key, both PEM, for servers that ask for one (mutual TLS).
+    /// A client certificate and its key, both PEM, for servers that ask for one (mutual TLS;
+    /// feature `tls`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # let (cert_pem, key_pem) = (b"-----BEGIN CERTIFICATE-----".to_vec(), b"-----BEGIN PRIVATE KEY-----".to_vec());
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("rediss://redis.internal:6380")
+    ///     .tls_client_cert(cert_pem, key_pem);
+    /// # let _ = builder;
+    /// ```
     pub fn tls_client_cert(
         mut self,
         cert_pem: impl Into<Vec<u8>>,
@@ -140,14 +315,37 @@ impl SessionStoreBuilder {
     /// the write). Replication is asynchronous: without this, a write that Redis acknowledged
     /// can be lost if the primary fails before passing it on. When fewer replicas answer in
     /// time, the request gets 503 ([`StoreError::NotReplicated`](crate::StoreError::NotReplicated)):
-    /// the write stands on the primary, but a failover could lose it. Off by default.
+    /// the write stands on the primary, but a failover could lose it. Off by default. The
+    /// timeout must be above zero and below the [`command_timeout`](Self::command_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .wait_for_replicas(1, Duration::from_millis(100));
+    /// # let _ = builder;
+    /// ```
     pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
         self.wait_replicas = replicas;
         self.wait_timeout = timeout;
         self
     }
 
-    /// Prefix of the store keys (default `session:`).
+    /// Prefix of the store keys (default `session:`): give each application sharing a Redis
+    /// its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().key_prefix("shop:session:");
+    /// # let _ = builder;
+    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -157,12 +355,31 @@ impl SessionStoreBuilder {
     /// it. A request goes to the first connection with fewer than 32 commands in flight,
     /// else to the least busy, so that concurrent requests share system calls; the others
     /// take the overflow and stand by when one fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().pool_size(8);
+    /// # let _ = builder;
+    /// ```
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self
     }
 
     /// How long opening a Redis connection may take (default 1 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().connect_timeout(Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -172,6 +389,16 @@ impl SessionStoreBuilder {
     /// (default 1 s). Past it the request gets 503 Service Unavailable: on the crate's own
     /// connection (plain TCP or unix socket) within a quarter of the timeout more, since it
     /// checks its requests' deadlines four times per timeout rather than keep a timer for each.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// let builder = SessionStore::builder().command_timeout(Duration::from_millis(250));
+    /// # let _ = builder;
+    /// ```
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self

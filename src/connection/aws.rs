@@ -54,7 +54,19 @@ pub struct ElastiCacheIam {
 
 impl ElastiCacheIam {
     /// Tokens for user `user_id` (the IAM-enabled ElastiCache user; its name is its id) of
-    /// the replication group or serverless cache `cache_name`, in `region`.
+    /// the replication group or serverless cache `cache_name`, in `region`, signed with
+    /// `credentials` (any AWS credentials provider: aws-config's chain, fixed keys...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aws_credential_types::Credentials;
+    /// use tower_redis_session::ElastiCacheIam;
+    ///
+    /// let keys = Credentials::new("AKIDEXAMPLE", "secret", None, None, "example");
+    /// let iam = ElastiCacheIam::new("my-cache", "app-user", "us-east-1", keys);
+    /// # let _ = iam;
+    /// ```
     pub fn new(
         cache_name: impl Into<String>,
         user_id: impl Into<String>,
@@ -70,14 +82,51 @@ impl ElastiCacheIam {
         }
     }
 
-    /// The cache is an ElastiCache Serverless cache.
+    /// The cache is an ElastiCache Serverless cache (the token then names the resource
+    /// type `ServerlessCache`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aws_credential_types::Credentials;
+    /// use tower_redis_session::ElastiCacheIam;
+    ///
+    /// let keys = Credentials::new("AKIDEXAMPLE", "secret", None, None, "example");
+    /// let iam = ElastiCacheIam::new("my-serverless-cache", "app-user", "eu-west-1", keys)
+    ///     .serverless();
+    /// # let _ = iam;
+    /// ```
     pub fn serverless(mut self) -> Self {
         self.serverless = true;
         self
     }
 
     /// The auth token that `credentials` sign at `time`: the presigned request
-    /// `<cache>/?Action=connect&User=<user>` (without `http://`), valid 15 minutes.
+    /// `<cache>/?Action=connect&User=<user>` (without `http://`), valid 15 minutes. The
+    /// store calls it for you (as a [`CredentialsProvider`]); it is public for checks and
+    /// tools.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use aws_credential_types::Credentials;
+    /// use tower_redis_session::ElastiCacheIam;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let keys = Credentials::new("AKIDEXAMPLE", "secret", None, None, "example");
+    /// let iam = ElastiCacheIam::new("my-cache", "app-user", "us-east-1", keys.clone());
+    /// let token = iam.token(&keys, SystemTime::now())?;
+    /// assert!(token.starts_with("my-cache/?Action=connect&User=app-user&"));
+    /// assert!(token.contains("X-Amz-Signature="));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// If the request cannot be signed: a cache name that makes no valid URL, or signing
+    /// parameters that SigV4 refuses.
     pub fn token(
         &self,
         credentials: &aws_credential_types::Credentials,

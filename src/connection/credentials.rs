@@ -59,7 +59,43 @@ pub type CredentialsFuture<'a> =
 /// }
 /// ```
 pub trait CredentialsProvider: Send + Sync + 'static {
-    /// The credentials to use now.
+    /// The credentials to use now. Asked for by each new connection, and by each live one
+    /// ahead of [`Credentials::expires_at`]; not cached by the store, so cache in the
+    /// provider if fetching is slow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tower_redis_session::{Credentials, CredentialsFuture, CredentialsProvider};
+    ///
+    /// /// A token that a service issues for an hour.
+    /// struct HourlyToken;
+    ///
+    /// impl CredentialsProvider for HourlyToken {
+    ///     fn credentials(&self) -> CredentialsFuture<'_> {
+    ///         Box::pin(async {
+    ///             # let token = String::from("issued token");
+    ///             Ok(Credentials {
+    ///                 username: Some("app".into()),
+    ///                 password: token,
+    ///                 expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
+    ///             })
+    ///         })
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let c = HourlyToken.credentials().await.unwrap();
+    /// # assert_eq!(c.username.as_deref(), Some("app"));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Whatever the provider cannot get. A new connection then fails (requests get 503,
+    /// [`SessionError::Unavailable`](crate::SessionError::Unavailable), until a later attempt
+    /// succeeds); a live connection whose re-authentication fails is retired and replaced.
     fn credentials(&self) -> CredentialsFuture<'_>;
 }
 

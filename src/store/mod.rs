@@ -73,6 +73,21 @@ impl std::fmt::Debug for SessionStore {
 
 impl SessionStore {
     /// What the connection layer has done so far (zeros for the in-process backend).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::{SessionStore, StoreStats};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let stats = store.stats();
+    /// assert_eq!(stats, StoreStats::default()); // the in-process store opens no connection
+    /// println!("{} connections opened, {} retired", stats.connection_attempts, stats.connections_retired);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> StoreStats {
         match &*self.inner.backend {
             Backend::Redis(redis) => {
@@ -90,7 +105,39 @@ impl SessionStore {
     /// most recently seen first, with the values of `fields` of each (the device a session
     /// was opened on, say, if the application stored it under such a key). One round trip
     /// for the user's index, then one per session, all at once. Entries of sessions that
-    /// expired or ended are skipped.
+    /// expired or ended are skipped, and values that are not JSON are left out of
+    /// [`SessionInfo::fields`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use tower::ServiceExt;
+    /// use tower_redis_session::{Session, SessionError, SessionStore};
+    ///
+    /// async fn login(session: Session) -> Result<(), SessionError> {
+    ///     session.login("alice").await?;
+    ///     session.insert("device", &"Firefox on Linux")
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let app = Router::new().route("/login", post(login)).layer(store.layer());
+    /// let request = http::Request::post("/login").body(axum::body::Body::empty())?;
+    /// app.oneshot(request).await?; // alice logs in
+    ///
+    /// let sessions = store.user_sessions("alice", &["device"]).await?;
+    /// assert_eq!(sessions.len(), 1);
+    /// assert_eq!(sessions[0].fields["device"], "Firefox on Linux");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the store cannot be reached in time;
+    /// [`SessionError::Corrupt`] if the user's index or a session holds something unexpected.
     pub async fn user_sessions(
         &self,
         user_id: &str,
@@ -136,8 +183,42 @@ impl SessionStore {
         Ok(sessions)
     }
 
-    /// Ends one session of `user_id`, by its public id ("log out this device"). Returns
-    /// whether there was such a live session. Safe to repeat after a failure.
+    /// Ends one session of `user_id`, by its public id ([`SessionInfo::id`],
+    /// [`Session::id`](crate::Session::id)): "log out this device". Returns whether there was
+    /// such a live session; a session of another user is left alone. Safe to repeat after a
+    /// failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use tower::ServiceExt;
+    /// use tower_redis_session::{Session, SessionError, SessionStore};
+    ///
+    /// async fn login(session: Session) -> Result<(), SessionError> {
+    ///     session.login("alice").await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let app = Router::new().route("/login", post(login)).layer(store.layer());
+    /// let request = http::Request::post("/login").body(axum::body::Body::empty())?;
+    /// app.oneshot(request).await?; // alice logs in
+    ///
+    /// let laptop = store.user_sessions("alice", &[]).await?[0].id;
+    /// assert!(store.end_session("alice", laptop).await?);
+    /// assert!(!store.end_session("alice", laptop).await?); // already ended
+    /// assert!(store.user_sessions("alice", &[]).await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the store cannot be reached in time (repeat the call:
+    /// what was not ended yet is ended then); [`SessionError::Corrupt`] if the user's index holds
+    /// something unexpected.
     pub async fn end_session(&self, user_id: &str, id: uuid::Uuid) -> Result<bool, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
         let marked = self.index(&keys, IndexOp::Mark(vec![id])).await?;
@@ -160,6 +241,43 @@ impl SessionStore {
     /// with [`SessionError::Ended`] (409) or, if it got further, has its session ended before
     /// this call returns. A login whose request starts after T is a new login. Between app
     /// servers, "before" is by their clocks: keep them in sync.
+    ///
+    /// # Examples
+    ///
+    /// "Log out everywhere else", from a handler: the store is the router's state.
+    ///
+    /// ```
+    /// use axum::{extract::State, routing::post, Router};
+    /// use tower_redis_session::{Session, SessionError, SessionStore};
+    ///
+    /// async fn log_out_elsewhere(
+    ///     State(store): State<SessionStore>,
+    ///     session: Session,
+    /// ) -> Result<String, SessionError> {
+    ///     let Some(user) = session.user_id().await? else {
+    ///         return Ok("not logged in".into());
+    ///     };
+    ///     let ended = store.end_user_sessions(&user, session.id()).await?;
+    ///     Ok(format!("{ended} other sessions ended"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// let app: Router = Router::new()
+    ///     .route("/sessions/end-others", post(log_out_elsewhere))
+    ///     .layer(store.layer())
+    ///     .with_state(store.clone());
+    /// # let _ = app;
+    /// assert_eq!(store.end_user_sessions("alice", None).await?, 0); // alice has no session
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Unavailable`] if the store cannot be reached in time (repeat the call);
+    /// [`SessionError::Corrupt`] if the user's index holds something unexpected.
     pub async fn end_user_sessions(
         &self,
         user_id: &str,
@@ -186,6 +304,19 @@ impl SessionStore {
     }
 
     /// Whether this store keeps sessions in Redis (rather than in process memory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_redis_session::SessionStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_redis_session::ConfigError> {
+    /// let store = SessionStore::builder().memory().signing_keys([[7u8; 32]]).build().await?;
+    /// assert!(!store.is_redis());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_redis(&self) -> bool {
         matches!(*self.inner.backend, Backend::Redis(_))
     }
