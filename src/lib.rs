@@ -48,10 +48,13 @@
 //! # }
 //! ```
 //!
+//! The [guide](#guide) below shows the common tasks: typed data, flash messages, login and
+//! "log out everywhere", remember me, tests, and use beside an authentication crate.
+//!
 //! # Without axum
 //!
 //! The layer works on any `tower::Service<http::Request<B>>`. The [`Session`] is in the
-//! request extensions, and loads on first use as with axum.
+//! request extensions, and loads on first use as with axum (see [`SessionStore::layer`]).
 //!
 //! # Features
 //!
@@ -64,7 +67,8 @@
 //!
 //! Standalone servers (TCP, TLS, unix socket), Sentinel, Cluster, ACL users and expiring
 //! credentials: see the README's Deployments section.
-
+//!
+#![doc = include_str!("guide.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
