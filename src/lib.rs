@@ -63,10 +63,10 @@
 //! - `tls`: `rediss://` URLs, with rustls; a private CA and client certificates.
 //! - `deadpool-redis`: hand in the `deadpool_redis::Pool` the application already has.
 //! - `aws-iam`: ElastiCache IAM authentication tokens (`ElastiCacheIam`).
-//! - `metrics`: counters and histograms through the `metrics` facade (see the README).
+//! - `metrics`: counters and histograms through the `metrics` facade (see `docs/OBSERVABILITY.md`).
 //!
 //! Standalone servers (TCP, TLS, unix socket), Sentinel, Cluster, ACL users and expiring
-//! credentials: see the README's Deployments section.
+//! credentials: see `docs/DEPLOYMENTS.md`.
 //!
 #![doc = include_str!("guide.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -342,7 +342,7 @@ pub struct SessionInfo {
     /// When the session was created (logins keep the session's creation time).
     pub created: SystemTime,
     /// When a request last used it (within the second; refreshes of routes that never read
-    /// the session are gathered, see the README).
+    /// the session are gathered, see `docs/ARCHITECTURE.md`).
     pub last_seen: SystemTime,
     /// When it expires if no request comes.
     pub expires: SystemTime,
