@@ -1,9 +1,10 @@
-//! Test harness: a redis-server of our own (see `redis_server.rs`), a test app, and a client
-//! with a one-cookie jar that drives the real tower stack.
+//! Test harness: a redis-server of our own (see `redis_server.rs`), the backends a test runs
+//! on (`backends.rs`), a test app, and a client with a one-cookie jar that drives the real tower stack.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
+pub mod backends;
 pub mod credentials;
 pub mod logs;
 pub mod record;
