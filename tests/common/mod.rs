@@ -389,3 +389,27 @@ impl Browser {
         send(&self.app, path, self.cookie.as_deref()).await
     }
 }
+
+/// Joins the client tasks of a load test by `deadline`, when each must be done: a task that
+/// panicked, or one still running then (a hung client), fails the test. Their results, in the
+/// order they finished.
+pub async fn join_by<T: 'static>(
+    mut tasks: tokio::task::JoinSet<T>,
+    deadline: std::time::Instant,
+) -> Vec<T> {
+    let mut done = Vec::new();
+    while let Ok(Some(result)) = tokio::time::timeout(
+        deadline.saturating_duration_since(std::time::Instant::now()),
+        tasks.join_next(),
+    )
+    .await
+    {
+        done.push(result.expect("client task panicked"));
+    }
+    assert!(
+        tasks.is_empty(),
+        "{} client tasks still hanging past the deadline",
+        tasks.len()
+    );
+    done
+}
