@@ -257,7 +257,8 @@ async fn destroy(session: Session) -> Result<&'static str, SessionError> {
     Ok("ok")
 }
 
-async fn keys(session: Session) -> Result<String, SessionError> {
+/// The session's keys, sorted, joined by commas (`/keys`).
+pub async fn keys(session: Session) -> Result<String, SessionError> {
     let mut keys = session.keys().await?;
     keys.sort();
     Ok(keys.join(","))
