@@ -1,5 +1,6 @@
-//! Test harness: a redis-server of our own (see `redis_server.rs`), the backends a test runs
-//! on (`backends.rs`), a test app, and a client with a one-cookie jar that drives the real tower stack.
+//! Test harness: a redis-server of our own (`test_support::redis_server`, shared with the
+//! benchmark member), the backends a test runs on (`backends.rs`), a test app, and a client
+//! with a one-cookie jar that drives the real tower stack.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
@@ -8,9 +9,8 @@ pub mod backends;
 pub mod credentials;
 pub mod logs;
 pub mod record;
-mod redis_server;
 pub mod topology;
-pub use redis_server::*;
+pub use test_support::redis_server::*;
 
 use axum::{
     body::Body,
