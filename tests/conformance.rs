@@ -8,35 +8,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::topology::{Certs, Cluster, Sentinels, TlsServer, SERVICE};
-use common::{app, builder, header_app, Browser, RedisServer};
+use common::backends::{backend_tests, on_every_backend, Backend, Backing};
+use common::{app, builder, header_app, Browser};
 use tower_redis_session::{SessionStore, SessionStoreBuilder};
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Memory,
-    Redis,
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    Cluster,
-    Sentinel,
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    Tls,
-    /// A standalone server, the token in a request header instead of the cookie.
-    Header,
-}
-
-/// What the store of a test runs on, for the test's own look into Redis.
-enum Backing {
-    Memory,
-    Redis(RedisServer),
-    Cluster(&'static Cluster),
-    Sentinel(&'static Sentinels),
-    Tls(TlsServer),
-}
 
 struct Fixture {
     store: SessionStore,
@@ -46,78 +23,22 @@ struct Fixture {
     header: bool,
 }
 
-fn shared_cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start(0))
-}
-
-fn shared_sentinels() -> &'static Sentinels {
-    static SENTINELS: OnceLock<Sentinels> = OnceLock::new();
-    SENTINELS.get_or_init(Sentinels::start)
-}
-
 async fn fixture(
-    kind: Kind,
+    backend: Backend,
     configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder,
 ) -> Fixture {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let prefix = format!("t{}:", NEXT.fetch_add(1, Ordering::Relaxed));
-    let b = builder().key_prefix(prefix.clone());
-    let (b, backing) = match kind {
-        Kind::Memory => (b.memory(), Backing::Memory),
-        Kind::Redis | Kind::Header => {
-            let server = RedisServer::start();
-            (b.redis_url(server.url()), Backing::Redis(server))
-        }
-        Kind::Cluster => {
-            let cluster = tokio::task::spawn_blocking(shared_cluster)
-                .await
-                .expect("cluster");
-            (cluster_builder(b, cluster), Backing::Cluster(cluster))
-        }
-        Kind::Sentinel => {
-            let s = tokio::task::spawn_blocking(shared_sentinels)
-                .await
-                .expect("sentinels");
-            (b.redis_sentinel(SERVICE, s.urls()), Backing::Sentinel(s))
-        }
-        Kind::Tls => {
-            let server = tokio::task::spawn_blocking(|| TlsServer::start(true))
-                .await
-                .expect("tls server");
-            let certs = Certs::get();
-            (tls_builder(b, &server, certs), Backing::Tls(server))
-        }
-    };
+    let (b, backing) = backend
+        .start_shared(builder().key_prefix(prefix.clone()))
+        .await;
     let store = configure(b).build().await.expect("store");
     Fixture {
         store,
         backing,
         prefix,
-        header: matches!(kind, Kind::Header),
+        header: matches!(backend, Backend::Header),
     }
-}
-
-#[cfg(feature = "cluster")]
-fn cluster_builder(b: SessionStoreBuilder, cluster: &Cluster) -> SessionStoreBuilder {
-    b.redis_cluster(cluster.urls())
-}
-
-#[cfg(not(feature = "cluster"))]
-fn cluster_builder(_: SessionStoreBuilder, _: &Cluster) -> SessionStoreBuilder {
-    unreachable!("cluster tests need the `cluster` feature")
-}
-
-#[cfg(feature = "tls")]
-fn tls_builder(b: SessionStoreBuilder, server: &TlsServer, certs: &Certs) -> SessionStoreBuilder {
-    b.redis_url(server.url())
-        .tls_ca_file(certs.path("ca.crt"))
-        .tls_client_cert(certs.pem("client.crt"), certs.pem("client.key"))
-}
-
-#[cfg(not(feature = "tls"))]
-fn tls_builder(_: SessionStoreBuilder, _: &TlsServer, _: &Certs) -> SessionStoreBuilder {
-    unreachable!("TLS tests need the `tls` feature")
 }
 
 impl Fixture {
@@ -184,45 +105,20 @@ impl Fixture {
     }
 }
 
+/// The suite on every backend and deployment: `memory::name`, `redis::name`,
+/// `cluster::name`, `sentinel::name` and `tls::name`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Redis).await })*
-        }
-        #[cfg(feature = "cluster")]
-        mod cluster {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Cluster).await })*
-        }
-        mod sentinel {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Sentinel).await })*
-        }
-        #[cfg(feature = "tls")]
-        mod tls {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Tls).await })*
-        }
+        on_every_backend!($($name),*);
+        backend_tests!(sentinel: Sentinel; $($name),*);
+        backend_tests!(#[cfg(feature = "tls")] tls: Tls; $($name),*);
     };
 }
 
-/// The suite with the token in a header (API clients), but for what only a cookie has: a
-/// `Max-Age` (persistence, remember me).
-macro_rules! header_conformance {
-    ($($name:ident),* $(,)?) => {
-        mod header {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Header).await })*
-        }
-    };
-}
-
-header_conformance!(
+// The suite with the token in a header (API clients), but for what only a cookie has: a
+// `Max-Age` (persistence, remember me).
+backend_tests!(
+    header: Header;
     reading_without_cookie_creates_nothing,
     write_creates_session_and_reads_back,
     remove_and_clear,
@@ -286,8 +182,8 @@ conformance!(
     responses_of_a_session_are_private,
 );
 
-async fn reading_without_cookie_creates_nothing(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn reading_without_cookie_creates_nothing(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     let r = b.get("/get/user").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -296,8 +192,8 @@ async fn reading_without_cookie_creates_nothing(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(0), 0);
 }
 
-async fn write_creates_session_and_reads_back(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn write_creates_session_and_reads_back(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     let r = b.get("/set/user/alice").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -308,8 +204,8 @@ async fn write_creates_session_and_reads_back(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(1), 1);
 }
 
-async fn remove_and_clear(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn remove_and_clear(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     b.get("/set/b/2").await;
@@ -324,8 +220,8 @@ async fn remove_and_clear(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(1), 1);
 }
 
-async fn concurrent_writes_to_distinct_keys_all_land(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn concurrent_writes_to_distinct_keys_all_land(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/seed/x").await;
     let n = 32;
@@ -343,8 +239,8 @@ async fn concurrent_writes_to_distinct_keys_all_land(kind: Kind) {
     assert_eq!(keys.split(',').count(), n + 1, "{keys}");
 }
 
-async fn concurrent_incr_is_exact(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn concurrent_incr_is_exact(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/incr/n/1").await;
     let tasks: Vec<_> = (0..50)
@@ -359,8 +255,8 @@ async fn concurrent_incr_is_exact(kind: Kind) {
     assert_eq!(b.get("/incr/n/0").await.body, "101");
 }
 
-async fn incr_after_insert_in_same_request_counts_from_it(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn incr_after_insert_in_same_request_counts_from_it(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set-int/n/5").await;
     assert_eq!(b.get("/incr/n/1").await.body, "6");
@@ -371,8 +267,8 @@ async fn incr_after_insert_in_same_request_counts_from_it(kind: Kind) {
     assert_eq!(b.get("/incr/n/-6").await.body, "0");
 }
 
-async fn incr_on_non_integer_is_a_clear_error(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn incr_on_non_integer_is_a_clear_error(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/n/abc").await;
     let r = b.get("/incr/n/1").await;
@@ -386,11 +282,11 @@ async fn incr_on_non_integer_is_a_clear_error(kind: Kind) {
 
 /// The error is `NotAnInteger`, told by the store's status rather than by the words of an
 /// error message, for a value that is no integer and for a sum that would overflow.
-async fn incr_tells_a_non_integer_and_an_overflow_by_kind(kind: Kind) {
+async fn incr_tells_a_non_integer_and_an_overflow_by_kind(backend: Backend) {
     use axum::extract::Path;
     use axum::routing::get;
     use tower_redis_session::{Session, SessionError};
-    let f = fixture(kind, |b| b).await;
+    let f = fixture(backend, |b| b).await;
     let app = axum::Router::new()
         .route(
             "/put/{k}/{v}",
@@ -420,8 +316,8 @@ async fn incr_tells_a_non_integer_and_an_overflow_by_kind(kind: Kind) {
     assert_eq!(b.get("/incr/n/1").await.body, "not an integer: n");
 }
 
-async fn undecodable_value_is_a_clear_error(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn undecodable_value_is_a_clear_error(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/incr/n/3").await;
     let r = b.get("/get/n").await; // asks for a String, holds an integer
@@ -432,8 +328,8 @@ async fn undecodable_value_is_a_clear_error(kind: Kind) {
     );
 }
 
-async fn destroy_expires_cookie_and_kills_session(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn destroy_expires_cookie_and_kills_session(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/user/alice").await;
     let old = b.cookie.clone();
@@ -449,8 +345,8 @@ async fn destroy_expires_cookie_and_kills_session(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(0), 0);
 }
 
-async fn logout_wins_over_slow_writer(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn logout_wins_over_slow_writer(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/user/alice").await;
     let slow = {
@@ -467,8 +363,8 @@ async fn logout_wins_over_slow_writer(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(0), 0, "no partial hash left behind");
 }
 
-async fn regenerate_keeps_data_and_kills_old_id(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn regenerate_keeps_data_and_kills_old_id(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/user/alice").await;
     let old = b.clone();
@@ -485,8 +381,8 @@ async fn regenerate_keeps_data_and_kills_old_id(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(1), 1);
 }
 
-async fn dead_cookie_write_starts_new_session_under_new_token(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(300))).await;
+async fn dead_cookie_write_starts_new_session_under_new_token(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(300))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     let old = b.cookie.clone();
@@ -500,8 +396,8 @@ async fn dead_cookie_write_starts_new_session_under_new_token(kind: Kind) {
 
 /// A session that is merely absent gets no removal cookie: the browser may hold a newer one
 /// by the time the answer arrives (see `relogin_in_another_tab_is_never_undone`).
-async fn dead_cookie_read_sets_no_cookie(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(300))).await;
+async fn dead_cookie_read_sets_no_cookie(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(300))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -510,8 +406,8 @@ async fn dead_cookie_read_sets_no_cookie(kind: Kind) {
     assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
 }
 
-async fn idle_timeout_expires_session(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(400))).await;
+async fn idle_timeout_expires_session(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(400))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     assert_eq!(b.peek("/get/a").await.body, "1");
@@ -520,8 +416,8 @@ async fn idle_timeout_expires_session(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(0), 0);
 }
 
-async fn activity_slides_expiry(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(1000))).await;
+async fn activity_slides_expiry(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(1000))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     // 8 × 250 ms = 2 s, twice the idle timeout, with margin for a loaded machine.
@@ -531,8 +427,8 @@ async fn activity_slides_expiry(kind: Kind) {
     }
 }
 
-async fn untouched_requests_still_slide_expiry(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(1000))).await;
+async fn untouched_requests_still_slide_expiry(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(1000))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     // 8 × 250 ms = 2 s, twice the idle timeout, with margin for a loaded machine.
@@ -545,8 +441,8 @@ async fn untouched_requests_still_slide_expiry(kind: Kind) {
 
 /// Requests closer together than a refresh step: most of them need no refresh (and skip the
 /// queue), yet the session lives on for three idle timeouts.
-async fn a_stream_of_untouched_requests_keeps_the_session(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(600))).await;
+async fn a_stream_of_untouched_requests_keeps_the_session(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(600))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     let start = std::time::Instant::now();
@@ -560,8 +456,8 @@ async fn a_stream_of_untouched_requests_keeps_the_session(kind: Kind) {
     assert_eq!(b.peek("/get/a").await.body, "1");
 }
 
-async fn absolute_timeout_ends_even_an_active_session(kind: Kind) {
-    let f = fixture(kind, |b| {
+async fn absolute_timeout_ends_even_an_active_session(backend: Backend) {
+    let f = fixture(backend, |b| {
         b.idle_timeout(Duration::from_millis(500))
             .absolute_timeout(Duration::from_millis(1200))
     })
@@ -588,10 +484,9 @@ async fn absolute_timeout_ends_even_an_active_session(kind: Kind) {
     // creation time.
 }
 
-async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
-    let f = fixture(kind, |b| {
-        b.cookie_persistent(true)
-            .idle_timeout(Duration::from_secs(10))
+async fn persistent_cookie_max_age_follows_ttl(backend: Backend) {
+    let f = fixture(backend, |b| {
+        b.cookie_persistent(true).idle_timeout(Duration::from_secs(10))
     })
     .await;
     let mut b = f.browser();
@@ -614,8 +509,8 @@ async fn persistent_cookie_max_age_follows_ttl(kind: Kind) {
 
 /// Tab A logs in again (new id) while tab B's requests still carry the old cookie. Whatever
 /// B does, and whenever its answers arrive, the browser ends up with A's new cookie.
-async fn relogin_in_another_tab_is_never_undone(kind: Kind) {
-    let f = fixture(kind, |b| b.cookie_persistent(true)).await;
+async fn relogin_in_another_tab_is_never_undone(backend: Backend) {
+    let f = fixture(backend, |b| b.cookie_persistent(true)).await;
     // The race needs A's login to finish while B's three slow requests (300 ms) are in
     // flight. A loaded machine can miss that window, so up to three tries, each checked in
     // full, until one where all three answered after the login.
@@ -681,8 +576,8 @@ async fn relogin_while_the_other_tab_is_slow(f: &Fixture) -> usize {
 }
 
 /// A loads role=user, B sets admin, A sets role=user explicitly: A's write is the last one.
-async fn a_repeated_insert_is_written(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn a_repeated_insert_is_written(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/role/user").await;
     let a = {
@@ -696,8 +591,8 @@ async fn a_repeated_insert_is_written(kind: Kind) {
     assert_eq!(b.get("/get/role").await.body, "user");
 }
 
-async fn removing_from_nothing_stores_nothing(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_millis(300))).await;
+async fn removing_from_nothing_stores_nothing(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_millis(300))).await;
     let mut b = f.browser();
     for path in ["/remove/a", "/clear"] {
         let r = b.get(path).await;
@@ -716,8 +611,8 @@ async fn removing_from_nothing_stores_nothing(kind: Kind) {
     assert_eq!(f.stored().unwrap_or(0), 0);
 }
 
-async fn a_failed_handler_saves_nothing(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn a_failed_handler_saves_nothing(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     // No session yet: none is created.
     let r = b.get("/fail-set/a/1").await;
@@ -734,8 +629,8 @@ async fn a_failed_handler_saves_nothing(kind: Kind) {
 
 /// The idle timeout is 500 ms, the absolute one 1.2 s; a new id at 600 ms does not restart
 /// the clock: the session still ends 1.2 s after it was created.
-async fn regenerate_keeps_the_absolute_deadline(kind: Kind) {
-    let f = fixture(kind, |b| {
+async fn regenerate_keeps_the_absolute_deadline(backend: Backend) {
+    let f = fixture(backend, |b| {
         b.idle_timeout(Duration::from_millis(500))
             .absolute_timeout(Duration::from_millis(1200))
     })
@@ -768,8 +663,8 @@ async fn regenerate_keeps_the_absolute_deadline(kind: Kind) {
     assert_eq!(b.peek("/get/a").await.body, "none");
 }
 
-async fn remember_me_and_own_idle_timeout(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_secs(60))).await;
+async fn remember_me_and_own_idle_timeout(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_secs(60))).await;
     let mut b = f.browser();
     let r = b.get("/set/a/1").await;
     assert_eq!(r.max_age(), None, "a browser-session cookie by default");
@@ -819,8 +714,8 @@ async fn remember_me_and_own_idle_timeout(kind: Kind) {
 
 /// Requests that all read a one-time value, then take it at once: exactly one gets it, in
 /// every round (two got the same nonce when `take` was a read and a staged removal).
-async fn concurrent_takes_give_a_value_once(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn concurrent_takes_give_a_value_once(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     for round in 0..10 {
         let nonce = format!("n-{round}");
@@ -849,8 +744,8 @@ async fn concurrent_takes_give_a_value_once(kind: Kind) {
 /// A remember-me cookie is sent again by routes that never use the session, once its
 /// expiry has drifted: the browser keeps it for as long as the store keeps the session (it
 /// dropped a `Max-Age=4` cookie after 6 s of such requests, while Redis kept the session).
-async fn a_persistent_cookie_is_resent_by_untouched_routes(kind: Kind) {
-    let f = fixture(kind, |b| b.idle_timeout(Duration::from_secs(4))).await;
+async fn a_persistent_cookie_is_resent_by_untouched_routes(backend: Backend) {
+    let f = fixture(backend, |b| b.idle_timeout(Duration::from_secs(4))).await;
     let mut b = f.browser();
     b.get("/set/a/1").await;
     let r = b.get("/persistent/true").await;
@@ -875,8 +770,8 @@ async fn a_persistent_cookie_is_resent_by_untouched_routes(kind: Kind) {
     assert_eq!(b.get("/get/a").await.body, "1");
 }
 
-async fn take_reads_and_removes(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn take_reads_and_removes(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     b.get("/set/flash/saved").await;
     assert_eq!(b.get("/take/flash").await.body, "saved");
@@ -884,8 +779,8 @@ async fn take_reads_and_removes(kind: Kind) {
     assert_eq!(b.get("/keys").await.body, "");
 }
 
-async fn is_modified_tracks_changes(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn is_modified_tracks_changes(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     assert_eq!(b.get("/modified/a/1").await.body, "false true");
     assert_eq!(b.get("/modified/a/1").await.body, "false true");
@@ -893,8 +788,8 @@ async fn is_modified_tracks_changes(kind: Kind) {
 
 /// A response that carries the cookie, or that read a live session (a page with the user's
 /// name), is kept from shared caches; one that never used the session, or found none, is not.
-async fn responses_of_a_session_are_private(kind: Kind) {
-    let f = fixture(kind, |b| b).await;
+async fn responses_of_a_session_are_private(backend: Backend) {
+    let f = fixture(backend, |b| b).await;
     let mut b = f.browser();
     let r = b.get("/set/a/1").await;
     assert_eq!(r.set_cookie.len(), 1);

@@ -1,7 +1,7 @@
 //! Deployment entries of the builder, and what they promise besides the conformance suite:
 //! a unix socket, the application's own deadpool-redis pool (no checkout and no PING per
 //! request), the environment form, configuration errors, a re-authentication that fails,
-//! and waiting for replicas.
+//! waiting for replicas, and sentinels of which the first names a dead primary.
 
 mod common;
 
@@ -294,4 +294,52 @@ async fn short_lived_credentials_are_refreshed_halfway_not_in_a_loop() {
     assert!((4..=14).contains(&auths), "{auths} AUTH in 5 s");
     smoke(&store).await;
     assert_eq!(store.stats().connections_retired, 0);
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sentinel(monitor_port: u16) -> common::topology::Daemon {
+    let p = port();
+    let dir = std::env::temp_dir().join(format!("review-sentinel-{}-{p}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("s.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {p}\nbind 127.0.0.1\ndir {}\nsentinel monitor svc 127.0.0.1 {monitor_port} 1\n\
+             sentinel down-after-milliseconds svc 60000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    common::topology::Daemon::start(p, vec![conf.to_string_lossy().into(), "--sentinel".into()])
+}
+
+/// The first sentinel names a primary that is down (a lagging sentinel during a failover);
+/// the second names the live one. The store must still connect, by asking the second.
+#[tokio::test]
+async fn sentinel_naming_a_dead_primary_does_not_hide_the_others() {
+    let live = common::RedisServer::start();
+    let dead_port = port(); // nothing listens here
+    let stale = sentinel(dead_port);
+    let good = sentinel(live.port);
+    let store = builder()
+        .redis_sentinel("svc", [stale.url(), good.url()])
+        .build()
+        .await
+        .unwrap();
+    let mut b = Browser::new(app(&store));
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(b.get("/set/x/v").await.status.as_u16());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("statuses: {statuses:?}, stats: {:?}", store.stats());
+    assert!(statuses.contains(&200), "never connected: {statuses:?}");
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{routing::get, Router};
-use common::topology::Cluster;
-use common::{builder, Browser, RedisServer};
+use common::backends::{on_every_backend, Backend, Backing};
+use common::{builder, Browser};
 use tokio::sync::Notify;
 use tower_redis_session::{
     Session, SessionError, SessionEvent, SessionEventKind as Kind, SessionStore,
@@ -22,59 +22,27 @@ use tower_redis_session::{
 };
 use uuid::Uuid;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Memory,
-    Redis,
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    Cluster,
-}
-
 struct Fixture {
     store: SessionStore,
     app: Router,
     /// Released once per `/gated-login` request waiting for it.
     gate: Arc<Notify>,
-    _redis: Option<RedisServer>,
-    _cluster: Option<Cluster>,
+    _backing: Backing,
 }
 
 async fn fixture(
     backend: Backend,
     configure: impl FnOnce(SessionStoreBuilder) -> SessionStoreBuilder,
 ) -> Fixture {
-    let (b, redis, cluster) = match backend {
-        Backend::Memory => (builder().memory(), None, None),
-        Backend::Redis => {
-            let r = RedisServer::start();
-            (builder().redis_url(r.url()), Some(r), None)
-        }
-        Backend::Cluster => {
-            let c = tokio::task::spawn_blocking(|| Cluster::start(0))
-                .await
-                .unwrap();
-            (cluster_builder(&c), None, Some(c))
-        }
-    };
+    let (b, backing) = backend.start(builder()).await;
     let store = configure(b).build().await.expect("store");
     let gate = Arc::new(Notify::new());
     Fixture {
         app: app(&store, Arc::clone(&gate)),
         store,
         gate,
-        _redis: redis,
-        _cluster: cluster,
+        _backing: backing,
     }
-}
-
-#[cfg(feature = "cluster")]
-fn cluster_builder(c: &Cluster) -> SessionStoreBuilder {
-    builder().redis_cluster(c.urls())
-}
-
-#[cfg(not(feature = "cluster"))]
-fn cluster_builder(_: &Cluster) -> SessionStoreBuilder {
-    unreachable!("needs the `cluster` feature")
 }
 
 /// What a hook saw, in order.
@@ -176,24 +144,6 @@ fn app(store: &SessionStore, gate: Arc<Notify>) -> Router {
         )
         .with_state(gate)
         .layer(store.layer())
-}
-
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-        #[cfg(feature = "cluster")]
-        mod cluster {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Cluster).await })*
-        }
-    };
 }
 
 on_every_backend!(

@@ -18,7 +18,7 @@ use axum::Router;
 use common::credentials::Password;
 use common::record::record;
 use common::topology::{Cluster, Sentinels, SERVICE};
-use common::{app, builder, Browser, RedisServer};
+use common::{app, builder, join_by, Browser, RedisServer};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -89,18 +89,12 @@ async fn load(app: &Router, clients: usize, until: Instant) -> Vec<Seen> {
             seen
         });
     }
-    let mut all = Vec::new();
     let deadline = until + TIMEOUT + SLACK + Duration::from_secs(2);
-    while let Ok(Some(r)) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        tasks.join_next(),
-    )
-    .await
-    {
-        all.extend(r.expect("client task"));
-    }
-    assert!(tasks.is_empty(), "{} clients hang", tasks.len());
-    all
+    join_by(tasks, deadline)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Figures of a run around a fault at `fault`: requests, 503s, slowest, wrong data, and the

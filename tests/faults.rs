@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::record::{iterations, record};
-use common::{app, builder, Browser, RedisServer};
+use common::{app, builder, join_by, Browser, RedisServer};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -48,23 +48,9 @@ async fn traffic(b: &Browser, clients: usize, until: Instant) -> Vec<(StatusCode
             seen
         });
     }
-    let mut all = Vec::new();
     // No task may hang: each must be done shortly after the deadline.
     let deadline = until + TIMEOUT + SLACK + Duration::from_secs(2);
-    while let Ok(Some(result)) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        tasks.join_next(),
-    )
-    .await
-    {
-        all.extend(result.expect("client task panicked"));
-    }
-    assert!(
-        tasks.is_empty(),
-        "{} client tasks still hanging",
-        tasks.len()
-    );
-    all
+    join_by(tasks, deadline).await.concat()
 }
 
 fn summary(seen: &[(StatusCode, Duration)]) -> (usize, usize, Duration) {

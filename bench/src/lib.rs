@@ -1,10 +1,9 @@
 //! Shared by the benchmark binaries of this workspace member: the redis-server harness of the
-//! tests, the benchmark support of the main crate, the apps under test, and what the
+//! tests (the `test-support` member), the benchmark support, the apps under test, and what the
 //! interleaved runners have in common.
 
-#[path = "../../tests/common/redis_server.rs"]
-pub mod redis_server;
-#[path = "../../benches/support/mod.rs"]
+pub use test_support::redis_server;
+
 pub mod support;
 
 pub mod apps;

@@ -1,14 +1,10 @@
-//! What the benchmarks share: session contents, the seed handler, and one request through a
-//! router. Included by `benches/session.rs` and by the `bench/` workspace member.
-#![allow(dead_code, unreachable_pub)]
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! What `benches/session.rs` needs: the seed handler, the session contents it seeds, and one
+//! request through a router. The benchmark member (`bench/src/support.rs`) seeds the same
+//! contents: keep the two in step. (This bench ships with the crate, so it cannot share the
+//! member's code.)
 
 use axum::{body::Body, http::Request, Router};
 use tower::ServiceExt;
-
-/// Session sizes: 3 short fields, or 50 fields of about 4 KB in all.
-pub const SIZES: [&str; 2] = ["small", "large"];
 
 /// Handler that fills our session with the fields of a size.
 pub async fn seed_ours(
@@ -21,8 +17,8 @@ pub async fn seed_ours(
     Ok("ok")
 }
 
-/// Fields of a session of the given size.
-pub fn fields(size: &str) -> Vec<(String, String)> {
+/// Fields of a session of the given size: 3 short fields, or 50 fields of about 4 KB in all.
+fn fields(size: &str) -> Vec<(String, String)> {
     match size {
         "small" => vec![
             ("user".into(), "alice".into()),
@@ -33,13 +29,6 @@ pub fn fields(size: &str) -> Vec<(String, String)> {
             .map(|i| (format!("field{i:02}"), format!("{i:02}-{}", "x".repeat(76))))
             .collect(),
     }
-}
-
-/// A value that differs on every call, so that every "write" scenario really writes (both
-/// libraries skip setting a value a key already holds).
-pub fn next_value() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("theme-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Sends one GET through the router; returns the `name=value` of a Set-Cookie, if any.

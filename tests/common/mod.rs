@@ -1,15 +1,16 @@
-//! Test harness: a redis-server of our own (see `redis_server.rs`), a test app, and a client
+//! Test harness: a redis-server of our own (`test_support::redis_server`, shared with the
+//! benchmark member), the backends a test runs on (`backends.rs`), a test app, and a client
 //! with a one-cookie jar that drives the real tower stack.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
+pub mod backends;
 pub mod credentials;
 pub mod logs;
 pub mod record;
-mod redis_server;
 pub mod topology;
-pub use redis_server::*;
+pub use test_support::redis_server::*;
 
 use axum::{
     body::Body,
@@ -256,7 +257,8 @@ async fn destroy(session: Session) -> Result<&'static str, SessionError> {
     Ok("ok")
 }
 
-async fn keys(session: Session) -> Result<String, SessionError> {
+/// The session's keys, sorted, joined by commas (`/keys`).
+pub async fn keys(session: Session) -> Result<String, SessionError> {
     let mut keys = session.keys().await?;
     keys.sort();
     Ok(keys.join(","))
@@ -387,4 +389,28 @@ impl Browser {
     pub async fn peek(&self, path: &str) -> Reply {
         send(&self.app, path, self.cookie.as_deref()).await
     }
+}
+
+/// Joins the client tasks of a load test by `deadline`, when each must be done: a task that
+/// panicked, or one still running then (a hung client), fails the test. Their results, in the
+/// order they finished.
+pub async fn join_by<T: 'static>(
+    mut tasks: tokio::task::JoinSet<T>,
+    deadline: std::time::Instant,
+) -> Vec<T> {
+    let mut done = Vec::new();
+    while let Ok(Some(result)) = tokio::time::timeout(
+        deadline.saturating_duration_since(std::time::Instant::now()),
+        tasks.join_next(),
+    )
+    .await
+    {
+        done.push(result.expect("client task panicked"));
+    }
+    assert!(
+        tasks.is_empty(),
+        "{} client tasks still hanging past the deadline",
+        tasks.len()
+    );
+    done
 }

@@ -142,7 +142,7 @@ wait $d 2>/dev/null
             if args.iter().any(|a| a == "--tls-port") {
                 "redis-server".into()
             } else {
-                super::redis_server::server_binary()
+                super::server_binary()
             },
         )
         .stdout(Stdio::piped())

@@ -1,5 +1,5 @@
 //! A throwaway redis-server on a free loopback port: loopback only, no persistence, killed on
-//! drop. Shared by the tests, the benchmarks and the benchmark workspace member.
+//! drop. Shared by the tests and the benchmark workspace member.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
