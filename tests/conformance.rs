@@ -486,7 +486,8 @@ async fn absolute_timeout_ends_even_an_active_session(backend: Backend) {
 
 async fn persistent_cookie_max_age_follows_ttl(backend: Backend) {
     let f = fixture(backend, |b| {
-        b.cookie_persistent(true).idle_timeout(Duration::from_secs(10))
+        b.cookie_persistent(true)
+            .idle_timeout(Duration::from_secs(10))
     })
     .await;
     let mut b = f.browser();
