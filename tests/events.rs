@@ -498,3 +498,40 @@ async fn limits_and_expiry_report_their_sessions(backend: Backend) {
         .is_empty());
     assert_eq!(seen.take(), []);
 }
+
+/// A session ended without its index entry being dropped (a logout whose second step was
+/// lost): when a check of the index finds the ended marker, the entry goes, and no `Expired`
+/// is reported for a session that did not expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_found_by_an_index_check_is_not_reported_expired() {
+    let redis = common::RedisServer::start();
+    let seen = Recorder::default();
+    let store = builder()
+        .redis_url(redis.url())
+        .idle_timeout(Duration::from_millis(1000))
+        .on_event(seen.hook())
+        .build()
+        .await
+        .unwrap();
+    let app = app(&store, Arc::new(Notify::new()));
+    let mut b = Browser::new(app);
+    ok(&mut b, "/login/alice").await;
+    let [key] = <[String; 1]>::try_from(redis.sessions()).expect("one session");
+    // The marker `logout` leaves, written directly, so that the index keeps its entry.
+    let _: () = redis.cmd(&["DEL", &key]);
+    let _: () = redis.cmd(&["HSET", &key, "", "ended"]);
+    let _: () = redis.cmd(&["PEXPIRE", &key, "60000"]);
+    seen.take();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(store.user_sessions("alice", &[]).await.unwrap().is_empty());
+    assert_eq!(seen.take(), [], "an ended session reported as expired");
+    let entries = redis
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("u:{"))
+        .count();
+    assert_eq!(
+        entries, 0,
+        "the index dropped the entry and expired with it"
+    );
+}

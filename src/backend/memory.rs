@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{
     is_meta, now_ms, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Limits,
-    Listed, ListedSession, Loaded, Mode, Outcome, Write, MAX_DEADLINE_MS, META_ID, META_IDLE,
-    META_USER,
+    Listed, ListedSession, Loaded, Mode, Outcome, Probed, Write, MAX_DEADLINE_MS, META_ID,
+    META_IDLE, META_USER,
 };
 use crate::error::Limit;
 use crate::error::SessionError;
@@ -558,14 +558,14 @@ impl MemoryBackend {
         &self,
         keys: &[StoreKey],
         now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, SessionError> {
+    ) -> Result<Vec<Probed>, SessionError> {
         let mut map = self.lock();
         Ok(keys
             .iter()
-            .map(|key| {
-                map.live(key, now_ms)
-                    .filter(|e| !e.ended)
-                    .map(|e| e.expires_ms)
+            .map(|key| match map.live(key, now_ms) {
+                Some(e) if e.ended => Probed::Ended,
+                Some(e) => Probed::Live(e.expires_ms),
+                None => Probed::Gone,
             })
             .collect())
     }

@@ -265,6 +265,17 @@ pub(crate) struct ListedSession {
     pub(crate) values: Vec<Option<String>>,
 }
 
+/// What a key holds, as a check of a user's index sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probed {
+    /// A live session that expires then (ms since the epoch) if no request comes.
+    Live(i64),
+    /// The marker of a session that was ended (logout, a new id, "end all").
+    Ended,
+    /// Nothing: the session expired (or was evicted).
+    Gone,
+}
+
 /// Whether a write goes to a live session or creates a new one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
@@ -467,13 +478,12 @@ impl Backend {
         dispatch!(self, b => b.end_many(keys, marker_ttl).await)
     }
 
-    /// When each session expires if no request comes (ms since the epoch, by `now_ms`);
-    /// `None` for one that is gone or ended.
+    /// What each key holds, and when a live session there expires if no request comes.
     pub(crate) async fn probe(
         &self,
         keys: &[StoreKey],
         now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, SessionError> {
+    ) -> Result<Vec<Probed>, SessionError> {
         dispatch!(self, b => b.probe(keys, now_ms).await)
     }
 

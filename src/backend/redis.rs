@@ -14,8 +14,8 @@ use redis::{Cmd, Value};
 
 use super::{
     now_ms, stored_id, Counted, Counter, Found, IndexOp, IndexReply, IndexStatus, Indexed, Listed,
-    ListedSession, Loaded, Mode, Outcome, Write, ENDED, MAX_DEADLINE_MS, META_ID, META_IDLE,
-    META_USER,
+    ListedSession, Loaded, Mode, Outcome, Probed, Write, ENDED, MAX_DEADLINE_MS, META_ID,
+    META_IDLE, META_USER,
 };
 use crate::connection::{
     hash_fields, Call, Connections, NotAHash, Ran, Repeat, Script, Stats, Wait,
@@ -438,7 +438,7 @@ impl RedisBackend {
         &self,
         keys: &[StoreKey],
         now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, SessionError> {
+    ) -> Result<Vec<Probed>, SessionError> {
         // One small pipeline per key (fine on a cluster), all at once.
         let probes = keys.iter().map(|key| {
             let mut pipe = redis::pipe();
@@ -455,8 +455,11 @@ impl RedisBackend {
                         pipe.query_async(&mut conn).await
                     })
                     .await?;
-                let live = created.is_some_and(|c| c != ENDED) && ttl > 0;
-                Ok::<_, SessionError>(live.then(|| now_ms.saturating_add(ttl)))
+                Ok::<_, SessionError>(match created.as_deref() {
+                    Some(ENDED) => Probed::Ended,
+                    Some(_) if ttl > 0 => Probed::Live(now_ms.saturating_add(ttl)),
+                    _ => Probed::Gone,
+                })
             }
         });
         futures_util::future::try_join_all(probes).await

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::backend::{now_ms, IndexOp, Indexed};
+use crate::backend::{now_ms, IndexOp, Indexed, Probed};
 use crate::error::SessionError;
 use crate::events::{SessionEvent, SessionEventKind};
 use crate::observe::observed;
@@ -80,18 +80,24 @@ impl StoreInner {
         let now = now_ms();
         let session_keys: Vec<_> = stale.iter().map(|e| e.key.clone()).collect();
         let probed = observed!("probe", None, self.backend.probe(&session_keys, now))?;
+        // Ended sessions' entries go too, but only expired ones are reported: an ended one
+        // was reported when it was ended.
+        let gone: Vec<_> = stale
+            .iter()
+            .zip(&probed)
+            .filter(|(_, p)| **p == Probed::Gone)
+            .map(|(e, _)| e.id)
+            .collect();
         let entries: Vec<Indexed> = stale
             .into_iter()
             .zip(probed)
-            .map(|(e, expires)| Indexed {
-                score_ms: expires.unwrap_or(0),
+            .map(|(e, probed)| Indexed {
+                score_ms: match probed {
+                    Probed::Live(expires) => expires,
+                    Probed::Ended | Probed::Gone => 0,
+                },
                 ..e
             })
-            .collect();
-        let gone: Vec<_> = entries
-            .iter()
-            .filter(|e| e.score_ms == 0)
-            .map(|e| e.id)
             .collect();
         let op = IndexOp::Settle {
             now_ms: now,
