@@ -9,7 +9,7 @@
 //! answers with that header empty.
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 /// How a layer takes the token from a header and gives new ones back.
 #[derive(Clone, Debug)]
@@ -102,9 +102,4 @@ impl Transport {
             Self::Header(header) | Self::Both { header, .. } => Some(header),
         }
     }
-}
-
-/// A signed value as a header value; an empty one tells the client its token is dead.
-pub(crate) fn header_value(value: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(value).ok()
 }

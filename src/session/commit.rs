@@ -14,7 +14,6 @@ use crate::events::{SessionEvent, SessionEventKind as Kind};
 use crate::observe::{count, observed};
 use crate::store::StoreInner;
 use crate::token::{StoreKey, Token};
-use crate::transport::header_value;
 
 impl Session {
     /// Runs a guarded write: on the live (or not yet loaded) session, or, if there is none
@@ -288,7 +287,9 @@ impl Session {
         }
         if let Some(name) = transport.header() {
             let value = match &out {
-                Out::Issue(token, meta, _) => header_value(&codec.sign(token, meta)),
+                Out::Issue(token, meta, _) => {
+                    http::HeaderValue::from_str(&codec.sign(token, meta)).ok()
+                }
                 Out::Remove => Some(http::HeaderValue::from_static("")),
                 Out::Nothing => None,
             };
