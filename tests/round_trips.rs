@@ -482,4 +482,12 @@ async fn the_table_holds_over_tls() {
         .await
         .expect("store");
     table_on(store, Counters::new(&[&server.daemon]), 1).await;
+    // Our own connection served it: it alone ends each request with its `ECHO` tag.
+    let stats: String = server.daemon.cmd(&["INFO", "commandstats"]);
+    let echoes = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_echo:calls="))
+        .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(echoes > 0, "no tagged request over TLS:\n{stats}");
 }

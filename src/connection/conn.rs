@@ -1,6 +1,6 @@
-//! One connection as the store uses it: our own connection to a single server over TCP or a
-//! unix socket, redis-rs's multiplexed one (TLS, an application's pool), or a cluster
-//! connection that routes each command by its key.
+//! One connection as the store uses it: our own connection to a single server over TCP, TLS
+//! or a unix socket, redis-rs's multiplexed one (`#insecure` TLS, an application's pool), or
+//! a cluster connection that routes each command by its key.
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisFuture, Value};

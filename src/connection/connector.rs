@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 #[cfg(feature = "cluster")]
 use super::conn::redirect::Cluster;
 use super::credentials::Refresh;
-use super::direct::Direct;
+use super::direct::{Direct, TlsConfig};
 use super::Conn;
 use crate::error::ConfigError;
 
@@ -65,6 +65,8 @@ pub(crate) struct Connector {
     kind: Kind,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls: Tls,
+    /// Settings of our own TLS connections, when the deployment uses TLS.
+    own_tls: Option<TlsConfig>,
     credentials: Option<Refresh>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -168,8 +170,20 @@ impl Connector {
             #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
             Deployment::ClusterPool(pool) => Kind::ClusterPool(pool),
         };
+        // Our own connection serves `rediss://` single servers and Sentinel's primaries.
+        #[cfg(feature = "tls")]
+        let own_tls = match &kind {
+            Kind::Single(info) | Kind::Sentinel { primary: info, .. } if is_tls(info) => Some(
+                super::tls::client_config(&options.tls)
+                    .map_err(|e| ConfigError::Deployment(format!("TLS: {e}")))?,
+            ),
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let own_tls = None;
         Ok(Self {
             kind,
+            own_tls,
             tls: options.tls,
             credentials: options.credentials,
             connect_timeout: options.connect_timeout,
@@ -218,7 +232,7 @@ impl Connector {
                 Ok::<(), ()>(())
             });
         match &self.kind {
-            Kind::Single(info) if direct(info) => {
+            Kind::Single(info) if self.direct_serves(info) => {
                 let info = self.fresh_credentials(info.clone()).await?;
                 self.direct(&info, closed, wake).await
             }
@@ -279,7 +293,9 @@ impl Connector {
         wake: Arc<Notify>,
     ) -> RedisResult<Conn> {
         let tick = self.command_timeout / 4;
-        let connect = Direct::connect(info.addr(), info.redis_settings(), closed, wake, tick);
+        let settings = info.redis_settings();
+        let tls = self.own_tls.as_ref();
+        let connect = Direct::connect(info.addr(), settings, tls, closed, wake, tick);
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(conn) => Ok(Conn::Direct(conn?)),
             Err(_) => Err(RedisError::from(std::io::Error::new(
@@ -354,7 +370,7 @@ impl Connector {
                 .set_redis_settings(template.redis_settings().clone());
             let checked = async {
                 let info = self.fresh_credentials(info).await?;
-                let mut conn = if direct(&info) {
+                let mut conn = if self.direct_serves(&info) {
                     self.direct(&info, Arc::clone(&closed), Arc::clone(&wake))
                         .await?
                 } else {
@@ -384,13 +400,18 @@ impl Connector {
     }
 }
 
-/// Whether our own connection serves this address: plain TCP or a unix socket.
-fn direct(info: &ConnectionInfo) -> bool {
-    match info.addr() {
-        ConnectionAddr::Tcp(..) => true,
-        #[cfg(unix)]
-        ConnectionAddr::Unix(_) => true,
-        _ => false,
+impl Connector {
+    /// Whether our own connection serves this address: plain TCP, a unix socket, or TLS
+    /// that verifies the server (`#insecure` URLs go through redis-rs).
+    fn direct_serves(&self, info: &ConnectionInfo) -> bool {
+        match info.addr() {
+            ConnectionAddr::Tcp(..) => true,
+            #[cfg(unix)]
+            ConnectionAddr::Unix(_) => true,
+            ConnectionAddr::TcpTls { insecure, .. } => !insecure && self.own_tls.is_some(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 }
 

@@ -52,25 +52,39 @@ use super::resp::{
     broken, encode_tag, is_tag, not_sent, out_of_step, pack, parse, skip, timed_out, Replies,
     MAX_LEN,
 };
+#[cfg(feature = "tls")]
+use super::tls::TlsSocket;
 
 /// The two halves of a socket.
 enum Socket {
     Tcp(tokio::net::TcpStream),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Arc<TlsSocket>),
 }
 
 enum ReadHalf {
     Tcp(tokio::net::tcp::OwnedReadHalf),
     #[cfg(unix)]
     Unix(tokio::net::unix::OwnedReadHalf),
+    #[cfg(feature = "tls")]
+    Tls(Arc<TlsSocket>),
 }
 
 enum WriteHalf {
     Tcp(tokio::net::tcp::OwnedWriteHalf),
     #[cfg(unix)]
     Unix(tokio::net::unix::OwnedWriteHalf),
+    #[cfg(feature = "tls")]
+    Tls(Arc<TlsSocket>),
 }
+
+/// The settings of `rediss://` connections (none without the `tls` feature).
+#[cfg(feature = "tls")]
+pub(crate) type TlsConfig = Arc<rustls::ClientConfig>;
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsConfig = std::convert::Infallible;
 
 impl WriteHalf {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -78,6 +92,18 @@ impl WriteHalf {
             Self::Tcp(w) => w.try_write(buf),
             #[cfg(unix)]
             Self::Unix(w) => w.try_write(buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.try_write(buf),
+        }
+    }
+
+    /// Whether bytes that `try_write` took still wait for the socket (TLS records), after
+    /// sending what it takes now.
+    fn pending_out(&self) -> io::Result<bool> {
+        match self {
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.pending_out(),
+            _ => Ok(false),
         }
     }
 
@@ -86,6 +112,8 @@ impl WriteHalf {
             Self::Tcp(w) => w.writable().await,
             #[cfg(unix)]
             Self::Unix(w) => w.writable().await,
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.writable().await,
         }
     }
 
@@ -98,6 +126,8 @@ impl WriteHalf {
             Self::Tcp(w) => w.as_ref().try_io(Interest::READABLE, probe).is_ok(),
             #[cfg(unix)]
             Self::Unix(w) => w.as_ref().try_io(Interest::READABLE, probe).is_ok(),
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.seen_readable(),
         }
     }
 }
@@ -108,6 +138,8 @@ impl ReadHalf {
             Self::Tcp(r) => r.read_buf(buf).await,
             #[cfg(unix)]
             Self::Unix(r) => r.read_buf(buf).await,
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.read_buf(buf).await,
         }
     }
 
@@ -117,6 +149,8 @@ impl ReadHalf {
             Self::Tcp(r) => r.try_read_buf(buf),
             #[cfg(unix)]
             Self::Unix(r) => r.try_read_buf(buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(t) => t.try_read_buf(buf),
         }
     }
 }
@@ -209,6 +243,12 @@ struct Inner {
     db: i64,
 }
 
+async fn tcp(host: &str, port: u16) -> io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// A cheap, cloneable handle to one socket.
 #[derive(Clone)]
 pub(crate) struct Direct {
@@ -232,21 +272,32 @@ impl Direct {
     pub(crate) async fn connect(
         addr: &redis::ConnectionAddr,
         settings: &redis::RedisConnectionInfo,
+        tls: Option<&TlsConfig>,
         closed: Arc<AtomicBool>,
         wake: Arc<Notify>,
         tick: Duration,
     ) -> RedisResult<Self> {
-        let socket = match addr {
-            redis::ConnectionAddr::Tcp(host, port) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                Socket::Tcp(stream)
-            }
+        let socket = match (addr, tls) {
+            (redis::ConnectionAddr::Tcp(host, port), _) => Socket::Tcp(tcp(host, *port).await?),
             #[cfg(unix)]
-            redis::ConnectionAddr::Unix(path) => {
+            (redis::ConnectionAddr::Unix(path), _) => {
                 Socket::Unix(tokio::net::UnixStream::connect(path).await?)
             }
-            _ => return Err(broken("not a plain TCP or unix socket address")),
+            #[cfg(feature = "tls")]
+            (
+                redis::ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: false,
+                    ..
+                },
+                Some(config),
+            ) => {
+                let stream = tcp(host, *port).await?;
+                let tls = TlsSocket::connect(stream, host, Arc::clone(config)).await?;
+                Socket::Tls(Arc::new(tls))
+            }
+            _ => return Err(broken("not an address that our own connection serves")),
         };
         let (read, write) = match socket {
             Socket::Tcp(s) => {
@@ -258,6 +309,8 @@ impl Direct {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => (ReadHalf::Tls(Arc::clone(&s)), WriteHalf::Tls(s)),
         };
         let conn = Self {
             inner: Arc::new(Inner {
@@ -494,7 +547,7 @@ impl Direct {
                     Err(e) => return Err(e),
                 }
             }
-            if sent < out.len() {
+            if sent < out.len() || self.inner.half.pending_out()? {
                 out.drain(..sent);
                 tokio::spawn(self.clone().flush(out));
                 return Ok(());

@@ -29,6 +29,8 @@ mod credentials;
 mod direct;
 mod ops;
 mod resp;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
