@@ -187,19 +187,28 @@ async fn a_server_that_dies_and_returns() {
 }
 
 /// A server whose certificate no configured CA signed: no connection, a 503, no session.
+/// The same server, with no client certificate asked, serves a store that trusts its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_server_is_refused() {
-    let server = tls_server().await;
-    let certs = Certs::get();
-    // The client certificate is not a CA: nothing the server presents chains to it.
-    let store = builder()
-        .redis_url(server.url())
-        .tls_ca_file(certs.path("client.crt"))
-        .command_timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .build()
+    let server = tokio::task::spawn_blocking(|| TlsServer::start(false))
         .await
-        .expect("store");
-    let r = common::send(&app(&store), "/set/user/alice", None).await;
+        .expect("tls server");
+    let certs = Certs::get();
+    let store_trusting = |ca: &str| {
+        builder()
+            .redis_url(server.url())
+            .tls_ca_file(certs.path(ca))
+            .command_timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .build()
+    };
+    // The client certificate is not the CA: nothing the server presents chains to it.
+    let untrusting = store_trusting("client.crt").await.expect("store");
+    let r = common::send(&app(&untrusting), "/set/user/alice", None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(server.daemon.cmd::<i64>(&["DBSIZE"]), 0);
+
+    let trusting = store_trusting("ca.crt").await.expect("store");
+    let r = common::send(&app(&trusting), "/set/user/alice", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
