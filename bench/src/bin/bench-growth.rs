@@ -530,13 +530,18 @@ fn latency(servers: &[Server], budget: &LatencyBudget) -> (Vec<LatencyRun>, Vec<
 
 /// A wrk script that reads its cookies from `path` (one a line) in `init`, formats every
 /// request once there, and sends them in turn; wrk's second thread starts half-way through,
-/// so that the two do not read the same sessions one after the other.
+/// so that the two do not read the same sessions one after the other. Every request gets a
+/// query string of its own (which the route ignores): Lua interns strings, so without it the
+/// small servers' repeated cookies would make 1,000 distinct requests against the large
+/// server's 100,000, and wrk (which shares a CPU and its caches with Redis) would run from a
+/// smaller working set for the small servers than for the large one.
 fn wrk_script(path: &str) -> String {
     format!(
         "local path = {path:?}\nlocal requests = {{}}\nlocal i = 0\nlocal threads = 0\n\
          setup = function(thread)\n  thread:set(\"id\", threads)\n  threads = threads + 1\nend\n\
          init = function(args)\n  for c in io.lines(path) do\n    \
-         requests[#requests + 1] = wrk.format(nil, nil, {{ Cookie = c }})\n  end\n  \
+         requests[#requests + 1] = wrk.format(nil, \"/read?r=\" .. #requests, {{ Cookie = c }})\n  \
+         end\n  \
          i = ((id or 0) * math.floor(#requests / 2)) % #requests\nend\n\
          request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n"
     )

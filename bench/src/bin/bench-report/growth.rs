@@ -93,6 +93,19 @@ pub struct Growth {
     pub bound_us_per_entry: f64,
 }
 
+/// `1000000` → `1,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -252,14 +265,20 @@ pub fn targets(g: Option<&Growth>) -> Vec<Target> {
         )
         .bounded_by(AA, throughput.and_then(|v| v.a_a.clone())),
         target(
-            format!("list a user's {entries} index entries: ≤ {bound_s} s"),
+            format!(
+                "list a user's {} index entries: ≤ {bound_s} s",
+                thousands(entries as u64)
+            ),
             timed("list"),
             bound_s,
             true,
             " s",
         ),
         target(
-            format!("\"end all\" over a user's {entries} index entries: ≤ {bound_s} s"),
+            format!(
+                "\"end all\" over a user's {} index entries: ≤ {bound_s} s",
+                thousands(entries as u64)
+            ),
             timed("end all"),
             bound_s,
             true,
@@ -355,7 +374,7 @@ pub fn markdown(md: &mut String, g: Option<&Growth>) {
             format!(
                 "`{}` {} keys, {} MB used, {} misses",
                 s["server"].as_str().unwrap_or("?"),
-                s["dbsize"],
+                thousands(u(&s["dbsize"])),
                 u(&s["used_memory"]) >> 20,
                 s["keyspace_misses_during_latency"]
             )
@@ -378,11 +397,11 @@ pub fn markdown(md: &mut String, g: Option<&Growth>) {
          is the longest single Redis command meanwhile (`SLOWLOG`, threshold 1 ms): a script \
          over every entry blocks Redis for that long.\n\n\
          | Operation | Entries | Seconds | µs per entry | Slowest Redis command |\n|---|---|---|---|---|",
-        g.index_entries,
+        thousands(g.index_entries),
         g.logins_per_second,
         g.bound_us_per_entry,
         g.index_entries as f64 * g.bound_us_per_entry / 1e6,
-        g.index_entries
+        thousands(g.index_entries)
     );
     for r in &g.index {
         let slowest = if r.slowest_command_us == 0 {
@@ -398,7 +417,7 @@ pub fn markdown(md: &mut String, g: Option<&Growth>) {
             md,
             "| {} | {} | {} | {} | {slowest} |",
             r.operation,
-            r.entries,
+            thousands(r.entries as u64),
             spread(r.seconds.as_ref(), 3, ""),
             r.us_per_entry.map_or("–".into(), |u| format!("{u:.1}")),
         );
@@ -415,6 +434,14 @@ mod tests {
             .enumerate()
             .map(|(round, v)| json!({"round": round, "server": server, field: v, "errors": 0}))
             .collect()
+    }
+
+    #[test]
+    fn thousands() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(1_000_000), "1,000,000");
     }
 
     #[test]
