@@ -896,7 +896,7 @@ fn main() {
         .as_nanos() as u64;
     let big_name = if big == 1_000_000 {
         "1M".to_string()
-    } else if big % 1_000 == 0 {
+    } else if big.is_multiple_of(1_000) {
         format!("{}k", big / 1_000)
     } else {
         big.to_string()
