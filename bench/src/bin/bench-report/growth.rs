@@ -331,7 +331,12 @@ pub fn markdown(md: &mut String, g: Option<&Growth>) {
          sessions: all 1,000 of a small server, {} of `{big}`, spread over its keyspace, so that \
          `{big}`'s reads find their keys cold, as reads of a large population do, while `1k` \
          keeps all of its sessions warm. A ratio is taken within each round. Placement: {}.\n",
-        g.big, g.index_entries, g.mode, g.big, g.read_sessions_big, g.placement,
+        thousands(g.big),
+        thousands(g.index_entries),
+        g.mode,
+        thousands(g.big),
+        thousands(g.read_sessions_big),
+        g.placement,
     );
     let _ = writeln!(
         md,
@@ -503,8 +508,9 @@ mod tests {
         let mut md = String::new();
         super::markdown(&mut md, Some(&g));
         assert!(md.contains("| 1.060× (1.050–1.070) |"), "{md}");
+        assert!(md.contains("holds 1,000,000 sessions"), "{md}");
         assert!(
-            md.contains("| list | 1000 | 0.030 (0.020–0.040) | 30.0 |"),
+            md.contains("| list | 1,000 | 0.030 (0.020–0.040) | 30.0 |"),
             "{md}"
         );
 
