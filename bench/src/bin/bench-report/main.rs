@@ -1,7 +1,7 @@
 //! Writes BENCHMARKS.md, BENCHMARKS.json and docs/latency.svg from one run of
 //! `scripts/bench.sh`: `target/bench/latency.json` (bench-latency), `target/bench/load.json`
-//! (bench-load) and Criterion's estimates of the layer's CPU cost under `$CRITERION_HOME`
-//! (default `target/criterion`). Every figure comes from those files; nothing is typed in.
+//! (bench-load), `target/bench/growth.json` (bench-growth) and Criterion's estimates of the
+//! layer's CPU cost under `$CRITERION_HOME` (default `target/criterion`). Every figure comes from those files; nothing is typed in.
 //!
 //! Figures are medians over rounds with their min–max spread. A ratio is taken within each
 //! round (both sides ran seconds apart), then its median over rounds; a target is met only if
@@ -17,6 +17,7 @@
 //! writes the three files.
 
 mod chart;
+mod growth;
 mod latency;
 mod load;
 mod machine;
@@ -57,6 +58,8 @@ pub struct Report {
     pub memory: Vec<MemoryRow>,
     /// `bench-memory`'s figures (`target/bench/memory.json`), if it ran.
     pub memory_in_redis: Option<serde_json::Value>,
+    /// `bench-growth`'s figures (`target/bench/growth.json`), if it ran.
+    pub growth: Option<growth::Growth>,
 }
 
 fn main() {
@@ -66,6 +69,7 @@ fn main() {
     let load_file: Option<LoadFile> = read_json("target/bench/load.json");
     let latency = latency(latency_file.as_ref());
     let load = load(load_file.as_ref());
+    let growth = growth::read("target/bench/growth.json");
 
     let mut cpu = BTreeMap::new();
     if let Some(base) = criterion_us("no-layer") {
@@ -97,7 +101,10 @@ fn main() {
         command,
         method,
         machine: machine(),
-        targets: targets(&latency, &load),
+        targets: targets(&latency, &load)
+            .into_iter()
+            .chain(growth::targets(growth.as_ref()))
+            .collect(),
         latency: latency.rows,
         floors: latency.floors,
         create_limit: latency.create_limit,
@@ -107,6 +114,7 @@ fn main() {
         load: load.rows,
         memory: load_file.map(|f| f.memory).unwrap_or_default(),
         memory_in_redis: trs_bench::memory::read("target/bench/memory.json"),
+        growth,
     };
     std::fs::create_dir_all("docs").expect("docs/");
     std::fs::write("docs/latency.svg", svg(&report.latency)).expect("docs/latency.svg");

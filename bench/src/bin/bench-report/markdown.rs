@@ -27,6 +27,7 @@ pub fn markdown(report: &Report) -> String {
     cpu(&mut md, report);
     load(&mut md, report);
     memory(&mut md, report);
+    crate::growth::markdown(&mut md, report.growth.as_ref());
     machine(&mut md, report);
     md
 }
