@@ -9,7 +9,7 @@ pub mod backends;
 pub mod credentials;
 pub mod logs;
 pub mod record;
-pub mod topology;
+pub use test_support::topology;
 pub use test_support::redis_server::*;
 
 use axum::{
