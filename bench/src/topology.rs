@@ -104,7 +104,9 @@ impl Deployment {
         match self {
             Deployment::Plain(server) => server.pid().into_iter().collect(),
             Deployment::Tls(server) => server.daemon.pid().into_iter().collect(),
-            Deployment::Cluster(cluster) => cluster.masters.iter().filter_map(|m| m.pid()).collect(),
+            Deployment::Cluster(cluster) => {
+                cluster.masters.iter().filter_map(|m| m.pid()).collect()
+            }
         }
     }
 
@@ -162,8 +164,9 @@ impl Deployment {
             Deployment::Tls(server) => {
                 // The scheme `rediss` would make fred load the system's roots; the private CA
                 // is set here instead.
-                let mut config = Config::from_url(&format!("redis://127.0.0.1:{}", server.tls_port))
-                    .expect("fred config");
+                let mut config =
+                    Config::from_url(&format!("redis://127.0.0.1:{}", server.tls_port))
+                        .expect("fred config");
                 let connector = tower_sessions_redis_store::fred::types::config::TlsConnector::from(
                     rustls_client_config(),
                 );
@@ -176,7 +179,11 @@ impl Deployment {
                     .iter()
                     .map(|p| format!("node=127.0.0.1:{p}"))
                     .collect();
-                let url = format!("redis-cluster://127.0.0.1:{}?{}", ports[0], others.join("&"));
+                let url = format!(
+                    "redis-cluster://127.0.0.1:{}?{}",
+                    ports[0],
+                    others.join("&")
+                );
                 Config::from_url(&url).expect("fred cluster config")
             }
         }
@@ -191,8 +198,8 @@ impl Deployment {
                     client_tls: None,
                     root_cert: Some(Certs::get().pem("ca.crt")),
                 };
-                let client =
-                    redis::Client::build_with_tls(server.url(), certs).expect("redis-rs TLS client");
+                let client = redis::Client::build_with_tls(server.url(), certs)
+                    .expect("redis-rs TLS client");
                 RedisRs::Single(
                     client
                         .get_multiplexed_async_connection()

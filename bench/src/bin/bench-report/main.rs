@@ -24,6 +24,7 @@ mod markdown;
 mod schema;
 mod stats;
 mod targets;
+mod topologies;
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,8 @@ pub struct Report {
     pub memory: Vec<MemoryRow>,
     /// `bench-memory`'s figures (`target/bench/memory.json`), if it ran.
     pub memory_in_redis: Option<serde_json::Value>,
+    /// Tail latency, and the TLS and Cluster runs (`topologies.rs`).
+    pub topologies: topologies::Topologies,
 }
 
 fn main() {
@@ -64,6 +67,7 @@ fn main() {
     let command: String = arg_value("--command").unwrap_or_else(|| "scripts/bench.sh".into());
     let latency_file: Option<LatencyFile> = read_json("target/bench/latency.json");
     let load_file: Option<LoadFile> = read_json("target/bench/load.json");
+    let topologies = topologies::topologies(latency_file.as_ref(), load_file.as_ref());
     let latency = latency(latency_file.as_ref());
     let load = load(load_file.as_ref());
 
@@ -97,7 +101,10 @@ fn main() {
         command,
         method,
         machine: machine(),
-        targets: targets(&latency, &load),
+        targets: targets(&latency, &load)
+            .into_iter()
+            .chain(topologies::targets(&topologies))
+            .collect(),
         latency: latency.rows,
         floors: latency.floors,
         create_limit: latency.create_limit,
@@ -107,6 +114,7 @@ fn main() {
         load: load.rows,
         memory: load_file.map(|f| f.memory).unwrap_or_default(),
         memory_in_redis: trs_bench::memory::read("target/bench/memory.json"),
+        topologies,
     };
     std::fs::create_dir_all("docs").expect("docs/");
     std::fs::write("docs/latency.svg", svg(&report.latency)).expect("docs/latency.svg");

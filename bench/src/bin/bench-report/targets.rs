@@ -51,7 +51,13 @@ impl Target {
 }
 
 /// `measured` against `limit` (`at_most`, or at least): met if the median meets it.
-fn target(name: String, measured: Option<Spread>, limit: f64, at_most: bool, unit: &str) -> Target {
+pub(crate) fn target(
+    name: String,
+    measured: Option<Spread>,
+    limit: f64,
+    at_most: bool,
+    unit: &str,
+) -> Target {
     let ok = |v: f64| if at_most { v <= limit } else { v >= limit };
     Target {
         target: name,
