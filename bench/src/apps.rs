@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::{extract::Path, routing::get, Router};
-use tower_redis_session::{Session, SessionError, SessionStore};
+use tower_redis_session::{Session, SessionError, SessionStore, SessionStoreBuilder};
 use tower_sessions::{Expiry, Session as TsSession, SessionManagerLayer};
 use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
 
@@ -12,8 +12,13 @@ use crate::support::{fields, next_value, seed_ours};
 /// Our store on Redis at `url`, configured as the benchmarks compare it (no `Secure`, as
 /// tower-sessions' layer here).
 pub async fn ours_store(url: &str) -> SessionStore {
-    SessionStore::builder()
-        .redis_url(url)
+    ours_store_on(SessionStore::builder().redis_url(url)).await
+}
+
+/// Our store as [`ours_store`] configures it, on the deployment `builder` points at (a
+/// `rediss://` URL with its CA, a cluster's seed nodes: see `crate::topology`).
+pub async fn ours_store_on(builder: SessionStoreBuilder) -> SessionStore {
+    builder
         .signing_keys([[7u8; 32]])
         .cookie_secure(false)
         .build()
@@ -69,7 +74,15 @@ pub async fn tower_sessions_layer(
     url: &str,
     always_save: bool,
 ) -> SessionManagerLayer<RedisStore<Pool>> {
-    let config = Config::from_url(url).expect("fred config");
+    tower_sessions_layer_on(Config::from_url(url).expect("fred config"), always_save).await
+}
+
+/// [`tower_sessions_layer`] on the deployment a fred `config` describes (TLS with a private
+/// CA, a cluster: see `crate::topology`): a pool of 6 fred clients, as on plain TCP.
+pub async fn tower_sessions_layer_on(
+    config: Config,
+    always_save: bool,
+) -> SessionManagerLayer<RedisStore<Pool>> {
     let pool = Pool::new(config, None, None, None, 6).expect("fred pool");
     pool.init().await.expect("fred connect");
     SessionManagerLayer::new(RedisStore::new(pool))
@@ -133,21 +146,63 @@ pub fn floor_router(store: &SessionStore, key: &str) -> Router {
 
 /// redis-rs's own multiplexed connection to Redis at `url`, with its defaults, as an
 /// application opens it: once, then cloned per request.
-pub async fn redis_rs_connection(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("redis-rs client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis-rs connect")
+pub async fn redis_rs_connection(url: &str) -> RedisRs {
+    RedisRs::Single(
+        redis::Client::open(url)
+            .expect("redis-rs client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis-rs connect"),
+    )
+}
+
+/// redis-rs's connection as an application holds it, per deployment: its multiplexed
+/// connection (plain TCP or TLS), or its async cluster connection (which routes each command
+/// to the master of its key's slot). Cloned per request.
+#[derive(Clone)]
+pub enum RedisRs {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for RedisRs {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisRs::Single(c) => c.req_packed_command(cmd),
+            RedisRs::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisRs::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisRs::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisRs::Single(c) => c.get_db(),
+            RedisRs::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The floor through redis-rs: the same route doing the same pipeline, through redis-rs's
-/// multiplexed connection instead of ours, so that against [`floor_router`] it shows what our
+/// multiplexed connection (or its cluster connection) instead of ours, so that against [`floor_router`] it shows what our
 /// own connection buys. The pipeline is built and the connection cloned per request, as
 /// applications do; the hash is read as redis-rs types `HGETALL` (a `HashMap<String, String>`)
 /// and the body is what ours' gives: the fields less the metadata (a name empty or starting
 /// with NUL, as ours tells them).
-pub fn floor_redis_rs_router(conn: redis::aio::MultiplexedConnection, key: &str) -> Router {
+pub fn floor_redis_rs_router(conn: RedisRs, key: &str) -> Router {
     let key = key.to_owned();
     Router::new().route(
         "/read",

@@ -9,6 +9,7 @@ pub mod support;
 pub mod apps;
 pub mod memory;
 pub mod resp;
+pub mod topology;
 
 /// `items` rotated left by `round`: every item goes first in turn, so that no library always
 /// runs right after the same neighbour or at the same point of a round.

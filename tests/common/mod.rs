@@ -9,8 +9,8 @@ pub mod backends;
 pub mod credentials;
 pub mod logs;
 pub mod record;
-pub mod topology;
 pub use test_support::redis_server::*;
+pub use test_support::topology;
 
 use axum::{
     body::Body,

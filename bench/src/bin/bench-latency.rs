@@ -29,13 +29,20 @@
 //! as `axum::serve` does; no sockets), on a current-thread runtime as a Criterion async
 //! bench would.
 //!
+//! `--topology tls|cluster` runs the same on another deployment (see `trs_bench::topology`):
+//! one redis-server over TLS, or a 3-master Redis Cluster, each library connecting as an
+//! application would. The bare-socket floors (`raw floor`, `raw create`) run on plain TCP
+//! only; `floor` and `floor (redis-rs)` go through each library's own TLS or cluster
+//! connection. A topology run is sized to take about a minute: by default the small session
+//! only, 9 rounds, 5000 requests cut at 250 ms per library and cell.
+//!
 //! A bin rather than a `harness = false` bench: it takes its own flags, runs from the
 //! repository root like the other runners (cargo runs benches from the package folder), and
 //! a plain `cargo bench` does not start this minute-long comparison.
 //!
 //! `cargo run --release -p trs-bench --bin bench-latency -- [--quick] [--rounds R]
-//! [--requests N] [--warmup W] [--cell-ms T] [--out PATH]`; writes
-//! `target/bench/latency.json` (every round's figures).
+//! [--requests N] [--warmup W] [--cell-ms T] [--sizes small,large] [--topology plain|tls|cluster]
+//! [--out PATH]`; writes `target/bench/latency.json` (every round's figures).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -46,11 +53,10 @@ use axum::Router;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use trs_bench::apps::{
-    floor_redis_rs_router, floor_router, no_layer_app, ours_app, ours_store, redis_rs_connection,
-    tower_sessions_app, tower_sessions_layer,
+    floor_redis_rs_router, floor_router, no_layer_app, ours_app, tower_sessions_app,
 };
-use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{fields, next_value, send, SIZES};
+use trs_bench::topology::{install_crypto_provider, Deployment, Topology};
 use trs_bench::{arg_value, resp, rotated};
 
 const OURS: &str = "tower-redis-session";
@@ -65,6 +71,8 @@ const RAW_CREATE: &str = "raw create";
 const SESSION_LIBS: [&str; 3] = [OURS, TS, TS_ALWAYS];
 const READ_LIBS: [&str; 6] = [OURS, TS, TS_ALWAYS, FLOOR, FLOOR_REDIS_RS, RAW_FLOOR];
 const CREATE_LIBS: [&str; 4] = [OURS, TS, TS_ALWAYS, RAW_CREATE];
+/// The bare-socket floors, run on plain TCP only.
+const RAW_LIBS: [&str; 2] = [RAW_FLOOR, RAW_CREATE];
 
 /// Our read's expiry, as the floors send it.
 const TTL_MS: &str = "1800000";
@@ -73,33 +81,40 @@ const TTL_MS: &str = "1800000";
 struct Cell {
     scenario: &'static str,
     size: Option<&'static str>,
-    libs: &'static [&'static str],
+    libs: Vec<&'static str>,
 }
 
-fn cells() -> Vec<Cell> {
+/// The cells at `sizes`; without the bare-socket floors unless `raw`.
+fn cells(sizes: &[&'static str], raw: bool) -> Vec<Cell> {
+    let libs = |libs: &[&'static str]| -> Vec<&'static str> {
+        libs.iter()
+            .copied()
+            .filter(|l| raw || !RAW_LIBS.contains(l))
+            .collect()
+    };
     let mut cells = vec![
         Cell {
             scenario: "no-layer",
             size: None,
-            libs: &[NO_LAYER],
+            libs: vec![NO_LAYER],
         },
         Cell {
             scenario: "create",
             size: None,
-            libs: &CREATE_LIBS,
+            libs: libs(&CREATE_LIBS),
         },
     ];
-    for size in SIZES {
+    for &size in sizes {
         cells.push(Cell {
             scenario: "read",
             size: Some(size),
-            libs: &READ_LIBS,
+            libs: libs(&READ_LIBS),
         });
         for scenario in ["write", "regenerate", "counter", "untouched"] {
             cells.push(Cell {
                 scenario,
                 size: Some(size),
-                libs: &SESSION_LIBS,
+                libs: libs(&SESSION_LIBS),
             });
         }
     }
@@ -227,7 +242,8 @@ struct Bench {
     floors: HashMap<&'static str, Router>,
     redis_rs_floors: HashMap<&'static str, Router>,
     raw_floors: HashMap<&'static str, RawFloor>,
-    raw_create: RawCreate,
+    /// On plain TCP only.
+    raw_create: Option<RawCreate>,
     /// The session of `read`, `write`, `counter` and `untouched`, per (library, size).
     cookies: HashMap<(&'static str, &'static str), String>,
     /// A session of its own for `regenerate`, whose id changes at every request: the cookie
@@ -236,22 +252,21 @@ struct Bench {
 }
 
 impl Bench {
-    fn setup(rt: &Runtime, redis: &RedisServer) -> Self {
-        let url = redis.url();
+    fn setup(rt: &Runtime, redis: &Deployment, sizes: &[&'static str]) -> Self {
         let mut apps = HashMap::new();
         apps.insert(NO_LAYER, served(no_layer_app()));
-        let store = rt.block_on(ours_store(&url));
+        let store = rt.block_on(redis.ours_store());
         apps.insert(OURS, served(ours_app(&store)));
         apps.insert(
             TS,
             served(tower_sessions_app(
-                rt.block_on(tower_sessions_layer(&url, false)),
+                rt.block_on(redis.tower_sessions_layer(false)),
             )),
         );
         apps.insert(
             TS_ALWAYS,
             served(tower_sessions_app(
-                rt.block_on(tower_sessions_layer(&url, true)),
+                rt.block_on(redis.tower_sessions_layer(true)),
             )),
         );
         let mut bench = Self {
@@ -259,13 +274,14 @@ impl Bench {
             floors: HashMap::new(),
             redis_rs_floors: HashMap::new(),
             raw_floors: HashMap::new(),
-            raw_create: RawCreate::connect(redis.port),
+            raw_create: redis.plain().map(|r| RawCreate::connect(r.port)),
             cookies: HashMap::new(),
             regenerated: HashMap::new(),
         };
-        let redis_rs = rt.block_on(redis_rs_connection(&url));
-        for size in SIZES {
-            // The floors read our `read` session: the one key this seed adds.
+        let redis_rs = rt.block_on(redis.redis_rs());
+        for &size in sizes {
+            // The floors read our `read` session: the one key this seed adds (on a cluster,
+            // on whichever master its slot is; every client routes there itself).
             let before = redis.keys();
             let cookie = bench.seed(rt, OURS, size);
             let key = redis
@@ -273,7 +289,7 @@ impl Bench {
                 .into_iter()
                 .find(|k| !before.contains(k))
                 .expect("the seeded session's key");
-            let hlen: usize = redis.cmd(&["HLEN", &key]);
+            let hlen = redis.hlen(&key);
             // Its fields, plus the creation time and the public id.
             assert_eq!(hlen, fields(size).len() + 2, "{key} is not the session");
             bench.cookies.insert((OURS, size), cookie);
@@ -302,10 +318,12 @@ impl Bench {
                 "the redis-rs floor reads the session"
             );
             bench.redis_rs_floors.insert(size, floor);
-            let mut raw = RawFloor::connect(redis.port, &key);
-            let header = format!("*{}\r\n", 2 * hlen);
-            assert!(raw.load().starts_with(header.as_bytes()), "raw floor reply");
-            bench.raw_floors.insert(size, raw);
+            if let Some(plain) = redis.plain() {
+                let mut raw = RawFloor::connect(plain.port, &key);
+                let header = format!("*{}\r\n", 2 * hlen);
+                assert!(raw.load().starts_with(header.as_bytes()), "raw floor reply");
+                bench.raw_floors.insert(size, raw);
+            }
         }
         bench
     }
@@ -359,12 +377,13 @@ impl Bench {
     ) {
         let size = cell.size.unwrap_or("small");
         if lib == RAW_CREATE {
+            let raw_create = self.raw_create.as_mut().expect("raw create (plain TCP)");
             for _ in 0..n {
                 // Built before the clock starts, as the raw floor's request is built once:
                 // the limit is the round trip alone.
-                let request = self.raw_create.next_request();
+                let request = raw_create.next_request();
                 let start = Instant::now();
-                self.raw_create.create(&request);
+                raw_create.create(&request);
                 times.push(start.elapsed());
             }
         } else if lib == RAW_FLOOR {
@@ -494,6 +513,9 @@ struct Run {
 
 #[derive(Serialize)]
 struct Output {
+    /// `plain`, `tls` or `cluster`.
+    topology: &'static str,
+    deployment: &'static str,
     rounds: usize,
     budget: Budget,
     seconds: f64,
@@ -502,11 +524,28 @@ struct Output {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let topology = Topology::from_args();
     // Quick: about 40 s on a quiet machine, at most 41 library cells × 0.2 s × 7 rounds = 57 s.
-    let (rounds, requests, cap_ms) = if quick {
-        (7, 3000, 200)
-    } else {
-        (15, 10000, 600)
+    // TLS or Cluster (full mode only): the small session, at most 21 library cells × 0.3 s
+    // (cap and warm-up) × 9 rounds = 57 s.
+    let (rounds, requests, cap_ms) = match (topology, quick) {
+        (Topology::Plain, true) => (7, 3000, 200),
+        (Topology::Plain, false) => (15, 10000, 600),
+        (_, true) => (5, 3000, 200),
+        (_, false) => (9, 5000, 250),
+    };
+    let sizes: Vec<&'static str> = match arg_value::<String>("--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|s| {
+                *SIZES
+                    .iter()
+                    .find(|k| **k == s)
+                    .unwrap_or_else(|| panic!("--sizes: small or large, not {s:?}"))
+            })
+            .collect(),
+        None if topology == Topology::Plain => SIZES.to_vec(),
+        None => vec!["small"],
     };
     let rounds = arg_value("--rounds").unwrap_or(rounds);
     let requests: usize = arg_value("--requests").unwrap_or(requests);
@@ -517,16 +556,21 @@ fn main() {
         slice: SLICE,
         cap: Duration::from_millis(arg_value("--cell-ms").unwrap_or(cap_ms)),
     };
-    let out: String = arg_value("--out").unwrap_or_else(|| "target/bench/latency.json".into());
+    let out: String = arg_value("--out").unwrap_or_else(|| match topology {
+        Topology::Plain => "target/bench/latency.json".into(),
+        other => format!("target/bench/latency-{}.json", other.name()),
+    });
     assert!(requests > 0, "--requests must be positive");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let redis = RedisServer::start();
-    let mut bench = Bench::setup(&rt, &redis);
-    let cells = cells();
+    install_crypto_provider();
+    let redis = Deployment::start(topology);
+    eprintln!("topology: {}", topology.describe());
+    let mut bench = Bench::setup(&rt, &redis, &sizes);
+    let cells = cells(&sizes, redis.plain().is_some());
     let started = Instant::now();
     let mut runs = Vec::new();
     for round in 0..rounds {
@@ -538,7 +582,7 @@ fn main() {
                 cell.scenario,
                 cell.size.unwrap_or("-")
             );
-            let libs = rotated(cell.libs, round);
+            let libs = rotated(&cell.libs, round);
             let times = bench.cell(&rt, &libs, cell, &budget);
             for (position, (lib, times)) in libs.into_iter().zip(times).enumerate() {
                 let mut us: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e6).collect();
@@ -566,6 +610,8 @@ fn main() {
         );
     }
     let output = Output {
+        topology: topology.name(),
+        deployment: topology.describe(),
         rounds,
         budget,
         seconds: started.elapsed().as_secs_f64(),

@@ -11,11 +11,19 @@
 //! ran seconds apart. Every request carries one of 256 session cookies, round-robin. On two or
 //! more CPUs the server runs apart from wrk and redis-server (see [`Placement`]). Then
 //! measures `MEMORY USAGE` of the same session content stored by each library. Writes
-//! `target/bench/load.json` with every round's figures.
+//! `target/bench/load.json` with every round's figures. Each run's latency percentiles are
+//! wrk's: p50 and p99 from `--latency`, p99.9 from the script's `done` hook.
+//!
+//! `--topology tls|cluster` serves the read apps only (no layer twice, the floors, ours and
+//! tower-sessions in both modes) on that deployment (see `trs_bench::topology`), each library
+//! connecting as an application would, at 16 and 256 connections in 10 rounds by default
+//! (about 2.7 minutes), with no memory figures, and writes
+//! `target/bench/load-<topology>.json`.
 //!
 //! `cargo run --release -p trs-bench --bin bench-load -- [--quick] [--rounds R] [--seconds S]
-//! [--connections 16,64] [--app NAME]...` (`--app`, repeated: only the apps named, for a
-//! closer look at a few; the report needs them all).
+//! [--connections 16,64] [--app NAME]... [--topology plain|tls|cluster] [--out PATH]`
+//! (`--app`, repeated: only the apps named, for a closer look at a few; the report needs them
+//! all).
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -25,14 +33,27 @@ use axum::Router;
 use serde::Serialize;
 use trs_bench::apps::{
     extension_only_app, floor_redis_rs_router, floor_router, no_layer_app, ours_app, ours_store,
-    redis_rs_connection, tower_sessions_app, tower_sessions_layer,
+    tower_sessions_app, tower_sessions_layer,
 };
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{send, SIZES};
+use trs_bench::topology::{install_crypto_provider, Deployment, Topology};
 use trs_bench::{arg_value, arg_values, rotated};
 
 const CONNECTIONS: [u32; 4] = [1, 16, 64, 256];
 const SESSIONS: usize = 256;
+
+/// The apps a TLS or Cluster run serves: the HTTP read of each library and its floors, and
+/// the layer-less app twice (the A/A control of that run).
+const TOPOLOGY_APPS: [&str; 7] = [
+    "no layer",
+    "no layer, again",
+    "floor",
+    "floor (redis-rs)",
+    "tower-redis-session",
+    "tower-sessions",
+    "tower-sessions always_save",
+];
 
 #[derive(Serialize)]
 struct LoadRun {
@@ -42,8 +63,11 @@ struct LoadRun {
     requests_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    /// From the wrk script's `done` hook (`--latency` prints up to p99 only).
+    p999_us: f64,
     errors: u64,
-    /// CPU time per request of the server process and of redis-server, in µs.
+    /// CPU time per request of the server process and of redis-server (every master of a
+    /// cluster), in µs.
     server_cpu_us: f64,
     redis_cpu_us: f64,
 }
@@ -90,6 +114,9 @@ struct MemoryRow {
 
 #[derive(Serialize)]
 struct Report {
+    /// `plain`, `tls` or `cluster`.
+    topology: &'static str,
+    deployment: &'static str,
     rounds: usize,
     seconds_per_run: u64,
     /// Where the server, wrk and redis-server ran (see [`Placement`]).
@@ -119,7 +146,8 @@ async fn seed(app: &Router, n: usize) -> Vec<String> {
 
 /// A wrk script that sends the cookies round-robin. The requests are formatted once, in
 /// `init`: formatting one per request would make wrk, which may share the cores with the
-/// server, spend more per request than a layer does, and flatten every ratio.
+/// server, spend more per request than a layer does, and flatten every ratio. Its `done` hook
+/// prints the percentiles `--latency` does not (p99.9), in µs, on a line of their own.
 fn wrk_script(cookies: &[String]) -> String {
     let mut lua = String::from("local cookies = {\n");
     for c in cookies {
@@ -129,7 +157,9 @@ fn wrk_script(cookies: &[String]) -> String {
         "}\nlocal requests = {}\nlocal i = 0\n\
          init = function(args)\n  for n, c in ipairs(cookies) do\n    \
          requests[n] = wrk.format(nil, nil, { Cookie = c })\n  end\nend\n\
-         request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n",
+         request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n\
+         done = function(summary, latency, requests)\n  \
+         io.write(string.format(\"trs-latency p99.9 %d\\n\", latency:percentile(99.9)))\nend\n",
     );
     lua
 }
@@ -228,7 +258,7 @@ fn wrk(
     connections: u32,
     seconds: u64,
     path: &str,
-) -> (f64, f64, f64, u64) {
+) -> (f64, f64, f64, f64, u64) {
     let threads = connections.min(2);
     let out = placement
         .load_command("wrk")
@@ -240,13 +270,14 @@ fn wrk(
         .expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rps = 0.0;
-    let (mut p50, mut p99, mut errors) = (0.0, 0.0, 0);
+    let (mut p50, mut p99, mut p999, mut errors) = (0.0, 0.0, 0.0, 0);
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", n] => rps = n.parse().unwrap_or(0.0),
             ["50%", t] => p50 = micros(t).unwrap_or(0.0),
             ["99%", t] => p99 = micros(t).unwrap_or(0.0),
+            ["trs-latency", "p99.9", us] => p999 = us.parse().unwrap_or(0.0),
             ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
                 errors += rest
@@ -262,7 +293,7 @@ fn wrk(
         "wrk printed no result:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (rps, p50, p99, errors)
+    (rps, p50, p99, p999, errors)
 }
 
 /// One app under load: its name, address, wrk script and route.
@@ -278,23 +309,25 @@ struct Target {
 async fn drive(
     target: &Target,
     connections: u32,
-    (round, seconds, redis_pid): (usize, u64, &str),
+    (round, seconds, redis_pids): (usize, u64, &[String]),
     placement: &Placement,
 ) -> LoadRun {
     let (addr, script, path) = (target.addr, target.script.clone(), target.path);
-    let cpu_before = (cpu_seconds("self"), cpu_seconds(redis_pid));
+    let redis_cpu = || redis_pids.iter().map(|p| cpu_seconds(p)).sum::<f64>();
+    let cpu_before = (cpu_seconds("self"), redis_cpu());
     let placement = placement.clone();
-    let (rps, p50, p99, errors) = tokio::task::spawn_blocking(move || {
+    let (rps, p50, p99, p999, errors) = tokio::task::spawn_blocking(move || {
         wrk(&placement, addr, &script, connections, seconds, path)
     })
     .await
     .expect("wrk task");
     let requests = rps * seconds as f64;
     let server_cpu_us = (cpu_seconds("self") - cpu_before.0) / requests * 1e6;
-    let redis_cpu_us = (cpu_seconds(redis_pid) - cpu_before.1) / requests * 1e6;
+    let redis_cpu_us = (redis_cpu() - cpu_before.1) / requests * 1e6;
     eprintln!(
         "round {} {:38} c={connections:3}: {rps:9.0} req/s  p50 {p50:8.0} µs  p99 {p99:8.0} µs  \
-         errors {errors}  cpu/req: server {server_cpu_us:.1} µs, redis {redis_cpu_us:.1} µs",
+         p99.9 {p999:8.0} µs  errors {errors}  cpu/req: server {server_cpu_us:.1} µs, \
+         redis {redis_cpu_us:.1} µs",
         round + 1,
         target.name
     );
@@ -307,6 +340,7 @@ async fn drive(
         requests_per_sec: rps,
         p50_us: p50,
         p99_us: p99,
+        p999_us: p999,
         errors,
         server_cpu_us,
         redis_cpu_us,
@@ -336,6 +370,7 @@ fn main() {
         Placement::pin(&std::process::id().to_string(), server);
     }
     eprintln!("placement: {}", placement.describe());
+    install_crypto_provider();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(placement.workers)
         .enable_all()
@@ -346,16 +381,25 @@ fn main() {
 
 async fn run(placement: Placement) {
     let quick = std::env::args().any(|a| a == "--quick");
+    let topology = Topology::from_args();
     // Many short runs rather than a few long ones: a run's ratio to its neighbour scatters
     // as much over 1 s as over 4 s (sd of its log 0.06–0.16 either way) and no less for apps
     // that ran back to back, so the spread is per run, not per second, and only more rounds
     // narrow the median. Full: 9 apps × 4 connection counts × 20 rounds; quick: 9 × 3 × 7.
-    let (rounds, seconds) = if quick { (7, 1) } else { (20, 1) };
-    // The targets are at 16, 64 and 256 connections; quick mode skips the single one.
-    let connections: &[u32] = if quick {
-        &CONNECTIONS[1..]
-    } else {
-        &CONNECTIONS
+    // TLS or Cluster (full mode only): 7 apps × 2 connection counts × 10 rounds, about 2.7
+    // minutes.
+    let (rounds, seconds) = match (topology, quick) {
+        (Topology::Plain, true) => (7, 1),
+        (Topology::Plain, false) => (20, 1),
+        (_, true) => (3, 1),
+        (_, false) => (10, 1),
+    };
+    // The targets are at 16, 64 and 256 connections; quick mode skips the single one; TLS
+    // and Cluster run the ends, 16 and 256 (where tail latency is compared).
+    let connections: &[u32] = match (topology, quick) {
+        (Topology::Plain, true) => &CONNECTIONS[1..],
+        (Topology::Plain, false) => &CONNECTIONS,
+        _ => &[16, 256],
     };
     let rounds = arg_value("--rounds").unwrap_or(rounds);
     let seconds = arg_value("--seconds").unwrap_or(seconds);
@@ -367,16 +411,29 @@ async fn run(placement: Placement) {
         None => connections.to_vec(),
     };
     // `--app NAME`, repeated: only these apps (names hold commas).
-    let apps = arg_values("--app");
-    let redis = RedisServer::start();
+    let mut apps = arg_values("--app");
+    if apps.is_empty() && topology != Topology::Plain {
+        apps = TOPOLOGY_APPS.iter().map(|a| a.to_string()).collect();
+    }
+    let out: String = arg_value("--out").unwrap_or_else(|| match topology {
+        Topology::Plain => "target/bench/load.json".into(),
+        other => format!("target/bench/load-{}.json", other.name()),
+    });
+    let redis = tokio::task::spawn_blocking(move || Deployment::start(topology))
+        .await
+        .expect("deployment");
+    eprintln!("topology: {}", topology.describe());
     let dir = std::path::Path::new("target/bench");
     std::fs::create_dir_all(dir).expect("target/bench");
 
-    let redis_pid = redis.pid().expect("redis pid").to_string();
+    let redis_pids: Vec<String> = redis.pids().iter().map(u32::to_string).collect();
+    assert!(!redis_pids.is_empty(), "redis pids");
     if let Some((_, load)) = &placement.cpus {
-        Placement::pin(&redis_pid, load);
+        for pid in &redis_pids {
+            Placement::pin(pid, load);
+        }
     }
-    let store = ours_store(&redis.url()).await;
+    let store = redis.ours_store().await;
     let ours = ours_app(&store);
     // The floor reads one of our sessions: the key its seed adds.
     let before = redis.keys();
@@ -389,11 +446,11 @@ async fn run(placement: Placement) {
     // The layer-less app and our untouched route get our cookies, so that wrk and hyper do the
     // same work as for our read.
     let our_cookies = seed(&ours, SESSIONS).await;
-    let ts = tower_sessions_app(tower_sessions_layer(&redis.url(), false).await);
-    let ts_always = tower_sessions_app(tower_sessions_layer(&redis.url(), true).await);
+    let ts = tower_sessions_app(redis.tower_sessions_layer(false).await);
+    let ts_always = tower_sessions_app(redis.tower_sessions_layer(true).await);
     let ts_cookies = seed(&ts, SESSIONS).await;
     let ts_always_cookies = seed(&ts_always, SESSIONS).await;
-    let redis_rs = redis_rs_connection(&redis.url()).await;
+    let redis_rs = redis.redis_rs().await;
     let servers: [(&str, Router, Vec<String>, &str); 8] = [
         ("no layer", no_layer_app(), our_cookies.clone(), "/read"),
         // The least a layer costs a route that never touches the session.
@@ -436,8 +493,12 @@ async fn run(placement: Placement) {
         ),
     ];
     let mut targets = Vec::new();
+    let prefix = match topology {
+        Topology::Plain => String::new(),
+        other => format!("{}-", other.name()),
+    };
     for (name, app, cookies, path) in servers {
-        let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
+        let script = dir.join(format!("{prefix}{}.lua", name.replace(' ', "-")));
         std::fs::write(&script, wrk_script(&cookies)).expect("wrk script");
         let script = script.to_string_lossy().into_owned();
         let addr = serve(app).await;
@@ -466,12 +527,13 @@ async fn run(placement: Placement) {
         let order = rotated(&(0..targets.len()).collect::<Vec<_>>(), round);
         for &connections in &connections {
             for &i in &order {
-                let run = (round, seconds, redis_pid.as_str());
+                let run = (round, seconds, redis_pids.as_slice());
                 load.push(drive(&targets[i], connections, run, &placement).await);
             }
         }
     }
 
+    // Memory per session does not depend on the deployment: measured with plain TCP only.
     let mut memory = Vec::new();
     // Redis keeps a hash compact (listpack) only while every value is at most
     // hash-max-listpack-value bytes (64 by default); the last row shows the effect of raising it.
@@ -485,7 +547,12 @@ async fn run(placement: Placement) {
             &raised,
         ),
     ];
-    for (library, label, config) in cases {
+    let cases = if topology == Topology::Plain {
+        &cases[..]
+    } else {
+        &[]
+    };
+    for &(library, label, config) in cases {
         for size in SIZES {
             let bytes = memory_of(library, size, config).await;
             let library = label;
@@ -499,6 +566,8 @@ async fn run(placement: Placement) {
     }
 
     let report = Report {
+        topology: topology.name(),
+        deployment: topology.describe(),
         rounds,
         seconds_per_run: seconds,
         placement: placement.describe(),
@@ -506,5 +575,6 @@ async fn run(placement: Placement) {
         memory,
     };
     let json = serde_json::to_string_pretty(&report).expect("json");
-    std::fs::write(dir.join("load.json"), json).expect("load.json");
+    std::fs::write(&out, json).expect("load.json");
+    eprintln!("wrote {out}");
 }

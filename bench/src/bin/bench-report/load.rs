@@ -17,6 +17,7 @@ pub struct LoadRow {
     pub requests_per_sec: Option<Spread>,
     pub p50_us: Option<Spread>,
     pub p99_us: Option<Spread>,
+    pub p999_us: Option<Spread>,
     pub errors: u64,
     pub server_cpu_us: Option<Spread>,
     pub redis_cpu_us: Option<Spread>,
@@ -95,6 +96,12 @@ pub fn load(file: Option<&LoadFile>) -> Load {
                 requests_per_sec: spread(|r| r.requests_per_sec),
                 p50_us: spread(|r| r.p50_us),
                 p99_us: spread(|r| r.p99_us),
+                p999_us: Spread::of(
+                    runs.iter()
+                        .filter(|r| r.app == app && r.connections == c)
+                        .filter_map(|r| r.p999_us)
+                        .collect(),
+                ),
                 errors: runs
                     .iter()
                     .filter(|r| r.app == app && r.connections == c)

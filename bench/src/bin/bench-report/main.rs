@@ -25,6 +25,7 @@ mod markdown;
 mod schema;
 mod stats;
 mod targets;
+mod topologies;
 
 use std::collections::BTreeMap;
 
@@ -60,6 +61,8 @@ pub struct Report {
     pub memory_in_redis: Option<serde_json::Value>,
     /// `bench-growth`'s figures (`target/bench/growth.json`), if it ran.
     pub growth: Option<growth::Growth>,
+    /// Tail latency, and the TLS and Cluster runs (`topologies.rs`).
+    pub topologies: topologies::Topologies,
 }
 
 fn main() {
@@ -67,6 +70,7 @@ fn main() {
     let command: String = arg_value("--command").unwrap_or_else(|| "scripts/bench.sh".into());
     let latency_file: Option<LatencyFile> = read_json("target/bench/latency.json");
     let load_file: Option<LoadFile> = read_json("target/bench/load.json");
+    let topologies = topologies::topologies(latency_file.as_ref(), load_file.as_ref());
     let latency = latency(latency_file.as_ref());
     let load = load(load_file.as_ref());
     let growth = growth::read("target/bench/growth.json");
@@ -104,6 +108,7 @@ fn main() {
         targets: targets(&latency, &load)
             .into_iter()
             .chain(growth::targets(growth.as_ref()))
+            .chain(topologies::targets(&topologies))
             .collect(),
         latency: latency.rows,
         floors: latency.floors,
@@ -115,6 +120,7 @@ fn main() {
         memory: load_file.map(|f| f.memory).unwrap_or_default(),
         memory_in_redis: trs_bench::memory::read("target/bench/memory.json"),
         growth,
+        topologies,
     };
     std::fs::create_dir_all("docs").expect("docs/");
     std::fs::write("docs/latency.svg", svg(&report.latency)).expect("docs/latency.svg");

@@ -26,6 +26,7 @@ pub fn markdown(report: &Report) -> String {
     limits(&mut md, report);
     cpu(&mut md, report);
     load(&mut md, report);
+    crate::topologies::markdown(&mut md, &report.topologies);
     memory(&mut md, report);
     crate::growth::markdown(&mut md, report.growth.as_ref());
     machine(&mut md, report);
@@ -312,18 +313,19 @@ fn load(md: &mut String, report: &Report) {
     }
     let _ = writeln!(
         md,
-        "\n| App | Connections | Requests/s | p50 µs | p99 µs | Errors (all rounds) | Server CPU µs/req | Redis CPU µs/req |\n\
-         |---|---|---|---|---|---|---|---|"
+        "\n| App | Connections | Requests/s | p50 µs | p99 µs | p99.9 µs | Errors (all rounds) | Server CPU µs/req | Redis CPU µs/req |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     for r in &report.load {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.app,
             r.connections,
             fmt_spread(r.requests_per_sec.as_ref(), 0, ""),
             fmt_spread(r.p50_us.as_ref(), 0, ""),
             fmt_spread(r.p99_us.as_ref(), 0, ""),
+            fmt_spread(r.p999_us.as_ref(), 0, ""),
             r.errors,
             fmt_spread(r.server_cpu_us.as_ref(), 1, ""),
             fmt_spread(r.redis_cpu_us.as_ref(), 1, ""),

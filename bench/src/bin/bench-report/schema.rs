@@ -54,6 +54,9 @@ pub struct LoadRun {
     pub requests_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// From the wrk script's `done` hook; absent in files from before it.
+    #[serde(default)]
+    pub p999_us: Option<f64>,
     pub errors: u64,
     pub server_cpu_us: f64,
     pub redis_cpu_us: f64,

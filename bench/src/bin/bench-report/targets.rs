@@ -51,7 +51,7 @@ impl Target {
 }
 
 /// `measured` against `limit` (`at_most`, or at least): met if the median meets it.
-pub fn target(
+pub(crate) fn target(
     name: String,
     measured: Option<Spread>,
     limit: f64,

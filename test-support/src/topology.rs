@@ -1,9 +1,9 @@
-//! Redis deployments on loopback for the tests: a 3-master Cluster (optionally with a replica
-//! each), a Sentinel-managed primary with two replicas and three sentinels, and TLS servers
-//! with certificates made here by openssl.
+//! Redis deployments on loopback for the tests and the benchmarks: a 3-master Cluster
+//! (optionally with a replica each), a Sentinel-managed primary with two replicas and three
+//! sentinels, and TLS servers with certificates made here by openssl.
 //!
 //! Every daemon runs under a small shell watchdog that stops it (by its own PID) when the
-//! test process is gone, so topologies shared by a whole test binary never outlive it; a
+//! test (or benchmark) process is gone, so topologies shared by a whole test binary never outlive it; a
 //! dropped `Daemon` is stopped at once, also by its own PID.
 #![allow(dead_code, unreachable_pub)]
 
@@ -142,7 +142,7 @@ wait $d 2>/dev/null
             if args.iter().any(|a| a == "--tls-port") {
                 "redis-server".into()
             } else {
-                super::server_binary()
+                crate::redis_server::server_binary()
             },
         )
         .stdout(Stdio::piped())
