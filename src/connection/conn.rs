@@ -1,6 +1,7 @@
 //! One connection as the store uses it: our own connection to a single server over TCP, TLS
 //! or a unix socket, redis-rs's multiplexed one (`#insecure` TLS, an application's pool), or
-//! a cluster connection that routes each command by its key.
+//! a cluster connection that routes each command by its key (over node connections of our
+//! own where it can).
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -31,8 +32,15 @@ pub(super) mod redirect {
     //! socket), so redirections are followed here. A `MOVED` or `ASK` reply means that its own
     //! command did not run; the others of its pipeline may have run (Redis can serve a slot
     //! migration in between two of them), so only the redirected commands are sent again.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use redis::aio::{ConnectionLike, MultiplexedConnection};
     use redis::cluster_async::{ClusterConnection, Connect};
+    use tokio::sync::Notify;
+
+    use crate::connection::direct::Direct;
     use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
     use redis::{
         AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
@@ -46,6 +54,9 @@ pub(super) mod redirect {
     /// connections are redis-rs's own.
     #[derive(Clone)]
     pub(crate) enum Cluster {
+        /// Node connections of our own (`direct`): plain TCP, no credentials provider.
+        Direct(ClusterConnection<Node<DirectNode>>),
+        /// redis-rs's multiplexed node connections (TLS, rotating credentials).
         Own(ClusterConnection<Node>),
         #[cfg(feature = "deadpool-redis")]
         Pool(ClusterConnection),
@@ -55,6 +66,7 @@ pub(super) mod redirect {
     macro_rules! each {
         ($cluster:expr, $c:ident => $body:expr) => {
             match $cluster {
+                Cluster::Direct($c) => $body,
                 Cluster::Own($c) => $body,
                 #[cfg(feature = "deadpool-redis")]
                 Cluster::Pool($c) => $body,
@@ -96,7 +108,7 @@ pub(super) mod redirect {
         #[cfg_attr(not(feature = "deadpool-redis"), allow(unused_variables))]
         fn none_ran<'a>(&self, cmds: impl Iterator<Item = &'a Cmd>) -> bool {
             match self {
-                Self::Own(_) => true,
+                Self::Direct(_) | Self::Own(_) => true,
                 #[cfg(feature = "deadpool-redis")]
                 Self::Pool(_) => cmds.filter(|c| keyed(c)).count() <= 1,
             }
@@ -113,7 +125,7 @@ pub(super) mod redirect {
     /// (Redis never sends one around an error), which the client passes on untouched. When
     /// none ran, the client sees the redirection, and a `MOVED` refreshes its slot map.
     #[derive(Clone)]
-    pub(crate) struct Node(MultiplexedConnection);
+    pub(crate) struct Node<C = MultiplexedConnection>(C);
 
     impl Connect for Node {
         fn connect_with_config<'a, T>(
@@ -130,7 +142,120 @@ pub(super) mod redirect {
         }
     }
 
-    impl ConnectionLike for Node {
+    /// The longest connect and command timeouts (ms) of the stores whose cluster nodes use
+    /// our own connection: the cluster client opens node connections through a static
+    /// constructor, which cannot see the store's settings (one store per process, the usual
+    /// case, gets its own).
+    static NODE_CONNECT_MS: AtomicU64 = AtomicU64::new(0);
+    static NODE_COMMAND_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Node connections of our own open within `connect`, and fail a request at `command`
+    /// (at least).
+    pub(crate) fn node_timeouts(connect: Duration, command: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        NODE_CONNECT_MS.fetch_max(ms(connect), Ordering::Relaxed);
+        NODE_COMMAND_MS.fetch_max(ms(command), Ordering::Relaxed);
+    }
+
+    fn node_timeout(of: &AtomicU64) -> Duration {
+        Duration::from_millis(of.load(Ordering::Relaxed).max(1))
+    }
+
+    /// How often an idle node connection of our own is looked at (see `direct`).
+    const NODE_TICK: Duration = Duration::from_millis(250);
+
+    /// Our own connection to one cluster node. The cluster client polls its requests from
+    /// its own task, and may await something else meanwhile (a slot refresh); a request of
+    /// ours that is sending for others (gathering) or reading the socket for them must not
+    /// wait on that, or they all wait for each other. So each request runs in a task of its
+    /// own, due by the command timeout.
+    #[derive(Clone)]
+    pub(crate) struct DirectNode(Direct);
+
+    impl DirectNode {
+        /// Runs `request` on this connection in a task of its own.
+        async fn spawned<T: Send + 'static>(
+            &self,
+            request: impl FnOnce(Direct) -> RedisFuture<'static, T> + Send + 'static,
+        ) -> RedisResult<T> {
+            let due = tokio::time::Instant::now() + node_timeout(&NODE_COMMAND_MS);
+            let conn = self.0.until(due);
+            match tokio::spawn(async move { request(conn).await }).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::from(std::io::Error::other(
+                    "a request to a cluster node panicked or was cancelled",
+                ))),
+            }
+        }
+    }
+
+    impl Connect for Node<DirectNode> {
+        fn connect_with_config<'a, T>(info: T, _: AsyncConnectionConfig) -> RedisFuture<'a, Self>
+        where
+            T: IntoConnectionInfo + Send + 'a,
+        {
+            Box::pin(async move {
+                let info = info.into_connection_info()?;
+                let (closed, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
+                let settings = info.redis_settings();
+                let connect = Direct::connect(info.addr(), settings, None, closed, wake, NODE_TICK);
+                match tokio::time::timeout(node_timeout(&NODE_CONNECT_MS), connect).await {
+                    Ok(conn) => Ok(Self(DirectNode(conn?))),
+                    Err(_) => Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no connection to the cluster node within the connect timeout",
+                    ))),
+                }
+            })
+        }
+    }
+
+    impl ConnectionLike for DirectNode {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            let cmd = cmd.clone();
+            Box::pin(self.spawned(move |mut conn| {
+                Box::pin(async move { conn.req_packed_command(&cmd).await })
+            }))
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            pipe: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            let pipe = pipe.clone();
+            Box::pin(self.spawned(move |mut conn| {
+                Box::pin(async move {
+                    if !pipe.is_transaction() {
+                        return conn.req_packed_commands(&pipe, offset, count).await;
+                    }
+                    // As redis-rs's connection answers a transaction: an error among the
+                    // queued replies (a redirection: the transaction did not run) is the
+                    // answer, not `EXECABORT`; the cluster client and `transaction` act on it.
+                    let all = conn.req_packed_commands(&pipe, 0, pipe.len() + 2).await?;
+                    let queued = all.iter().skip(1).take(pipe.len());
+                    let errors: Vec<&ServerError> = queued
+                        .filter_map(|v| match v {
+                            Value::ServerError(e) => Some(e),
+                            _ => None,
+                        })
+                        .collect();
+                    let first = errors.iter().find(|e| !is_redirect(e)).or(errors.first());
+                    match first {
+                        Some(e) => Err((*e).clone().into()),
+                        None => Ok(all.into_iter().skip(offset).take(count).collect()),
+                    }
+                })
+            }))
+        }
+
+        fn get_db(&self) -> i64 {
+            self.0.get_db()
+        }
+    }
+
+    impl<C: ConnectionLike + Send> ConnectionLike for Node<C> {
         fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
             self.0.req_packed_command(cmd)
         }

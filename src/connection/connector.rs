@@ -67,6 +67,9 @@ pub(crate) struct Connector {
     tls: Tls,
     /// Settings of our own TLS connections, when the deployment uses TLS.
     own_tls: Option<TlsConfig>,
+    /// Cluster nodes are reached through our own connection (see `Cluster::Direct`).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    own_cluster_nodes: bool,
     credentials: Option<Refresh>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -133,6 +136,8 @@ impl Connector {
             Some((user, password)) => with_auth(info, user.as_deref(), password),
             None => info,
         };
+        #[allow(unused_mut)]
+        let mut own_cluster_nodes = false;
         let kind = match deployment {
             Deployment::Url(url) => Kind::Single(resp3(auth(parse(&url, "Redis URL")?))),
             Deployment::Sentinel { service, sentinels } => {
@@ -164,7 +169,19 @@ impl Connector {
                 }
             }
             #[cfg(feature = "cluster")]
-            Deployment::Cluster(nodes) => Kind::Cluster(cluster_client(&nodes, &options)?),
+            Deployment::Cluster(nodes) => {
+                // Our own node connections speak plain TCP and log in with a fixed password;
+                // TLS and rotating credentials stay with redis-rs's.
+                let plain = nodes
+                    .iter()
+                    .all(|n| parse(n, "cluster node URL").is_ok_and(|n| !is_tls(&n)));
+                own_cluster_nodes = plain && options.credentials.is_none();
+                if own_cluster_nodes {
+                    let (connect, command) = (options.connect_timeout, options.command_timeout);
+                    super::conn::redirect::node_timeouts(connect, command);
+                }
+                Kind::Cluster(cluster_client(&nodes, &options)?)
+            }
             #[cfg(feature = "deadpool-redis")]
             Deployment::Pool(pool) => Kind::Pool(pool),
             #[cfg(all(feature = "deadpool-redis", feature = "cluster"))]
@@ -184,6 +201,7 @@ impl Connector {
         Ok(Self {
             kind,
             own_tls,
+            own_cluster_nodes,
             tls: options.tls,
             credentials: options.credentials,
             connect_timeout: options.connect_timeout,
@@ -257,6 +275,10 @@ impl Connector {
                 // Node connections of our own, which hand back every reply of a pipeline that
                 // met a redirection (see `conn`). redis-rs hides this constructor from its
                 // docs: check it on upgrades.
+                if self.own_cluster_nodes {
+                    let conn = client.get_async_generic_connection().await?;
+                    return Ok(Conn::Cluster(Cluster::Direct(conn)));
+                }
                 let conn = client.get_async_generic_connection().await?;
                 Ok(Conn::Cluster(Cluster::Own(conn)))
             }
