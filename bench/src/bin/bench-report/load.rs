@@ -51,6 +51,15 @@ pub struct LoadRatios {
     /// The same app as no layer on a port of its own, over no layer: what the method reads
     /// as a difference where there is none.
     pub again_to_no_layer: Option<Spread>,
+    /// The same A/A for server CPU µs per request (again less no layer).
+    pub again_cpu_over_no_layer_us: Option<Spread>,
+    /// The untouched route over extension only (req/s): what our layer costs a route that
+    /// never touches the session, against the least any session layer does.
+    pub untouched_to_extension: Option<Spread>,
+    /// Our read over the floor (req/s), and its server CPU less the floor's (µs): what the
+    /// session logic costs over the same Redis work.
+    pub ours_to_floor: Option<Spread>,
+    pub server_cpu_over_floor_us: Option<Spread>,
 }
 
 /// Every HTTP table of the report.
@@ -134,6 +143,14 @@ pub fn load(file: Option<&LoadFile>) -> Load {
                 floor_to_always_save: rps_ratio(FLOOR, TS_ALWAYS),
                 extension_to_no_layer: rps_ratio(EXTENSION, NO_LAYER),
                 again_to_no_layer: rps_ratio(NO_LAYER_AGAIN, NO_LAYER),
+                again_cpu_over_no_layer_us: cpu_over_no_layer(NO_LAYER_AGAIN),
+                untouched_to_extension: rps_ratio(UNTOUCHED, EXTENSION),
+                ours_to_floor: rps_ratio(OURS, FLOOR),
+                server_cpu_over_floor_us: Spread::per_round(
+                    &series(OURS, c, cpu),
+                    &series(FLOOR, c, cpu),
+                    difference,
+                ),
             }
         })
         .collect();
