@@ -331,12 +331,17 @@ impl Bench {
     }
 
     /// Every library still reads its session: a read that found none would be cheaper.
+    /// (`/read` reads `user`, which only the small session holds; the large one's read is
+    /// checked by the floors, which count its fields.)
     fn check_sessions(&self, rt: &Runtime, sizes: &[&'static str]) {
         for &size in sizes {
+            let Some((_, user)) = fields(size).into_iter().find(|(k, _)| k == "user") else {
+                continue;
+            };
             for lib in SESSION_LIBS {
                 let cookie = &self.cookies[&(lib, size)];
                 let read = rt.block_on(send_body(&self.apps[lib], Some(cookie)));
-                assert_eq!(read, "alice", "{lib} reads its {size} session");
+                assert_eq!(read, user, "{lib} reads its {size} session");
             }
         }
     }
