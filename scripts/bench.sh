@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark suite and writes BENCHMARKS.md, BENCHMARKS.json and
 # docs/latency.svg from that run alone.
-#   scripts/bench.sh           full run (about 28 minutes on 2 cores, warm build: 20 on plain
-#                              TCP, 8 on TLS and on a 3-master Redis Cluster)
+#   scripts/bench.sh           full run (about 32 minutes on 2 cores, warm build: 20 on plain
+#                              TCP, 4 for growth, 8 on TLS and on a 3-master Redis Cluster)
 #   scripts/bench.sh --quick   fewer rounds and shorter runs (under 5 minutes, warm build)
 # The libraries run interleaved in rounds (bench-latency, bench-load; bench-growth: reads at
 # 1M sessions against 1k, and a user's 100k index entries) so that each ratio is
