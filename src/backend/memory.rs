@@ -463,9 +463,19 @@ impl MemoryBackend {
             IndexOp::Mark(ids) => {
                 reply.to_end = ids.into_iter().filter_map(|id| user.mark(id)).collect();
             }
-            IndexOp::Take { now_ms, until_ms } => {
+            IndexOp::Take {
+                keep,
+                now_ms,
+                until_ms,
+            } => {
                 user.cut = Some(user.cut.unwrap_or(now_ms).max(now_ms));
-                reply.ids = user.entries.keys().copied().collect();
+                let ids: Vec<uuid::Uuid> = user
+                    .entries
+                    .keys()
+                    .filter(|id| Some(**id) != keep)
+                    .copied()
+                    .collect();
+                reply.to_end = ids.into_iter().filter_map(|id| user.mark(id)).collect();
                 user.expire(until_ms);
             }
             IndexOp::Stale { now_ms, n } => reply.stale = user.stale(now_ms, n),

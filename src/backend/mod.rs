@@ -189,9 +189,13 @@ pub(crate) enum IndexOp<'a> {
     Remove(Vec<(uuid::Uuid, StoreKey)>),
     /// Mark these entries as being ended; returns them.
     Mark(Vec<uuid::Uuid>),
-    /// Raise the cut to `now_ms` (logins whose request started before are refused); returns
-    /// the ids indexed then, for the caller to `Mark` and end in bounded steps.
-    Take { now_ms: i64, until_ms: i64 },
+    /// Raise the cut to `now_ms` (logins whose request started before are refused) and mark
+    /// every entry but `keep` as being ended; returns them.
+    Take {
+        keep: Option<uuid::Uuid>,
+        now_ms: i64,
+        until_ms: i64,
+    },
     /// Up to `n` stale entries.
     Stale { now_ms: i64, n: usize },
     /// Checked entries: a score of 0 drops the entry, another moves its score; each only if
@@ -226,10 +230,8 @@ pub(crate) enum IndexStatus {
 #[derive(Debug, Default)]
 pub(crate) struct IndexReply {
     pub(crate) status: IndexStatus,
-    /// Entries marked to end (`Add` over the limit, `Mark`).
+    /// Entries marked to end (`Add` over the limit, `Mark`, `Take`).
     pub(crate) to_end: Vec<Indexed>,
-    /// Every id indexed at the cut (`Take`).
-    pub(crate) ids: Vec<uuid::Uuid>,
     /// Stale entries, for the caller to check (`Add`, `Stale`).
     pub(crate) stale: Vec<Indexed>,
 }

@@ -627,8 +627,15 @@ fn index_args(cmd: &mut Cmd, op: &IndexOp<'_>) {
                 cmd.arg(id.to_string());
             }
         }
-        IndexOp::Take { now_ms, until_ms } => {
-            cmd.arg("take").arg(now_ms).arg(clamp(until_ms));
+        IndexOp::Take {
+            keep,
+            now_ms,
+            until_ms,
+        } => {
+            cmd.arg("take")
+                .arg(keep.map(|k| k.to_string()).unwrap_or_default())
+                .arg(now_ms)
+                .arg(clamp(until_ms));
         }
         IndexOp::Stale { now_ms, n } => {
             cmd.arg("stale").arg(now_ms).arg(n);
@@ -665,21 +672,6 @@ fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
         _ => return Err(unexpected(&status)),
     };
     let m = usize::try_from(int(&m)?).unwrap_or(0);
-    let mut items = items.peekable();
-    // `take`'s ids, the hash's fields: the cut's own field is no entry.
-    let mut ids = Vec::new();
-    if let Some(Value::Array(fields)) = items.next_if(|v| matches!(v, Value::Array(_))) {
-        for field in fields {
-            let field = text(field)?;
-            if field != "\0cut" {
-                ids.push(
-                    uuid::Uuid::parse_str(&field).map_err(|_| {
-                        SessionError::Corrupt("a user's index holds a bad id".into())
-                    })?,
-                );
-            }
-        }
-    }
     let mut entries = Vec::new();
     while let (Some(id), Some(key), Some(score)) = (items.next(), items.next(), items.next()) {
         let id = uuid::Uuid::parse_str(&text(id)?)
@@ -698,7 +690,6 @@ fn index_reply(reply: Value) -> Result<IndexReply, SessionError> {
     Ok(IndexReply {
         status,
         to_end: entries,
-        ids,
         stale,
     })
 }

@@ -14,10 +14,6 @@ use crate::error::SessionError;
 use crate::events::Events;
 use crate::observe::observed;
 use crate::token::UserHandle;
-
-/// Entries a step of "end all" marks and ends: one script over 1,000 entries holds Redis
-/// for a few milliseconds.
-const END_STEP: usize = 1000;
 use crate::touch::Toucher;
 
 /// A configured session store: the backend, the cookie rules and the signing keys.
@@ -288,26 +284,17 @@ impl SessionStore {
         except: Option<uuid::Uuid>,
     ) -> Result<usize, SessionError> {
         let keys = UserHandle::of(user_id).keys(&self.inner.prefix);
-        let now = now_ms();
         self.inner.prune(user_id, &keys).await?;
+        // The cut is taken after the (maybe long) check: a login that starts during it and is
+        // indexed before the take is ended, and it started before the cut.
+        let now = now_ms();
         let take = IndexOp::Take {
+            keep: except,
             now_ms: now,
             until_ms: self.inner.index_until(now),
         };
-        let ids = self.index(&keys, take).await?.ids;
-        // In bounded steps, so that no one call holds Redis for long. Sessions indexed after
-        // the cut are not among `ids`; one regenerated or logged out meanwhile is found by
-        // its mark (it ends the new key, or finds nothing).
-        let mut ended = 0;
-        let ids: Vec<_> = ids.into_iter().filter(|id| Some(*id) != except).collect();
-        for step in ids.chunks(END_STEP) {
-            let marked = self.index(&keys, IndexOp::Mark(step.to_vec())).await?;
-            ended += self
-                .inner
-                .end_entries(user_id, &keys, marked.to_end)
-                .await?;
-        }
-        Ok(ended)
+        let marked = self.index(&keys, take).await?;
+        self.inner.end_entries(user_id, &keys, marked.to_end).await
     }
 
     async fn index(

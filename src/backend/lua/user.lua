@@ -25,8 +25,7 @@
 --     OLD. Status 1 or 0.
 --   remove ID KEY ...: drop these entries, each only if it still holds KEY (or '!' KEY).
 --   mark ID ...: mark these entries as being ended; returns them to end.
---   take NOW UNTIL: raise the cut to NOW; returns {1, 0, ids}, every id indexed then, for the
---     caller to mark and end in bounded steps (a login after the cut is not among them).
+--   take KEEP NOW UNTIL: raise the cut to NOW, mark every entry but KEEP; returns them to end.
 --   stale NOW N: up to N stale entries.
 --   settle NOW UNTIL ID KEY SCORE ...: the caller checked these: SCORE 0 drops the entry (its
 --     session is gone or ended), else moves its score; each only if it still holds KEY.
@@ -143,10 +142,15 @@ elseif action == 'mark' then
   return out
 elseif action == 'take' then
   local cut = tonumber(redis.call('HGET', KEYS[2], cut_field) or 0)
-  redis.call('HSET', KEYS[2], cut_field, string.format('%d', math.max(cut, tonumber(ARGV[2]))))
-  expire(ARGV[3], ARGV[2])
-  -- No loop here: marking 100,000 entries in one script held Redis for half a second.
-  return {1, 0, redis.call('HKEYS', KEYS[2])}
+  redis.call('HSET', KEYS[2], cut_field, string.format('%d', math.max(cut, tonumber(ARGV[3]))))
+  local ids = redis.call('HKEYS', KEYS[2])
+  local out = {1, 0}
+  for _, id in ipairs(ids) do
+    if id ~= ARGV[2] and id ~= cut_field then push(out, id, mark(id)) end
+  end
+  out[2] = (#out - 2) / 3
+  expire(ARGV[4], ARGV[3])
+  return out
 elseif action == 'stale' then
   local out = {1, 0}
   stale(out, ARGV[2], tonumber(ARGV[3]))
