@@ -174,6 +174,47 @@ async fn connections_closed_by_redis_while_idle_are_replaced_before_use() {
     assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "2"));
 }
 
+/// The same on a Cluster, whose node connections are ours: a node socket that Redis closed
+/// while idle is reopened by the next request to that node, and the cluster connection
+/// around it never sees it fail (it used to be retired, and rebuilt: every node again).
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_sockets_closed_while_idle_are_reopened() {
+    let cluster = tokio::task::spawn_blocking(|| common::topology::Cluster::start(0))
+        .await
+        .expect("cluster");
+    let store = builder()
+        .redis_cluster(cluster.urls())
+        .command_timeout(TIMEOUT)
+        .pool_size(2)
+        .build()
+        .await
+        .expect("store");
+    let app = app(&store);
+    // Sessions in several slots, so that every master has been used.
+    let mut browsers: Vec<Browser> = (0..12).map(|_| Browser::new(app.clone())).collect();
+    for b in &mut browsers {
+        assert_eq!(b.get("/incr/n/1").await.body, "1");
+    }
+    let before = store.stats();
+    for m in &cluster.masters {
+        let _: () = m.cmd(&["CONFIG", "SET", "timeout", "1"]);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for m in &cluster.masters {
+        let _: () = m.cmd(&["CONFIG", "SET", "timeout", "0"]);
+    }
+    for b in &mut browsers {
+        let reply = b.get("/incr/n/1").await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "2"));
+    }
+    let after = store.stats();
+    assert_eq!(
+        after.connections_retired, before.connections_retired,
+        "a cluster connection was retired for an idle node socket"
+    );
+}
+
 #[tokio::test]
 async fn out_of_memory_refuses_writes_and_half_writes_nothing() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);

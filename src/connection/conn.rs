@@ -33,7 +33,7 @@ pub(super) mod redirect {
     //! command did not run; the others of its pipeline may have run (Redis can serve a slot
     //! migration in between two of them), so only the redirected commands are sent again.
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex, PoisonError};
     use std::time::Duration;
 
     use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -168,19 +168,74 @@ pub(super) mod redirect {
     /// its own task, and may await something else meanwhile (a slot refresh); a request of
     /// ours that is sending for others (gathering) or reading the socket for them must not
     /// wait on that, or they all wait for each other. So each request runs in a task of its
-    /// own, due by the command timeout.
+    /// own, due by the command timeout. A socket that closed (Redis's `timeout`, a proxy, a
+    /// restart: found by its idle check, or by a request) is reopened by the next request,
+    /// so that the cluster client never sees it fail (it would rebuild the whole cluster
+    /// connection, as the store retires it).
     #[derive(Clone)]
-    pub(crate) struct DirectNode(Direct);
+    pub(crate) struct DirectNode(Arc<NodeSocket>);
+
+    struct NodeSocket {
+        info: redis::ConnectionInfo,
+        /// The socket, and whether it closed.
+        live: Mutex<(Direct, Arc<AtomicBool>)>,
+        /// One reopening at a time.
+        reopening: tokio::sync::Mutex<()>,
+    }
+
+    impl NodeSocket {
+        async fn open(info: &redis::ConnectionInfo) -> RedisResult<(Direct, Arc<AtomicBool>)> {
+            let (closed, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
+            let settings = info.redis_settings();
+            let flag = Arc::clone(&closed);
+            let connect = Direct::connect(info.addr(), settings, None, flag, wake, NODE_TICK);
+            match tokio::time::timeout(node_timeout(&NODE_CONNECT_MS), connect).await {
+                Ok(conn) => Ok((conn?, closed)),
+                Err(_) => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no connection to the cluster node within the connect timeout",
+                ))),
+            }
+        }
+
+        fn open_now(&self) -> Option<Direct> {
+            let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            (!live.1.load(Ordering::Relaxed)).then(|| live.0.clone())
+        }
+
+        /// The socket, reopened first if it closed.
+        async fn socket(&self) -> RedisResult<Direct> {
+            if let Some(conn) = self.open_now() {
+                return Ok(conn);
+            }
+            let _one = self.reopening.lock().await;
+            if let Some(conn) = self.open_now() {
+                return Ok(conn);
+            }
+            let (conn, closed) = Self::open(&self.info).await?;
+            *self.live.lock().unwrap_or_else(PoisonError::into_inner) = (conn.clone(), closed);
+            Ok(conn)
+        }
+    }
 
     impl DirectNode {
-        /// Runs `request` on this connection in a task of its own.
+        /// Runs `request` on this node in a task of its own; once more on a new socket if
+        /// the first never sent it (the socket had closed).
         async fn spawned<T: Send + 'static>(
             &self,
-            request: impl FnOnce(Direct) -> RedisFuture<'static, T> + Send + 'static,
+            request: impl Fn(Direct) -> RedisFuture<'static, T> + Send + Sync + 'static,
         ) -> RedisResult<T> {
-            let due = tokio::time::Instant::now() + node_timeout(&NODE_COMMAND_MS);
-            let conn = self.0.until(due);
-            match tokio::spawn(async move { request(conn).await }).await {
+            let node = Arc::clone(&self.0);
+            let task = async move {
+                let due = tokio::time::Instant::now() + node_timeout(&NODE_COMMAND_MS);
+                match request(node.socket().await?.until(due)).await {
+                    Err(e) if e.is_connection_refusal() => {
+                        request(node.socket().await?.until(due)).await
+                    }
+                    done => done,
+                }
+            };
+            match tokio::spawn(task).await {
                 Ok(result) => result,
                 Err(_) => Err(RedisError::from(std::io::Error::other(
                     "a request to a cluster node panicked or was cancelled",
@@ -196,16 +251,12 @@ pub(super) mod redirect {
         {
             Box::pin(async move {
                 let info = info.into_connection_info()?;
-                let (closed, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
-                let settings = info.redis_settings();
-                let connect = Direct::connect(info.addr(), settings, None, closed, wake, NODE_TICK);
-                match tokio::time::timeout(node_timeout(&NODE_CONNECT_MS), connect).await {
-                    Ok(conn) => Ok(Self(DirectNode(conn?))),
-                    Err(_) => Err(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no connection to the cluster node within the connect timeout",
-                    ))),
-                }
+                let live = Mutex::new(NodeSocket::open(&info).await?);
+                Ok(Self(DirectNode(Arc::new(NodeSocket {
+                    info,
+                    live,
+                    reopening: tokio::sync::Mutex::new(()),
+                }))))
             })
         }
     }
@@ -214,6 +265,7 @@ pub(super) mod redirect {
         fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
             let cmd = cmd.clone();
             Box::pin(self.spawned(move |mut conn| {
+                let cmd = cmd.clone();
                 Box::pin(async move { conn.req_packed_command(&cmd).await })
             }))
         }
@@ -226,6 +278,7 @@ pub(super) mod redirect {
         ) -> RedisFuture<'a, Vec<Value>> {
             let pipe = pipe.clone();
             Box::pin(self.spawned(move |mut conn| {
+                let pipe = pipe.clone();
                 Box::pin(async move {
                     if !pipe.is_transaction() {
                         return conn.req_packed_commands(&pipe, offset, count).await;
@@ -251,7 +304,7 @@ pub(super) mod redirect {
         }
 
         fn get_db(&self) -> i64 {
-            self.0.get_db()
+            self.0.info.redis_settings().db()
         }
     }
 

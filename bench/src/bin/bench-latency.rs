@@ -525,7 +525,10 @@ fn pin_apart(redis: &Deployment) {
     };
     let me = std::process::id().to_string();
     let pinned = cpus >= 2
-        && redis.pids().iter().all(|pid| taskset("0", &pid.to_string()))
+        && redis
+            .pids()
+            .iter()
+            .all(|pid| taskset("0", &pid.to_string()))
         && taskset("1", &me);
     eprintln!(
         "{}",
