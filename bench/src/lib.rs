@@ -8,6 +8,7 @@ pub mod support;
 
 pub mod apps;
 pub mod memory;
+pub mod placement;
 pub mod resp;
 pub mod topology;
 

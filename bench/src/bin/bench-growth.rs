@@ -48,7 +48,6 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::{extract::Path, routing::get, Router};
@@ -57,6 +56,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tower_redis_session::{Session, SessionError, SessionStore};
 use trs_bench::apps::{ours_app, ours_store};
+use trs_bench::placement::Placement;
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::send;
 use trs_bench::{arg_value, rotated};
@@ -74,73 +74,6 @@ const CHECKPOINTS: [usize; 2] = [1_000, 10_000];
 
 const SMALL_NAME: &str = "1k";
 const AGAIN_NAME: &str = "1k, again";
-
-/// Where this process, wrk and the redis-servers run (as bench-load's placement).
-struct Placement {
-    /// `taskset` CPU lists (this process, the rest); `None` when not pinned.
-    cpus: Option<(String, String)>,
-    workers: usize,
-}
-
-impl Placement {
-    fn detect() -> Self {
-        let n = std::thread::available_parallelism().map_or(1, usize::from);
-        let taskset = Command::new("taskset").arg("-V").output();
-        if n < 2 || !taskset.is_ok_and(|o| o.status.success()) {
-            return Self {
-                cpus: None,
-                workers: n,
-            };
-        }
-        let server = if n == 2 {
-            "1".into()
-        } else {
-            format!("1-{}", n - 1)
-        };
-        Self {
-            cpus: Some((server, "0".into())),
-            workers: n - 1,
-        }
-    }
-
-    fn pin(pid: u32, cpus: &str) {
-        let status = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("taskset");
-        assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
-    }
-
-    fn pin_load(&self, pid: u32) {
-        if let Some((_, load)) = &self.cpus {
-            Self::pin(pid, load);
-        }
-    }
-
-    fn command(&self, program: &str) -> Command {
-        match &self.cpus {
-            Some((_, load)) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", load, program]);
-                c
-            }
-            None => Command::new(program),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.cpus {
-            Some((server, load)) => format!(
-                "this process (the app) on CPU {server} ({} worker thread{} under wrk), wrk and \
-                 the redis-servers on CPU {load}",
-                self.workers,
-                if self.workers == 1 { "" } else { "s" }
-            ),
-            None => "everything shares the machine's CPUs".into(),
-        }
-    }
-}
 
 /// A small fast generator for the filler's keys, ids and times (not for anything secret).
 struct SplitMix(u64);
@@ -569,7 +502,7 @@ fn wrk(
     seconds: u64,
 ) -> (f64, f64, f64, u64) {
     let out = placement
-        .command("wrk")
+        .load_command("wrk")
         .args(["-t", "2", "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency", "--timeout", "5s"])
         .args(["-s", script])
@@ -638,10 +571,7 @@ async fn load(servers: &[Server], budget: &LoadBudget, placement: &Placement) ->
     // One run of each, not recorded: the apps' first requests (connections, allocations)
     // and wrk's first start do not fall into the first round.
     for (_, addr, script) in targets.clone() {
-        let cpus = Placement {
-            cpus: placement.cpus.clone(),
-            workers: placement.workers,
-        };
+        let cpus = placement.clone();
         let c = budget.connections;
         tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, 1))
             .await
@@ -653,10 +583,7 @@ async fn load(servers: &[Server], budget: &LoadBudget, placement: &Placement) ->
         for i in rotated(&indices, round) {
             let (name, addr, script) = targets[i].clone();
             let (c, secs) = (budget.connections, budget.seconds);
-            let cpus = Placement {
-                cpus: placement.cpus.clone(),
-                workers: placement.workers,
-            };
+            let cpus = placement.clone();
             let (rps, p50, p99, errors) =
                 tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, secs))
                     .await
@@ -855,9 +782,7 @@ async fn index(n: usize, list_runs: usize, placement: &Placement) -> serde_json:
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let placement = Placement::detect();
-    if let Some((server, _)) = &placement.cpus {
-        Placement::pin(std::process::id(), server);
-    }
+    placement.pin_self();
     eprintln!("placement: {}", placement.describe());
     let big: usize = arg_value("--big").unwrap_or(if quick { 100_000 } else { 1_000_000 });
     let read: usize = arg_value("--read").unwrap_or(if quick { 10_000 } else { 100_000 });

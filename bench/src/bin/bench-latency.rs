@@ -55,6 +55,7 @@ use tokio::runtime::Runtime;
 use trs_bench::apps::{
     floor_redis_rs_router, floor_router, no_layer_app, ours_app, tower_sessions_app,
 };
+use trs_bench::placement::Placement;
 use trs_bench::support::{fields, next_value, send, SIZES};
 use trs_bench::topology::{install_crypto_provider, Deployment, Topology};
 use trs_bench::{arg_value, resp, rotated};
@@ -510,34 +511,20 @@ async fn send_body(app: &Router, cookie: Option<&str>) -> String {
 
 /// On a cluster each library's session lives on the master its slot names, and a round
 /// trip to a process that the scheduler put on this one's CPU is much shorter than one to
-/// a process waking on another (28 against 75 µs for the same read, run to run). So every
-/// master runs on CPU 0 and this process on CPU 1: each library's round trips cross the same
-/// way. Without `taskset` or a second CPU, nothing is pinned (and the report's cluster
-/// ratios are placement's as much as the libraries').
+/// a process waking on another (28 against 75 µs for the same read, run to run). So the
+/// masters run where bench-load runs wrk and Redis, and this process where it runs the
+/// server: each library's round trips cross the same way. Without `taskset` or a second
+/// CPU, nothing is pinned (and the report's cluster ratios are placement's as much as the
+/// libraries').
 fn pin_apart(redis: &Deployment) {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let taskset = |cpu: &str, pid: &str| {
-        std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cpu, pid])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let me = std::process::id().to_string();
-    let pinned = cpus >= 2
-        && redis
-            .pids()
-            .iter()
-            .all(|pid| taskset("0", &pid.to_string()))
-        && taskset("1", &me);
-    eprintln!(
-        "{}",
-        if pinned {
-            "the cluster's masters on CPU 0, this process on CPU 1"
-        } else {
-            "not pinned: the masters and this process share every CPU"
+    let placement = Placement::detect();
+    if placement.cpus.is_some() {
+        for pid in redis.pids() {
+            placement.pin_load(pid);
         }
-    );
+        placement.pin_self();
+    }
+    eprintln!("cluster placement: {}", placement.describe());
 }
 
 /// Quantile `q` of sorted µs values (nearest rank).

@@ -26,7 +26,6 @@
 //! all).
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +34,7 @@ use trs_bench::apps::{
     extension_only_app, floor_redis_rs_router, floor_router, no_layer_app, ours_app, ours_store,
     tower_sessions_app, tower_sessions_layer,
 };
+use trs_bench::placement::Placement;
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::{send, SIZES};
 use trs_bench::topology::{install_crypto_provider, Deployment, Topology};
@@ -177,80 +177,6 @@ fn micros(text: &str) -> Option<f64> {
     })
 }
 
-/// Which CPUs the server runs on, and which the load generator and Redis.
-///
-/// Apart when the machine has two or more: the server (this process) on every CPU but the
-/// first, wrk and redis-server on the first. Sharing them, wrk's own CPU per request (about
-/// what the server without a layer spends) is paid out of the server's, which flattens every
-/// ratio between apps and adds the scheduler's noise; in production the clients and Redis
-/// are other machines. Without `taskset` (util-linux) or on one CPU, everything shares.
-#[derive(Clone)]
-struct Placement {
-    /// `taskset` CPU lists: (server, wrk and redis-server); `None` when not pinned.
-    cpus: Option<(String, String)>,
-    /// Worker threads of the server's runtime: one per CPU it has.
-    workers: usize,
-}
-
-impl Placement {
-    fn detect() -> Self {
-        let n = std::thread::available_parallelism().map_or(1, usize::from);
-        let taskset = Command::new("taskset").arg("-V").output();
-        if n < 2 || !taskset.is_ok_and(|o| o.status.success()) {
-            eprintln!("not pinned: the server, wrk and redis-server share every CPU");
-            return Self {
-                cpus: None,
-                workers: n,
-            };
-        }
-        let server = if n == 2 {
-            "1".into()
-        } else {
-            format!("1-{}", n - 1)
-        };
-        Self {
-            cpus: Some((server, "0".into())),
-            workers: n - 1,
-        }
-    }
-
-    /// Pins every thread of process `pid` to `cpus`.
-    fn pin(pid: &str, cpus: &str) {
-        let status = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, pid])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("taskset");
-        assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
-    }
-
-    /// A command that runs `program` where the load generator runs.
-    fn load_command(&self, program: &str) -> Command {
-        match &self.cpus {
-            Some((_, load)) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", load, program]);
-                c
-            }
-            None => Command::new(program),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.cpus {
-            Some((server, load)) => format!(
-                "the server on CPU {server} ({} worker thread{}), wrk and redis-server on CPU {load}",
-                self.workers,
-                if self.workers == 1 { "" } else { "s" }
-            ),
-            None => format!(
-                "the server ({} worker threads), wrk and redis-server share the machine's CPUs",
-                self.workers
-            ),
-        }
-    }
-}
-
 fn wrk(
     placement: &Placement,
     addr: std::net::SocketAddr,
@@ -366,9 +292,7 @@ async fn memory_of(library: &str, size: &str, config: &[&str]) -> u64 {
 fn main() {
     // Pinned before the runtime starts, so that its threads inherit the CPUs.
     let placement = Placement::detect();
-    if let Some((server, _)) = &placement.cpus {
-        Placement::pin(&std::process::id().to_string(), server);
-    }
+    placement.pin_self();
     eprintln!("placement: {}", placement.describe());
     install_crypto_provider();
     tokio::runtime::Builder::new_multi_thread()
@@ -428,10 +352,8 @@ async fn run(placement: Placement) {
 
     let redis_pids: Vec<String> = redis.pids().iter().map(u32::to_string).collect();
     assert!(!redis_pids.is_empty(), "redis pids");
-    if let Some((_, load)) = &placement.cpus {
-        for pid in &redis_pids {
-            Placement::pin(pid, load);
-        }
+    for pid in &redis_pids {
+        placement.pin_load(pid);
     }
     let store = redis.ours_store().await;
     let ours = ours_app(&store);
