@@ -11,6 +11,7 @@ pub mod memory;
 pub mod placement;
 pub mod resp;
 pub mod topology;
+pub mod wrk;
 
 /// `items` rotated left by `round`: every item goes first in turn, so that no library always
 /// runs right after the same neighbour or at the same point of a round.

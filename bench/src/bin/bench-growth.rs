@@ -59,6 +59,7 @@ use trs_bench::apps::{ours_app, ours_store};
 use trs_bench::placement::Placement;
 use trs_bench::redis_server::RedisServer;
 use trs_bench::support::send;
+use trs_bench::wrk::wrk;
 use trs_bench::{arg_value, rotated};
 
 /// Sessions of the small servers.
@@ -480,61 +481,6 @@ fn wrk_script(path: &str) -> String {
     )
 }
 
-/// `1.23ms` → 1230.0 µs.
-fn micros(text: &str) -> Option<f64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    Some(match unit {
-        "us" => n,
-        "ms" => n * 1e3,
-        "s" => n * 1e6,
-        _ => return None,
-    })
-}
-
-/// One wrk run: requests/s, p50, p99 (µs), errors.
-fn wrk(
-    placement: &Placement,
-    addr: std::net::SocketAddr,
-    script: &str,
-    connections: u32,
-    seconds: u64,
-) -> (f64, f64, f64, u64) {
-    let out = placement
-        .load_command("wrk")
-        .args(["-t", "2", "-c", &connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "--latency", "--timeout", "5s"])
-        .args(["-s", script])
-        .arg(format!("http://{addr}/read"))
-        .output()
-        .expect("wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (mut rps, mut p50, mut p99, mut errors) = (0.0, 0.0, 0.0, 0);
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", n] => rps = n.parse().unwrap_or(0.0),
-            ["50%", t] => p50 = micros(t).unwrap_or(0.0),
-            ["99%", t] => p99 = micros(t).unwrap_or(0.0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                errors += rest
-                    .iter()
-                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                    .sum::<u64>()
-            }
-            _ => {}
-        }
-    }
-    assert!(
-        rps > 0.0,
-        "wrk printed no result:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (rps, p50, p99, errors)
-}
-
 struct LoadBudget {
     rounds: usize,
     seconds: u64,
@@ -573,7 +519,7 @@ async fn load(servers: &[Server], budget: &LoadBudget, placement: &Placement) ->
     for (_, addr, script) in targets.clone() {
         let cpus = placement.clone();
         let c = budget.connections;
-        tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, 1))
+        tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, 1, "/read"))
             .await
             .expect("wrk task");
     }
@@ -584,8 +530,8 @@ async fn load(servers: &[Server], budget: &LoadBudget, placement: &Placement) ->
             let (name, addr, script) = targets[i].clone();
             let (c, secs) = (budget.connections, budget.seconds);
             let cpus = placement.clone();
-            let (rps, p50, p99, errors) =
-                tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, secs))
+            let (rps, p50, p99, _, errors) =
+                tokio::task::spawn_blocking(move || wrk(&cpus, addr, &script, c, secs, "/read"))
                     .await
                     .expect("wrk task");
             eprintln!(
