@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::latency::{cell_label, Latency};
-use crate::load::Load;
+use crate::load::{Load, LoadRatios};
 use crate::schema::{FLOOR, RAW_CREATE, RAW_FLOOR};
 use crate::stats::Spread;
 
@@ -193,41 +193,38 @@ pub fn targets(latency: &Latency, load: &Load) -> Vec<Target> {
             .and_then(|r| r.again_cpu_over_no_layer_us.as_ref())
             .map(|s| s.max.abs().max(s.min.abs()))
     };
-    for c in TARGET_CONNECTIONS {
-        t.push(
-            target(
-                format!("HTTP untouched route, {c} connections: ≥ 0.97 × extension only (req/s)"),
-                at(c).and_then(|r| r.untouched_to_extension.clone()),
-                0.97,
-                false,
-                "×",
-            )
-            .with_noise(aa(c)),
-        );
-    }
-    for c in TARGET_CONNECTIONS {
-        t.push(
-            target(
-                format!("HTTP read, {c} connections: ours ≥ 0.9 × floor (req/s)"),
-                at(c).and_then(|r| r.ours_to_floor.clone()),
-                0.9,
-                false,
-                "×",
-            )
-            .with_noise(aa(c)),
-        );
-    }
-    for c in TARGET_CONNECTIONS {
-        t.push(
-            target(
-                format!("server CPU per read request, {c} connections: ≤ floor's + 1.5 µs"),
-                at(c).and_then(|r| r.server_cpu_over_floor_us.clone()),
-                1.5,
-                true,
-                " µs",
-            )
-            .with_noise(aa_cpu(c)),
-        );
+    // The decided targets: (name after the connection count, figure, limit, at
+    // most, unit), each at every connection count, judged against the A/A's spread.
+    type Figure = fn(&LoadRatios) -> Option<Spread>;
+    let decided: [(&str, Figure, f64, bool, &str); 3] = [
+        (
+            "HTTP untouched route, {c} connections: ≥ 0.97 × extension only (req/s)",
+            |r| r.untouched_to_extension.clone(),
+            0.97,
+            false,
+            "×",
+        ),
+        (
+            "HTTP read, {c} connections: ours ≥ 0.9 × floor (req/s)",
+            |r| r.ours_to_floor.clone(),
+            0.9,
+            false,
+            "×",
+        ),
+        (
+            "server CPU per read request, {c} connections: ≤ floor's + 1.5 µs",
+            |r| r.server_cpu_over_floor_us.clone(),
+            1.5,
+            true,
+            " µs",
+        ),
+    ];
+    for (name, figure, limit, at_most, unit) in decided {
+        for c in TARGET_CONNECTIONS {
+            let noise = if unit == "×" { aa(c) } else { aa_cpu(c) };
+            let name = name.replace("{c}", &c.to_string());
+            t.push(target(name, at(c).and_then(figure), limit, at_most, unit).with_noise(noise));
+        }
     }
     let regenerate = latency
         .rows
