@@ -263,9 +263,10 @@ pub(super) mod redirect {
 
     impl ConnectionLike for DirectNode {
         fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-            let cmd = cmd.clone();
+            // Shared, not copied, by the request and its one resend.
+            let cmd = Arc::new(cmd.clone());
             Box::pin(self.spawned(move |mut conn| {
-                let cmd = cmd.clone();
+                let cmd = Arc::clone(&cmd);
                 Box::pin(async move { conn.req_packed_command(&cmd).await })
             }))
         }
@@ -276,9 +277,9 @@ pub(super) mod redirect {
             offset: usize,
             count: usize,
         ) -> RedisFuture<'a, Vec<Value>> {
-            let pipe = pipe.clone();
+            let pipe = Arc::new(pipe.clone());
             Box::pin(self.spawned(move |mut conn| {
-                let pipe = pipe.clone();
+                let pipe = Arc::clone(&pipe);
                 Box::pin(async move {
                     if !pipe.is_transaction() {
                         return conn.req_packed_commands(&pipe, offset, count).await;
