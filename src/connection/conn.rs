@@ -32,15 +32,13 @@ pub(super) mod redirect {
     //! socket), so redirections are followed here. A `MOVED` or `ASK` reply means that its own
     //! command did not run; the others of its pipeline may have run (Redis can serve a slot
     //! migration in between two of them), so only the redirected commands are sent again.
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, PoisonError};
-    use std::time::Duration;
-
     use redis::aio::{ConnectionLike, MultiplexedConnection};
     use redis::cluster_async::{ClusterConnection, Connect};
-    use tokio::sync::Notify;
 
-    use crate::connection::direct::Direct;
+    use std::sync::Arc;
+
+    use crate::connection::node::DirectNode;
+    use crate::connection::slots::Slots;
     use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
     use redis::{
         AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
@@ -54,8 +52,9 @@ pub(super) mod redirect {
     /// connections are redis-rs's own.
     #[derive(Clone)]
     pub(crate) enum Cluster {
-        /// Node connections of our own (`direct`): plain TCP, no credentials provider.
-        Direct(ClusterConnection<Node<DirectNode>>),
+        /// Node connections of our own (`direct`): plain TCP, no credentials provider; and
+        /// the store's own slot routing on sockets of ours (`slots`).
+        Direct(ClusterConnection<Node<DirectNode>>, Arc<Slots>),
         /// redis-rs's multiplexed node connections (TLS, rotating credentials).
         Own(ClusterConnection<Node>),
         #[cfg(feature = "deadpool-redis")]
@@ -66,7 +65,7 @@ pub(super) mod redirect {
     macro_rules! each {
         ($cluster:expr, $c:ident => $body:expr) => {
             match $cluster {
-                Cluster::Direct($c) => $body,
+                Cluster::Direct($c, _) => $body,
                 Cluster::Own($c) => $body,
                 #[cfg(feature = "deadpool-redis")]
                 Cluster::Pool($c) => $body,
@@ -93,7 +92,14 @@ pub(super) mod redirect {
             node: Option<&Target>,
         ) -> RedisResult<Vec<Value>> {
             match node {
-                None => each!(self, c => c.req_packed_commands(pipe, offset, count).await),
+                None => {
+                    if let Self::Direct(c, slots) = self {
+                        if let Some(sent) = slots.send(c, pipe, offset, count).await {
+                            return sent;
+                        }
+                    }
+                    each!(self, c => c.req_packed_commands(pipe, offset, count).await)
+                }
                 Some(node) => {
                     let (pipe, node) = (pipe.clone(), node.route());
                     each!(self, c => c.route_pipeline(pipe, offset, count, node).await)
@@ -108,7 +114,7 @@ pub(super) mod redirect {
         #[cfg_attr(not(feature = "deadpool-redis"), allow(unused_variables))]
         fn none_ran<'a>(&self, cmds: impl Iterator<Item = &'a Cmd>) -> bool {
             match self {
-                Self::Direct(_) | Self::Own(_) => true,
+                Self::Direct(..) | Self::Own(_) => true,
                 #[cfg(feature = "deadpool-redis")]
                 Self::Pool(_) => cmds.filter(|c| keyed(c)).count() <= 1,
             }
@@ -142,170 +148,16 @@ pub(super) mod redirect {
         }
     }
 
-    /// The longest connect and command timeouts (ms) of the stores whose cluster nodes use
-    /// our own connection: the cluster client opens node connections through a static
-    /// constructor, which cannot see the store's settings (one store per process, the usual
-    /// case, gets its own).
-    static NODE_CONNECT_MS: AtomicU64 = AtomicU64::new(0);
-    static NODE_COMMAND_MS: AtomicU64 = AtomicU64::new(0);
-
-    /// Node connections of our own open within `connect`, and fail a request at `command`
-    /// (at least).
-    pub(crate) fn node_timeouts(connect: Duration, command: Duration) {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-        NODE_CONNECT_MS.fetch_max(ms(connect), Ordering::Relaxed);
-        NODE_COMMAND_MS.fetch_max(ms(command), Ordering::Relaxed);
-    }
-
-    fn node_timeout(of: &AtomicU64) -> Duration {
-        Duration::from_millis(of.load(Ordering::Relaxed).max(1))
-    }
-
-    /// How often an idle node connection of our own is looked at (see `direct`).
-    const NODE_TICK: Duration = Duration::from_millis(250);
-
-    /// Our own connection to one cluster node. The cluster client polls its requests from
-    /// its own task, and may await something else meanwhile (a slot refresh); a request of
-    /// ours that is sending for others (gathering) or reading the socket for them must not
-    /// wait on that, or they all wait for each other. So each request runs in a task of its
-    /// own, due by the command timeout. A socket that closed (Redis's `timeout`, a proxy, a
-    /// restart: found by its idle check, or by a request) is reopened by the next request,
-    /// so that the cluster client never sees it fail (it would rebuild the whole cluster
-    /// connection, as the store retires it).
-    #[derive(Clone)]
-    pub(crate) struct DirectNode(Arc<NodeSocket>);
-
-    struct NodeSocket {
-        info: redis::ConnectionInfo,
-        /// The socket, and whether it closed.
-        live: Mutex<(Direct, Arc<AtomicBool>)>,
-        /// One reopening at a time.
-        reopening: tokio::sync::Mutex<()>,
-    }
-
-    impl NodeSocket {
-        async fn open(info: &redis::ConnectionInfo) -> RedisResult<(Direct, Arc<AtomicBool>)> {
-            let (closed, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
-            let settings = info.redis_settings();
-            let flag = Arc::clone(&closed);
-            let connect = Direct::connect(info.addr(), settings, None, flag, wake, NODE_TICK);
-            match tokio::time::timeout(node_timeout(&NODE_CONNECT_MS), connect).await {
-                Ok(conn) => Ok((conn?, closed)),
-                Err(_) => Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no connection to the cluster node within the connect timeout",
-                ))),
-            }
-        }
-
-        fn open_now(&self) -> Option<Direct> {
-            let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-            (!live.1.load(Ordering::Relaxed)).then(|| live.0.clone())
-        }
-
-        /// The socket, reopened first if it closed.
-        async fn socket(&self) -> RedisResult<Direct> {
-            if let Some(conn) = self.open_now() {
-                return Ok(conn);
-            }
-            let _one = self.reopening.lock().await;
-            if let Some(conn) = self.open_now() {
-                return Ok(conn);
-            }
-            let (conn, closed) = Self::open(&self.info).await?;
-            *self.live.lock().unwrap_or_else(PoisonError::into_inner) = (conn.clone(), closed);
-            Ok(conn)
-        }
-    }
-
-    impl DirectNode {
-        /// Runs `request` on this node in a task of its own; once more on a new socket if
-        /// the first never sent it (the socket had closed).
-        async fn spawned<T: Send + 'static>(
-            &self,
-            request: impl Fn(Direct) -> RedisFuture<'static, T> + Send + Sync + 'static,
-        ) -> RedisResult<T> {
-            let node = Arc::clone(&self.0);
-            let task = async move {
-                let due = tokio::time::Instant::now() + node_timeout(&NODE_COMMAND_MS);
-                match request(node.socket().await?.until(due)).await {
-                    Err(e) if e.is_connection_refusal() => {
-                        request(node.socket().await?.until(due)).await
-                    }
-                    done => done,
-                }
-            };
-            match tokio::spawn(task).await {
-                Ok(result) => result,
-                Err(_) => Err(RedisError::from(std::io::Error::other(
-                    "a request to a cluster node panicked or was cancelled",
-                ))),
-            }
-        }
-    }
-
     impl Connect for Node<DirectNode> {
         fn connect_with_config<'a, T>(info: T, _: AsyncConnectionConfig) -> RedisFuture<'a, Self>
         where
             T: IntoConnectionInfo + Send + 'a,
         {
             Box::pin(async move {
-                let info = info.into_connection_info()?;
-                let live = Mutex::new(NodeSocket::open(&info).await?);
-                Ok(Self(DirectNode(Arc::new(NodeSocket {
-                    info,
-                    live,
-                    reopening: tokio::sync::Mutex::new(()),
-                }))))
+                Ok(Self(
+                    DirectNode::connect(info.into_connection_info()?).await?,
+                ))
             })
-        }
-    }
-
-    impl ConnectionLike for DirectNode {
-        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-            // Shared, not copied, by the request and its one resend.
-            let cmd = Arc::new(cmd.clone());
-            Box::pin(self.spawned(move |mut conn| {
-                let cmd = Arc::clone(&cmd);
-                Box::pin(async move { conn.req_packed_command(&cmd).await })
-            }))
-        }
-
-        fn req_packed_commands<'a>(
-            &'a mut self,
-            pipe: &'a Pipeline,
-            offset: usize,
-            count: usize,
-        ) -> RedisFuture<'a, Vec<Value>> {
-            let pipe = Arc::new(pipe.clone());
-            Box::pin(self.spawned(move |mut conn| {
-                let pipe = Arc::clone(&pipe);
-                Box::pin(async move {
-                    if !pipe.is_transaction() {
-                        return conn.req_packed_commands(&pipe, offset, count).await;
-                    }
-                    // As redis-rs's connection answers a transaction: an error among the
-                    // queued replies (a redirection: the transaction did not run) is the
-                    // answer, not `EXECABORT`; the cluster client and `transaction` act on it.
-                    let all = conn.req_packed_commands(&pipe, 0, pipe.len() + 2).await?;
-                    let queued = all.iter().skip(1).take(pipe.len());
-                    let errors: Vec<&ServerError> = queued
-                        .filter_map(|v| match v {
-                            Value::ServerError(e) => Some(e),
-                            _ => None,
-                        })
-                        .collect();
-                    let first = errors.iter().find(|e| !is_redirect(e)).or(errors.first());
-                    match first {
-                        Some(e) => Err((*e).clone().into()),
-                        None => Ok(all.into_iter().skip(offset).take(count).collect()),
-                    }
-                })
-            }))
-        }
-
-        fn get_db(&self) -> i64 {
-            self.0.info.redis_settings().db()
         }
     }
 
@@ -373,7 +225,7 @@ pub(super) mod redirect {
         }
     }
 
-    fn is_redirect(e: &ServerError) -> bool {
+    pub(in crate::connection) fn is_redirect(e: &ServerError) -> bool {
         matches!(
             e.kind(),
             Some(ServerErrorKind::Moved | ServerErrorKind::Ask)

@@ -67,9 +67,10 @@ pub(crate) struct Connector {
     tls: Tls,
     /// Settings of our own TLS connections, when the deployment uses TLS.
     own_tls: Option<TlsConfig>,
-    /// Cluster nodes are reached through our own connection (see `Cluster::Direct`).
+    /// When cluster nodes are reached through our own connection (see `Cluster::Direct`):
+    /// the login of the sockets that the store's own slot routing opens.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    own_cluster_nodes: bool,
+    own_cluster_nodes: Option<ConnectionInfo>,
     credentials: Option<Refresh>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -137,7 +138,7 @@ impl Connector {
             None => info,
         };
         #[allow(unused_mut)]
-        let mut own_cluster_nodes = false;
+        let mut own_cluster_nodes = None;
         let kind = match deployment {
             Deployment::Url(url) => Kind::Single(resp3(auth(parse(&url, "Redis URL")?))),
             Deployment::Sentinel { service, sentinels } => {
@@ -175,10 +176,12 @@ impl Connector {
                 let plain = nodes
                     .iter()
                     .all(|n| parse(n, "cluster node URL").is_ok_and(|n| !is_tls(&n)));
-                own_cluster_nodes = plain && options.credentials.is_none();
-                if own_cluster_nodes {
+                if plain && options.credentials.is_none() {
                     let (connect, command) = (options.connect_timeout, options.command_timeout);
-                    super::conn::redirect::node_timeouts(connect, command);
+                    super::node::node_timeouts(connect, command);
+                    if let Some(seed) = nodes.first() {
+                        own_cluster_nodes = Some(auth(parse(seed, "cluster node URL")?));
+                    }
                 }
                 Kind::Cluster(cluster_client(&nodes, &options)?)
             }
@@ -275,9 +278,10 @@ impl Connector {
                 // Node connections of our own, which hand back every reply of a pipeline that
                 // met a redirection (see `conn`). redis-rs hides this constructor from its
                 // docs: check it on upgrades.
-                if self.own_cluster_nodes {
+                if let Some(seed) = &self.own_cluster_nodes {
                     let conn = client.get_async_generic_connection().await?;
-                    return Ok(Conn::Cluster(Cluster::Direct(conn)));
+                    let slots = super::slots::Slots::new(seed.clone());
+                    return Ok(Conn::Cluster(Cluster::Direct(conn, slots)));
                 }
                 let conn = client.get_async_generic_connection().await?;
                 Ok(Conn::Cluster(Cluster::Own(conn)))

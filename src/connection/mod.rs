@@ -27,8 +27,12 @@ mod conn;
 mod connector;
 mod credentials;
 mod direct;
+#[cfg(feature = "cluster")]
+mod node;
 mod ops;
 mod resp;
+#[cfg(feature = "cluster")]
+mod slots;
 #[cfg(feature = "tls")]
 mod tls;
 
