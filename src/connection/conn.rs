@@ -37,6 +37,7 @@ pub(super) mod redirect {
 
     use std::sync::Arc;
 
+    use crate::connection::direct::Direct;
     use crate::connection::node::DirectNode;
     use crate::connection::slots::Slots;
     use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -122,6 +123,25 @@ pub(super) mod redirect {
 
         pub(crate) fn get_db(&self) -> i64 {
             each!(self, c => c.get_db())
+        }
+
+        /// Our own socket to the master of `key`'s slot, when the store routes by itself
+        /// and knows it (see `slots`).
+        pub(crate) async fn routed(&self, key: &[u8]) -> Option<Direct> {
+            match self {
+                Self::Direct(c, slots) => slots.socket_for(c, key).await,
+                _ => None,
+            }
+        }
+
+        /// Whether a request on a [`routed`](Self::routed) socket that failed with `e` did
+        /// not run (a redirection, or nothing sent), so that it may go again through the
+        /// client.
+        pub(crate) fn not_run(&self, e: &RedisError) -> bool {
+            match self {
+                Self::Direct(c, slots) => slots.not_run(c, e),
+                _ => false,
+            }
         }
     }
 

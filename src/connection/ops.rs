@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use redis::{Cmd, RedisResult, Value};
+use redis::{Cmd, RedisError, RedisResult, Value};
 
+use super::direct::Direct;
 use super::resp::pack;
 use super::Conn;
 use crate::fields::Fields;
@@ -123,7 +124,60 @@ fn pipeline(commands: &[&[&[u8]]]) -> redis::Pipeline {
     pipe
 }
 
+/// `HGETALL` and `PEXPIRE` on our own socket, the fields kept in the reply's bytes.
+async fn load_in_place(
+    direct: &Direct,
+    commands: &[&[&[u8]]; 2],
+) -> RedisResult<Result<Fields, NotAHash>> {
+    let replies = direct.replies(&pack(commands), 2).await?;
+    let [hash, expired] = replies.split()?;
+    expired.check_is(b':')?;
+    let mut spans = hash.spans()?;
+    let mut fields = Fields::with_capacity(spans.len() / 2);
+    while let (Some(field), Some(value)) = (spans.next(), spans.next()) {
+        fields.push_span(field?, value?);
+    }
+    Ok(match replies.into_text() {
+        Ok(text) => Ok(fields.in_text(text)),
+        Err(_) => Err(NotAHash::NotText),
+    })
+}
+
+/// `create_hash`'s transaction on our own socket.
+async fn create_in_place(direct: &Direct, hset: &[&[u8]], pexpire: &[&[u8]]) -> RedisResult<()> {
+    let packed = pack(&[&[b"MULTI"], hset, pexpire, &[b"EXEC"]]);
+    let replies = direct.replies(&packed, 4).await?;
+    let [multi, queued, queued_too, exec] = replies.split()?;
+    for reply in [multi, queued, queued_too] {
+        reply.check_is(b'+')?;
+    }
+    exec.check_items()
+}
+
 impl Conn {
+    /// Our own socket for commands on `key`: this connection's, or on a cluster the socket
+    /// to the key's master when the store routes by itself and knows it.
+    #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
+    async fn own_socket(&self, key: &[u8]) -> Option<Direct> {
+        match self {
+            Self::Direct(direct) => Some(direct.clone()),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(cluster) => cluster.routed(key).await,
+            _ => None,
+        }
+    }
+
+    /// Whether what failed with `e` on [`own_socket`](Self::own_socket)'s socket did not run
+    /// and goes again through the cluster client (a redirection; nothing sent).
+    #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
+    fn goes_again(&self, e: &RedisError) -> bool {
+        match self {
+            #[cfg(feature = "cluster")]
+            Self::Cluster(cluster) => cluster.not_run(e),
+            _ => false,
+        }
+    }
+
     /// The hash at `key` (no fields: no hash), with `PEXPIRE key ttl_ms` in the same round
     /// trip. `PEXPIRE` of a key that is gone does nothing, so a concurrent logout is never
     /// undone. Our own connection keeps the fields in the reply's bytes.
@@ -133,49 +187,35 @@ impl Conn {
         ttl_ms: &[u8],
     ) -> RedisResult<Result<Fields, NotAHash>> {
         let commands: [&[&[u8]]; 2] = [&[b"HGETALL", key], &[b"PEXPIRE", key, ttl_ms]];
-        match self {
-            Self::Direct(direct) => {
-                let replies = direct.replies(&pack(&commands), 2).await?;
-                let [hash, expired] = replies.split()?;
-                expired.check_is(b':')?;
-                let mut spans = hash.spans()?;
-                let mut fields = Fields::with_capacity(spans.len() / 2);
-                while let (Some(field), Some(value)) = (spans.next(), spans.next()) {
-                    fields.push_span(field?, value?);
-                }
-                Ok(match replies.into_text() {
-                    Ok(text) => Ok(fields.in_text(text)),
-                    Err(_) => Err(NotAHash::NotText),
-                })
-            }
-            _ => {
-                let (hash, _expired): (Value, Value) =
-                    pipeline(&commands).query_async(&mut self.clone()).await?;
-                Ok(hash_fields(hash))
+        if let Some(direct) = self.own_socket(key).await {
+            // Both commands read or refresh: sent again whole after a redirection.
+            match load_in_place(&direct, &commands).await {
+                Err(e) if self.goes_again(&e) => {}
+                loaded => return loaded,
             }
         }
+        let (hash, _expired): (Value, Value) =
+            pipeline(&commands).query_async(&mut self.clone()).await?;
+        Ok(hash_fields(hash))
     }
 
     /// `MULTI`, `hset`, `pexpire`, `EXEC`: a new hash and its expiry, whole or not at all
     /// (under OOM Redis refuses the transaction whole). No script: Redis runs a script's
     /// every call slower than the bare command.
     pub(crate) async fn create_hash(&self, hset: &[&[u8]], pexpire: &[&[u8]]) -> RedisResult<()> {
-        match self {
-            Self::Direct(direct) => {
-                let packed = pack(&[&[b"MULTI"], hset, pexpire, &[b"EXEC"]]);
-                let replies = direct.replies(&packed, 4).await?;
-                let [multi, queued, queued_too, exec] = replies.split()?;
-                for reply in [multi, queued, queued_too] {
-                    reply.check_is(b'+')?;
-                }
-                exec.check_items()
-            }
-            _ => {
-                let mut pipe = pipeline(&[hset, pexpire]);
-                pipe.atomic();
-                pipe.exec_async(&mut self.clone()).await
+        if let Some(direct) = self
+            .own_socket(hset.get(1).copied().unwrap_or_default())
+            .await
+        {
+            // A redirection aborts the transaction whole: it goes again through the client.
+            match create_in_place(&direct, hset, pexpire).await {
+                Err(e) if self.goes_again(&e) => {}
+                created => return created,
             }
         }
+        let mut pipe = pipeline(&[hset, pexpire]);
+        pipe.atomic();
+        pipe.exec_async(&mut self.clone()).await
     }
 
     /// Runs `calls`, then `WAIT` if asked, in one round trip: in order on one server (one

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Arg, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisResult, Value};
+use redis::{Arg, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
 use super::conn::redirect::Node;
+use super::direct::Direct;
 use super::node::{node_deadline, DirectNode, NodeSocket};
 
 /// Slots in a Redis Cluster.
@@ -69,23 +70,62 @@ impl Slots {
         offset: usize,
         count: usize,
     ) -> Option<RedisResult<Vec<Value>>> {
-        if self.stale.load(Ordering::Relaxed) {
-            self.refresh(client);
-            return None;
-        }
-        let node = self.node(pipeline_slot(pipe)?)?;
-        let socket = match node.socket().await {
-            Ok(socket) => socket,
-            Err(_) => return self.failed(client),
-        };
-        let sent = super::node::send(socket.until(node_deadline()), pipe, offset, count).await;
+        let socket = self.socket(client, pipeline_slot(pipe)?).await?;
+        let sent = super::node::send(socket, pipe, offset, count).await;
         match &sent {
-            Err(e) if e.is_connection_refusal() => return self.failed(client),
-            Err(e) if e.code() == Some("MOVED") || e.is_io_error() => self.mark_stale(),
+            // Not sent: the client sends it. A redirection is followed by `redirect`.
+            Err(e) if self.not_run(client, e) && e.is_connection_refusal() => return None,
             Ok(values) if values.iter().any(is_moved) => self.mark_stale(),
             _ => {}
         }
         Some(sent)
+    }
+
+    /// Our socket to the master of the slot of `key`, due by the node command timeout, if
+    /// the map knows it.
+    pub(crate) async fn socket_for(
+        self: &Arc<Self>,
+        client: &Client,
+        key: &[u8],
+    ) -> Option<Direct> {
+        self.socket(client, slot_of(key)).await
+    }
+
+    async fn socket(self: &Arc<Self>, client: &Client, slot: u16) -> Option<Direct> {
+        if self.stale.load(Ordering::Relaxed) {
+            self.refresh(client);
+            return None;
+        }
+        match self.node(slot)?.socket().await {
+            Ok(socket) => Some(socket.until(node_deadline())),
+            Err(_) => {
+                self.failed(client);
+                None
+            }
+        }
+    }
+
+    /// Whether a request on one of our sockets that failed with `e` did not run, so that the
+    /// client may send it: a redirection (a `MOVED` marks the map stale), or nothing sent
+    /// (the map is asked again).
+    pub(crate) fn not_run(self: &Arc<Self>, client: &Client, e: &RedisError) -> bool {
+        match e.code() {
+            Some("MOVED") => {
+                self.mark_stale();
+                true
+            }
+            Some("ASK") => true,
+            _ if e.is_connection_refusal() => {
+                self.failed(client);
+                true
+            }
+            _ => {
+                if e.is_io_error() {
+                    self.mark_stale();
+                }
+                false
+            }
+        }
     }
 
     fn node(&self, slot: u16) -> Option<Arc<NodeSocket>> {
@@ -94,11 +134,10 @@ impl Slots {
         map.nodes.get(usize::from(at)).cloned()
     }
 
-    /// Nothing was sent: the map is asked again and the client sends this one.
-    fn failed(self: &Arc<Self>, client: &Client) -> Option<RedisResult<Vec<Value>>> {
+    /// A socket failed before sending: the map is asked again.
+    fn failed(self: &Arc<Self>, client: &Client) {
         self.mark_stale();
         self.refresh(client);
-        None
     }
 
     fn mark_stale(&self) {
