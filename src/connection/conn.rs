@@ -127,9 +127,9 @@ pub(super) mod redirect {
 
         /// Our own socket to the master of `key`'s slot, when the store routes by itself
         /// and knows it (see `slots`).
-        pub(crate) async fn routed(&self, key: &[u8]) -> Option<Direct> {
+        pub(crate) fn routed(&self, key: &[u8]) -> Option<Direct> {
             match self {
-                Self::Direct(c, slots) => slots.socket_for(c, key).await,
+                Self::Direct(c, slots) => slots.socket_for(c, key),
                 _ => None,
             }
         }

@@ -68,9 +68,9 @@ pub(crate) struct Connector {
     /// Settings of our own TLS connections, when the deployment uses TLS.
     own_tls: Option<TlsConfig>,
     /// When cluster nodes are reached through our own connection (see `Cluster::Direct`):
-    /// the login of the sockets that the store's own slot routing opens.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    own_cluster_nodes: Option<ConnectionInfo>,
+    /// the store's own slot routing, shared by all its connections.
+    #[cfg(feature = "cluster")]
+    own_cluster_nodes: Option<Arc<super::slots::Slots>>,
     credentials: Option<Refresh>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -137,7 +137,7 @@ impl Connector {
             Some((user, password)) => with_auth(info, user.as_deref(), password),
             None => info,
         };
-        #[allow(unused_mut)]
+        #[cfg(feature = "cluster")]
         let mut own_cluster_nodes = None;
         let kind = match deployment {
             Deployment::Url(url) => Kind::Single(resp3(auth(parse(&url, "Redis URL")?))),
@@ -180,7 +180,8 @@ impl Connector {
                     let (connect, command) = (options.connect_timeout, options.command_timeout);
                     super::node::node_timeouts(connect, command);
                     if let Some(seed) = nodes.first() {
-                        own_cluster_nodes = Some(auth(parse(seed, "cluster node URL")?));
+                        let seed = auth(parse(seed, "cluster node URL")?);
+                        own_cluster_nodes = Some(super::slots::Slots::new(seed));
                     }
                 }
                 Kind::Cluster(cluster_client(&nodes, &options)?)
@@ -204,6 +205,7 @@ impl Connector {
         Ok(Self {
             kind,
             own_tls,
+            #[cfg(feature = "cluster")]
             own_cluster_nodes,
             tls: options.tls,
             credentials: options.credentials,
@@ -278,10 +280,9 @@ impl Connector {
                 // Node connections of our own, which hand back every reply of a pipeline that
                 // met a redirection (see `conn`). redis-rs hides this constructor from its
                 // docs: check it on upgrades.
-                if let Some(seed) = &self.own_cluster_nodes {
+                if let Some(slots) = &self.own_cluster_nodes {
                     let conn = client.get_async_generic_connection().await?;
-                    let slots = super::slots::Slots::new(seed.clone());
-                    return Ok(Conn::Cluster(Cluster::Direct(conn, slots)));
+                    return Ok(Conn::Cluster(Cluster::Direct(conn, Arc::clone(slots))));
                 }
                 let conn = client.get_async_generic_connection().await?;
                 Ok(Conn::Cluster(Cluster::Own(conn)))

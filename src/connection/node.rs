@@ -74,7 +74,8 @@ impl NodeSocket {
         }
     }
 
-    fn open_now(&self) -> Option<Direct> {
+    /// The socket, if it is open.
+    pub(super) fn open_now(&self) -> Option<Direct> {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         (!live.1.load(Ordering::Relaxed)).then(|| live.0.clone())
     }

@@ -158,11 +158,11 @@ impl Conn {
     /// Our own socket for commands on `key`: this connection's, or on a cluster the socket
     /// to the key's master when the store routes by itself and knows it.
     #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
-    async fn own_socket(&self, key: &[u8]) -> Option<Direct> {
+    fn own_socket(&self, key: &[u8]) -> Option<Direct> {
         match self {
             Self::Direct(direct) => Some(direct.clone()),
             #[cfg(feature = "cluster")]
-            Self::Cluster(cluster) => cluster.routed(key).await,
+            Self::Cluster(cluster) => cluster.routed(key),
             _ => None,
         }
     }
@@ -187,7 +187,7 @@ impl Conn {
         ttl_ms: &[u8],
     ) -> RedisResult<Result<Fields, NotAHash>> {
         let commands: [&[&[u8]]; 2] = [&[b"HGETALL", key], &[b"PEXPIRE", key, ttl_ms]];
-        if let Some(direct) = self.own_socket(key).await {
+        if let Some(direct) = self.own_socket(key) {
             // Both commands read or refresh: sent again whole after a redirection.
             match load_in_place(&direct, &commands).await {
                 Err(e) if self.goes_again(&e) => {}
@@ -203,10 +203,7 @@ impl Conn {
     /// (under OOM Redis refuses the transaction whole). No script: Redis runs a script's
     /// every call slower than the bare command.
     pub(crate) async fn create_hash(&self, hset: &[&[u8]], pexpire: &[&[u8]]) -> RedisResult<()> {
-        if let Some(direct) = self
-            .own_socket(hset.get(1).copied().unwrap_or_default())
-            .await
-        {
+        if let Some(direct) = self.own_socket(hset.get(1).copied().unwrap_or_default()) {
             // A redirection aborts the transaction whole: it goes again through the client.
             match create_in_place(&direct, hset, pexpire).await {
                 Err(e) if self.goes_again(&e) => {}

@@ -70,7 +70,7 @@ impl Slots {
         offset: usize,
         count: usize,
     ) -> Option<RedisResult<Vec<Value>>> {
-        let socket = self.socket(client, pipeline_slot(pipe)?).await?;
+        let socket = self.socket(client, pipeline_slot(pipe)?)?;
         let sent = super::node::send(socket, pipe, offset, count).await;
         match &sent {
             // Not sent: the client sends it. A redirection is followed by `redirect`.
@@ -83,22 +83,20 @@ impl Slots {
 
     /// Our socket to the master of the slot of `key`, due by the node command timeout, if
     /// the map knows it.
-    pub(crate) async fn socket_for(
-        self: &Arc<Self>,
-        client: &Client,
-        key: &[u8],
-    ) -> Option<Direct> {
-        self.socket(client, slot_of(key)).await
+    pub(crate) fn socket_for(self: &Arc<Self>, client: &Client, key: &[u8]) -> Option<Direct> {
+        self.socket(client, slot_of(key))
     }
 
-    async fn socket(self: &Arc<Self>, client: &Client, slot: u16) -> Option<Direct> {
+    fn socket(self: &Arc<Self>, client: &Client, slot: u16) -> Option<Direct> {
         if self.stale.load(Ordering::Relaxed) {
             self.refresh(client);
             return None;
         }
-        match self.node(slot)?.socket().await {
-            Ok(socket) => Some(socket.until(node_deadline())),
-            Err(_) => {
+        // A socket that closed is reopened by the refresh, not here: a node that does not
+        // answer must not hold up the requests for its slots beyond what the client does.
+        match self.node(slot)?.open_now() {
+            Some(socket) => Some(socket.until(node_deadline())),
+            None => {
                 self.failed(client);
                 None
             }
@@ -197,14 +195,18 @@ impl Slots {
                     let addr = ConnectionAddr::Tcp(host.clone(), port);
                     let kept = old.nodes.iter().find(|n| n.info.addr() == &addr).cloned();
                     let node = match kept {
-                        Some(node) => node,
-                        None => match NodeSocket::connect(self.seed.clone().set_addr(addr)).await {
-                            Ok(node) => Arc::new(node),
-                            Err(e) => {
-                                tracing::debug!(%host, port, "no socket to a cluster node: {e}");
-                                continue;
-                            }
-                        },
+                        // Reopened if it closed.
+                        Some(node) => node.socket().await.map(|_| node),
+                        None => NodeSocket::connect(self.seed.clone().set_addr(addr))
+                            .await
+                            .map(Arc::new),
+                    };
+                    let node = match node {
+                        Ok(node) => node,
+                        Err(e) => {
+                            tracing::debug!(%host, port, "no socket to a cluster node: {e}");
+                            continue;
+                        }
                     };
                     map.nodes.push(node);
                     addrs.push((host, port));
@@ -447,5 +449,12 @@ mod on_a_cluster {
         assert_eq!(cluster.owner(slot).port, target.port);
         let on_target: Option<String> = target.cmd(&["GET", key]);
         assert_eq!(on_target.as_deref(), Some("1"));
+
+        // The master closes our socket (as its `timeout` would): requests go to the client,
+        // without waiting for a new socket, until the refresh has opened one.
+        let _: u64 = target.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(slots.send(&client, &set, 0, 2).await.is_none());
+        assert_eq!(routed(&slots, &client, &set).await, done);
     }
 }
