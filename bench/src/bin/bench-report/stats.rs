@@ -53,6 +53,21 @@ impl Spread {
     }
 }
 
+impl Spread {
+    /// As the A/A control's figure (1× in truth): the largest distance from 1× of any of its
+    /// rounds, what the method reads as a difference where there is none.
+    pub fn noise(&self) -> f64 {
+        (self.max - 1.0).abs().max((1.0 - self.min).abs())
+    }
+}
+
+/// The report's one definition of "within noise" (BENCHMARKS-METHOD.md): a ratio whose
+/// median misses its line by no more, relative to the line, than `noise` (the A/A control's,
+/// [`Spread::noise`]).
+pub fn within_noise(median: f64, limit: f64, noise: f64) -> bool {
+    (median / limit - 1.0).abs() <= noise
+}
+
 /// `a ÷ b`, for [`Spread::per_round`].
 pub fn ratio(a: f64, b: f64) -> f64 {
     a / b

@@ -49,15 +49,15 @@ impl Target {
     /// than that reads "within noise", neither met nor missed.
     pub fn with_noise(mut self, noise: Option<f64>) -> Self {
         self.noise = noise;
-        let distance = |m: f64| {
+        let within = |m: f64, n: f64| {
             if self.unit == "×" {
-                (m / self.limit - 1.0).abs()
+                crate::stats::within_noise(m, self.limit, n)
             } else {
-                (m - self.limit).abs()
+                (m - self.limit).abs() <= n
             }
         };
         if let (false, Some(n), Some(m)) = (self.met, noise, self.measured.as_ref()) {
-            if distance(m.median) <= n {
+            if within(m.median, n) {
                 self.verdict = "within noise".into();
             }
         }
@@ -186,7 +186,7 @@ pub fn targets(latency: &Latency, load: &Load) -> Vec<Target> {
     let aa = |c: u32| {
         at(c)
             .and_then(|r| r.again_to_no_layer.as_ref())
-            .map(|s| (s.max - 1.0).abs().max((1.0 - s.min).abs()))
+            .map(Spread::noise)
     };
     let aa_cpu = |c: u32| {
         at(c)

@@ -15,7 +15,7 @@ use crate::schema::{
     read_json, LatencyFile, LoadFile, LoadRun, FLOOR, FLOOR_REDIS_RS, NO_LAYER, NO_LAYER_AGAIN,
     OURS, TS, TS_ALWAYS,
 };
-use crate::stats::{ratio, Series, Spread};
+use crate::stats::{ratio, within_noise, Series, Spread};
 use crate::targets::{target, Target};
 
 /// The connection count tail latency is compared at.
@@ -114,9 +114,7 @@ fn rps(r: &LoadRun) -> Option<f64> {
     Some(r.requests_per_sec)
 }
 
-/// `met`, `missed, within noise` or `missed`: within noise when the median's distance to
-/// the limit (median ÷ limit) lies within the A/A's min–max, what the method reads where the
-/// truth is 1×.
+/// `met`, `missed, within noise` or `missed` (see [`within_noise`]).
 fn verdict(measured: Option<&Spread>, limit: f64, at_most: bool, a_a: Option<&Spread>) -> String {
     let Some(m) = measured else {
         return "not measured".into();
@@ -129,9 +127,8 @@ fn verdict(measured: Option<&Spread>, limit: f64, at_most: bool, a_a: Option<&Sp
     if met {
         return "met".into();
     }
-    let off = m.median / limit;
     match a_a {
-        Some(aa) if off >= aa.min && off <= aa.max => "missed, within noise".into(),
+        Some(aa) if within_noise(m.median, limit, aa.noise()) => "missed, within noise".into(),
         _ => "missed".into(),
     }
 }
