@@ -156,13 +156,16 @@ async fn create_in_place(direct: &Direct, hset: &[&[u8]], pexpire: &[&[u8]]) -> 
 
 impl Conn {
     /// Our own socket for commands on `key`: this connection's, or on a cluster the socket
-    /// to the key's master when the store routes by itself and knows it.
+    /// to the key's master (kept in `routed`) when the store routes by itself and knows it.
     #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
-    fn own_socket(&self, key: &[u8]) -> Option<Direct> {
+    fn own_socket<'a>(&'a self, key: &[u8], routed: &'a mut Option<Direct>) -> Option<&'a Direct> {
         match self {
-            Self::Direct(direct) => Some(direct.clone()),
+            Self::Direct(direct) => Some(direct),
             #[cfg(feature = "cluster")]
-            Self::Cluster(cluster) => cluster.routed(key),
+            Self::Cluster(cluster) => {
+                *routed = cluster.routed(key);
+                routed.as_ref()
+            }
             _ => None,
         }
     }
@@ -187,9 +190,10 @@ impl Conn {
         ttl_ms: &[u8],
     ) -> RedisResult<Result<Fields, NotAHash>> {
         let commands: [&[&[u8]]; 2] = [&[b"HGETALL", key], &[b"PEXPIRE", key, ttl_ms]];
-        if let Some(direct) = self.own_socket(key) {
+        let mut routed = None;
+        if let Some(direct) = self.own_socket(key, &mut routed) {
             // Both commands read or refresh: sent again whole after a redirection.
-            match load_in_place(&direct, &commands).await {
+            match load_in_place(direct, &commands).await {
                 Err(e) if self.goes_again(&e) => {}
                 loaded => return loaded,
             }
@@ -203,9 +207,10 @@ impl Conn {
     /// (under OOM Redis refuses the transaction whole). No script: Redis runs a script's
     /// every call slower than the bare command.
     pub(crate) async fn create_hash(&self, hset: &[&[u8]], pexpire: &[&[u8]]) -> RedisResult<()> {
-        if let Some(direct) = self.own_socket(hset.get(1).copied().unwrap_or_default()) {
+        let (key, mut routed) = (hset.get(1).copied().unwrap_or_default(), None);
+        if let Some(direct) = self.own_socket(key, &mut routed) {
             // A redirection aborts the transaction whole: it goes again through the client.
-            match create_in_place(&direct, hset, pexpire).await {
+            match create_in_place(direct, hset, pexpire).await {
                 Err(e) if self.goes_again(&e) => {}
                 created => return created,
             }
