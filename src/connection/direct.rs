@@ -237,6 +237,9 @@ struct Inner {
     /// The waker of the request reading the socket, which the watchdog and `close` wake when
     /// they answer requests (the reader's own among them, maybe): waiting for data, it listens
     /// to no other.
+    /// Close the socket when a request on it is late (node sockets, which nothing else
+    /// retires: see `node`).
+    close_when_late: AtomicBool,
     reading: Mutex<Option<Waker>>,
     /// Wakes the watchdog before its time.
     watch_now: Arc<Notify>,
@@ -333,6 +336,7 @@ impl Direct {
                 closed,
                 wake,
                 reading: Mutex::new(None),
+                close_when_late: AtomicBool::new(false),
                 watch_now: Arc::new(Notify::new()),
                 db: settings.db(),
             }),
@@ -372,6 +376,12 @@ impl Direct {
             Value::SimpleString(pong) if pong == "PONG" => Ok(()),
             _ => Err(out_of_step("the server did not answer PING as Redis does")),
         }
+    }
+
+    /// From now on, a request still unanswered at its deadline closes the socket (failing
+    /// the others on it) instead of failing alone.
+    pub(crate) fn close_when_late(&self) {
+        self.inner.close_when_late.store(true, Ordering::Relaxed);
     }
 
     /// This socket, for requests due by `deadline`.
@@ -780,6 +790,10 @@ async fn watch(inner: Weak<Inner>, tick: Duration) {
             }
             // Under the lock that requests take to queue: one due sooner than this sees it.
             w.watch_at = next;
+        }
+        if late && inner.close_when_late.load(Ordering::Relaxed) {
+            inner.close();
+            return;
         }
         if late {
             inner.wake_reader();

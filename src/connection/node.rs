@@ -66,7 +66,15 @@ impl NodeSocket {
         let flag = Arc::clone(&closed);
         let connect = Direct::connect(info.addr(), settings, None, flag, wake, NODE_TICK);
         match tokio::time::timeout(node_timeout(&NODE_CONNECT_MS), connect).await {
-            Ok(conn) => Ok((conn?, closed)),
+            Ok(conn) => {
+                // Nothing retires a node socket (the store's routed ones are shared by its
+                // connections): a node that answers nothing within the command timeout, as
+                // a host that vanished without closing its sockets, has it closed, and the
+                // next request or the map's refresh opens another.
+                let conn = conn?;
+                conn.close_when_late();
+                Ok((conn, closed))
+            }
             Err(_) => Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "no connection to the cluster node within the connect timeout",
@@ -137,7 +145,9 @@ impl DirectNode {
 
 /// Sends `pipe` on `conn` and answers as redis-rs's connection does: for a transaction, the
 /// first error among the queued replies (a redirection: the transaction did not run) is the
-/// answer, not `EXECABORT`; the cluster client and `redirect` act on it.
+/// answer, not `EXECABORT`, and else `EXEC`'s own error (a redirection for the whole
+/// transaction, whose slot moved after it was queued); the cluster client and `redirect` act
+/// on it.
 pub(super) async fn send(
     mut conn: Direct,
     pipe: &Pipeline,
@@ -148,6 +158,16 @@ pub(super) async fn send(
         return conn.req_packed_commands(pipe, offset, count).await;
     }
     let all = conn.req_packed_commands(pipe, 0, pipe.len() + 2).await?;
+    if let Some(Value::ServerError(e)) = all.last() {
+        if all
+            .iter()
+            .skip(1)
+            .take(pipe.len())
+            .all(|v| !matches!(v, Value::ServerError(_)))
+        {
+            return Err(e.clone().into());
+        }
+    }
     let queued = all.iter().skip(1).take(pipe.len());
     let errors: Vec<&ServerError> = queued
         .filter_map(|v| match v {

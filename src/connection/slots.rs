@@ -37,7 +37,8 @@ pub(crate) struct Slots {
     /// Login and database for the node sockets; their addresses come from the map.
     seed: ConnectionInfo,
     map: RwLock<Arc<Map>>,
-    /// The map needs asking again (none yet, a `MOVED`, a node that failed).
+    /// The map needs asking again (none yet, a `MOVED`, a socket that closed or failed):
+    /// until it is, nothing is routed.
     stale: AtomicBool,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
@@ -92,9 +93,15 @@ impl Slots {
             self.refresh(client);
             return None;
         }
+        let Some(node) = self.node(slot) else {
+            // No node for it (none yet, or one whose socket would not open): the map is
+            // asked again, the other slots stay routed.
+            self.refresh(client);
+            return None;
+        };
         // A socket that closed is reopened by the refresh, not here: a node that does not
         // answer must not hold up the requests for its slots beyond what the client does.
-        match self.node(slot)?.open_now() {
+        match node.open_now() {
             Some(socket) => Some(socket.until(node_deadline())),
             None => {
                 self.failed(client);
@@ -159,25 +166,26 @@ impl Slots {
         }
         // Cleared first: a `MOVED` seen while the map is asked for marks it stale again.
         self.stale.store(false, Ordering::Relaxed);
-        let (slots, mut client) = (Arc::clone(self), client.clone());
+        let (refreshing, mut client) = (Refreshing(Arc::clone(self)), client.clone());
         tokio::spawn(async move {
             let mut ask = redis::cmd("CLUSTER");
             ask.arg("SLOTS");
             let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
             let reply = tokio::time::timeout_at(node_deadline(), client.route_command(ask, random));
-            let complete = match reply.await {
-                Ok(Ok(reply)) => slots.install(reply).await,
+            // A map without a node for some slots is taken: those go to the client, and
+            // ask for the map again (see `socket`).
+            let installed = match reply.await {
+                Ok(Ok(reply)) => refreshing.0.install(reply).await,
                 _ => false,
             };
-            if !complete {
-                slots.mark_stale();
+            if !installed {
+                refreshing.0.mark_stale();
             }
-            slots.refreshing.store(false, Ordering::Release);
         });
     }
 
     /// Takes the map a `CLUSTER SLOTS` reply gives, keeping the sockets of nodes it already
-    /// had and opening the others. Whether every slot has a node.
+    /// had (reopened if they closed) and opening the others; not a reply that is not one.
     async fn install(&self, reply: Value) -> bool {
         let Some(ranges) = parse(reply) else {
             return false;
@@ -218,9 +226,18 @@ impl Slots {
                 *slot = at;
             }
         }
-        let complete = !map.by_slot.contains(&NONE);
         *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
-        complete
+        true
+    }
+}
+
+/// A refresh under way; over when this drops, even if its task never finished (a runtime
+/// that shut down), so that the map can be asked for again.
+struct Refreshing(Arc<Slots>);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -261,8 +278,15 @@ fn parse(reply: Value) -> Option<Vec<(u16, u16, String, u16)>> {
     Some(out)
 }
 
-/// The one slot of the keys in `pipe`; `None` when it has none, or keys of several slots.
+/// The one slot of the keys in `pipe`; `None` when it has none, keys of several slots, or a
+/// `WAIT`: that blocks its connection until replicas answer, and the routed socket to a
+/// master is the store's only one (the client's node connections are one per pooled
+/// connection).
 fn pipeline_slot(pipe: &Pipeline) -> Option<u16> {
+    let is_wait = |c: &Cmd| matches!(c.args_iter().next(), Some(Arg::Simple(n)) if n.eq_ignore_ascii_case(b"WAIT"));
+    if pipe.cmd_iter().any(is_wait) {
+        return None;
+    }
     let mut slots = pipe.cmd_iter().filter_map(key_slot);
     let first = slots.next()?;
     slots.all(|s| s == first).then_some(first)
@@ -370,8 +394,9 @@ mod tests {
             .cmd("PEXPIRE")
             .arg("s:{a}")
             .arg(5);
-        same.cmd("WAIT").arg(1).arg(10);
         assert_eq!(pipeline_slot(&same), Some(slot_of(b"a")));
+        same.cmd("WAIT").arg(1).arg(10);
+        assert_eq!(pipeline_slot(&same), None, "WAIT stays with the client");
         let mut script = redis::pipe();
         script
             .cmd("EVALSHA")
@@ -396,15 +421,15 @@ mod on_a_cluster {
 
     use super::*;
 
-    /// `send` once the map is in; none of the bounded tries may take long.
+    /// `send` once the map is in (within 5 s).
     async fn routed(slots: &Arc<Slots>, client: &Client, pipe: &Pipeline) -> Vec<Value> {
-        for _ in 0..200 {
+        for _ in 0..500 {
             if let Some(sent) = slots.send(client, pipe, 0, pipe.len()).await {
                 return sent.expect("routed pipeline");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("no map of the slots within 2 s");
+        panic!("no map of the slots within 5 s");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,6 +479,19 @@ mod on_a_cluster {
         // without waiting for a new socket, until the refresh has opened one.
         let _: u64 = target.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
         tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(slots.send(&client, &set, 0, 2).await.is_none());
+        assert_eq!(routed(&slots, &client, &set).await, done);
+
+        // The master answers nothing and keeps the socket open (a host that vanished; here
+        // its clients are paused, its cluster bus is not): the request fails at the node
+        // command timeout (2 s) and closes the socket, so that nothing more is routed there
+        // until the map is asked again, and the socket reopened.
+        let _: () = target.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
+        let late = slots.send(&client, &set, 0, 2).await.expect("sent");
+        assert!(late.is_err_and(|e| e.is_timeout()), "a late request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let node = slots.node(slot).expect("the master's socket");
+        assert!(node.open_now().is_none(), "the late socket is closed");
         assert!(slots.send(&client, &set, 0, 2).await.is_none());
         assert_eq!(routed(&slots, &client, &set).await, done);
     }
