@@ -11,6 +11,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerError, Va
 use tokio::sync::Notify;
 
 use super::direct::Direct;
+use super::resp::not_sent;
 
 /// The longest connect and command timeouts (ms) of the stores whose cluster nodes use our
 /// own connection: the cluster client opens node connections through a static constructor,
@@ -39,14 +40,19 @@ pub(super) fn node_deadline() -> tokio::time::Instant {
 /// How often an idle node connection of our own is looked at (see `direct`).
 const NODE_TICK: Duration = Duration::from_millis(250);
 
+/// After a failed reopening, how long requests fail at once instead of each waiting for a
+/// connect attempt of its own (a node whose host stopped answering takes the whole connect
+/// timeout to fail).
+const REOPEN_GAP: Duration = Duration::from_secs(1);
+
 /// One node's socket, reopened by the next request after it closed (Redis's `timeout`, a
 /// proxy, a restart).
 pub(super) struct NodeSocket {
     pub(super) info: redis::ConnectionInfo,
     /// The socket, and whether it closed.
     live: Mutex<(Direct, Arc<AtomicBool>)>,
-    /// One reopening at a time.
-    reopening: tokio::sync::Mutex<()>,
+    /// One reopening at a time, and when the last one failed.
+    reopening: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl NodeSocket {
@@ -56,7 +62,7 @@ impl NodeSocket {
         Ok(Self {
             info,
             live,
-            reopening: tokio::sync::Mutex::new(()),
+            reopening: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -88,18 +94,32 @@ impl NodeSocket {
         (!live.1.load(Ordering::Relaxed)).then(|| live.0.clone())
     }
 
-    /// The socket, reopened first if it closed.
+    /// The socket, reopened first if it closed; not sent (at once) within [`REOPEN_GAP`] of
+    /// a failed reopening.
     pub(super) async fn socket(&self) -> RedisResult<Direct> {
         if let Some(conn) = self.open_now() {
             return Ok(conn);
         }
-        let _one = self.reopening.lock().await;
+        let mut failed_at = self.reopening.lock().await;
         if let Some(conn) = self.open_now() {
             return Ok(conn);
         }
-        let (conn, closed) = Self::open(&self.info).await?;
-        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = (conn.clone(), closed);
-        Ok(conn)
+        if failed_at.is_some_and(|at| at.elapsed() < REOPEN_GAP) {
+            return Err(not_sent(
+                "the cluster node's socket closed and could not be reopened",
+            ));
+        }
+        match Self::open(&self.info).await {
+            Ok((conn, closed)) => {
+                *failed_at = None;
+                *self.live.lock().unwrap_or_else(PoisonError::into_inner) = (conn.clone(), closed);
+                Ok(conn)
+            }
+            Err(e) => {
+                *failed_at = Some(tokio::time::Instant::now());
+                Err(e)
+            }
+        }
     }
 }
 
@@ -210,5 +230,59 @@ impl ConnectionLike for DirectNode {
 
     fn get_db(&self) -> i64 {
         self.0.info.redis_settings().db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use redis::IntoConnectionInfo;
+    use test_support::redis_server::RedisServer;
+
+    use super::*;
+
+    /// A node whose host stops answering (here: a listener that accepts and says nothing)
+    /// costs one connect timeout, not one per request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_reopening_fails_the_next_requests_at_once() {
+        node_timeouts(Duration::from_millis(300), Duration::from_secs(2));
+        let server = RedisServer::start();
+        let node = NodeSocket::connect(server.url().as_str().into_connection_info().unwrap())
+            .await
+            .expect("socket");
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let keep = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                accepted.push(socket);
+            }
+        });
+        let node = NodeSocket {
+            info: node
+                .info
+                .clone()
+                .set_addr(redis::ConnectionAddr::Tcp("127.0.0.1".into(), port)),
+            ..node
+        };
+        // Its socket is found closed (as the idle check would find it).
+        node.live.lock().unwrap().1.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        assert!(node.socket().await.is_err());
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        let again = Instant::now();
+        let err = node.socket().await.err().expect("not reopened");
+        assert!(err.is_connection_refusal(), "{err}");
+        assert!(
+            again.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            again.elapsed()
+        );
+        keep.abort();
     }
 }
