@@ -237,10 +237,10 @@ struct Inner {
     /// The waker of the request reading the socket, which the watchdog and `close` wake when
     /// they answer requests (the reader's own among them, maybe): waiting for data, it listens
     /// to no other.
+    reading: Mutex<Option<Waker>>,
     /// Close the socket when a request on it is late (node sockets, which nothing else
     /// retires: see `node`).
     close_when_late: AtomicBool,
-    reading: Mutex<Option<Waker>>,
     /// Wakes the watchdog before its time.
     watch_now: Arc<Notify>,
     db: i64,

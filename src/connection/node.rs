@@ -178,29 +178,24 @@ pub(super) async fn send(
         return conn.req_packed_commands(pipe, offset, count).await;
     }
     let all = conn.req_packed_commands(pipe, 0, pipe.len() + 2).await?;
-    if let Some(Value::ServerError(e)) = all.last() {
-        if all
-            .iter()
-            .skip(1)
-            .take(pipe.len())
-            .all(|v| !matches!(v, Value::ServerError(_)))
-        {
-            return Err(e.clone().into());
-        }
-    }
-    let queued = all.iter().skip(1).take(pipe.len());
-    let errors: Vec<&ServerError> = queued
-        .filter_map(|v| match v {
-            Value::ServerError(e) => Some(e),
-            _ => None,
-        })
+    let error = |v: &Value| match v {
+        Value::ServerError(e) => Some(e.clone()),
+        _ => None,
+    };
+    let queued: Vec<ServerError> = all
+        .iter()
+        .skip(1)
+        .take(pipe.len())
+        .filter_map(error)
         .collect();
-    let first = errors
+    let first = queued
         .iter()
         .find(|e| !super::conn::redirect::is_redirect(e))
-        .or(errors.first());
+        .or(queued.first())
+        .cloned()
+        .or_else(|| all.last().and_then(error));
     match first {
-        Some(e) => Err((*e).clone().into()),
+        Some(e) => Err(e.into()),
         None => Ok(all.into_iter().skip(offset).take(count).collect()),
     }
 }
